@@ -1,5 +1,6 @@
 """Analytic oracles: samplers against the exact denoiser and the exact ODE solution."""
 
+import itertools
 import math
 
 import numpy as np
@@ -48,7 +49,11 @@ def test_deterministic_samplers_reach_the_exact_ode_end_point(name, sampler):
 
 @pytest.mark.parametrize(
     "schedule,pred,spacing",
-    [(EDMSchedule(), "x0", "karras"), (VPSchedule("scaled_linear"), "eps", "karras"), (FlowSchedule(), "flow", "karras")],
+    [
+        (EDMSchedule(), "x0", "karras"),
+        (VPSchedule("scaled_linear"), "eps", "karras"),
+        (FlowSchedule(), "flow", "karras"),
+    ],
     ids=["edm", "vp", "flow"],
 )
 @pytest.mark.parametrize("sampler,order", [("euler", 1.0), ("heun", 2.0), ("dpmpp_2m", 2.0)])
@@ -56,7 +61,7 @@ def test_order_of_convergence(schedule, pred, spacing, sampler, order):
     """The global error against the exact ODE end point falls as steps^-order."""
     noise = torch.randn(256, 3, dtype=F64)
     errs = [ode_error(schedule, pred, sampler, schedule.grid(n, spacing), noise) for n in (20, 40, 80)]
-    slopes = [math.log2(a / b) for a, b in zip(errs[:-1], errs[1:])]
+    slopes = [math.log2(a / b) for a, b in itertools.pairwise(errs)]
     measured = float(np.mean(slopes))
     assert abs(measured - order) < 0.35, (errs, slopes)
 
@@ -93,7 +98,9 @@ def test_output_distribution_matches_gaussian_data(name, sampler):
         pytest.skip("see test_heun_first_step")
     gen = torch.Generator().manual_seed(0)
     noise = randn((8000, 3), gen, dtype=F64)
-    out = sample(GAUSS.model(schedule, pred), noise, schedule, pred, sampler, steps_for(sampler), generator=gen)
+    out = sample(
+        GAUSS.model(schedule, pred), noise, schedule, pred, sampler, steps_for(sampler), generator=gen
+    )
     assert (out.mean(0) - GAUSS.mean).abs().max() < 0.05
     rel_var = ((out.var(0) - GAUSS.var).abs() / GAUSS.var).max()
     assert rel_var < 0.12, rel_var

@@ -62,7 +62,14 @@ def noise():
 
 CASES = [
     # (diffusers scheduler, extra config, our sampler, our options, spacings, steps)
-    (DDIMScheduler, {"clip_sample": False, "set_alpha_to_one": True}, "ddim", {}, ["leading", "trailing"], 20),
+    (
+        DDIMScheduler,
+        {"clip_sample": False, "set_alpha_to_one": True},
+        "ddim",
+        {},
+        ["leading", "trailing"],
+        20,
+    ),
     (EulerDiscreteScheduler, {}, "euler", {}, ["leading", "trailing"], 20),
     (HeunDiscreteScheduler, {}, "heun", {}, ["leading", "trailing"], 10),
     (DPMSolverMultistepScheduler, {}, "dpmpp_2m", {}, ["trailing", "leading"], 20),
@@ -100,19 +107,25 @@ def test_unipc_bh1_parity(pred, noise):
     (``alpha_t * B_h * 0`` with ``B_h = -inf``); ours takes the exact first-order limit there."""
     schedule = VPSchedule("scaled_linear")
     f = near_gaussian_model(schedule, pred)
-    scheduler = UniPCMultistepScheduler(**diffusers_kwargs("scaled_linear", pred, timestep_spacing="trailing", solver_type="bh1"))
+    scheduler = UniPCMultistepScheduler(
+        **diffusers_kwargs("scaled_linear", pred, timestep_spacing="trailing", solver_type="bh1")
+    )
     scheduler.set_timesteps(20)
     x = noise.clone()
     for t in scheduler.timesteps[:-1]:
         x = scheduler.step(f(x, t), t, x).prev_sample
     states = []
-    final = run_ours(schedule, f, noise, pred, "unipc", 20, variant="bh1", callback=lambda d: states.append(d["x"]))
+    final = run_ours(
+        schedule, f, noise, pred, "unipc", 20, variant="bh1", callback=lambda d: states.append(d["x"])
+    )
     assert (x - states[-2]).abs().max().item() < TOL
     assert torch.isfinite(final).all()
 
 
 @pytest.mark.parametrize("pred", ["eps", "v"])
-@pytest.mark.parametrize("sampler,cls", [("euler", EulerDiscreteScheduler), ("dpmpp_2m", DPMSolverMultistepScheduler)])
+@pytest.mark.parametrize(
+    "sampler,cls", [("euler", EulerDiscreteScheduler), ("dpmpp_2m", DPMSolverMultistepScheduler)]
+)
 def test_karras_parity(sampler, cls, pred, noise):
     """Karras noise levels mapped back to (fractional) timesteps by log-sigma interpolation."""
     schedule = VPSchedule("scaled_linear")
@@ -122,7 +135,9 @@ def test_karras_parity(sampler, cls, pred, noise):
         # diffusers rounds the model's timesteps on this grid; give ours the same levels
         scheduler.set_timesteps(15)
         levels = schedule.grid(15, "karras")
-        levels = [lv._replace(t=float(t) / 1000) for lv, t in zip(levels[:-1], scheduler.timesteps)] + levels[-1:]
+        levels = [lv._replace(t=float(t) / 1000) for lv, t in zip(levels[:-1], scheduler.timesteps)] + levels[
+            -1:
+        ]
         ours = run_ours(schedule, f, noise, pred, sampler, 15, levels=levels)
     else:
         ours = run_ours(schedule, f, noise, pred, sampler, 15, spacing="karras")

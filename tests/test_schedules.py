@@ -56,7 +56,9 @@ def test_vp_level_is_exact_at_timesteps_and_interpolates_log_sigma():
     assert schedule.level(0.5005).s == pytest.approx(math.sqrt(s_lo * s_hi), rel=1e-12)
 
 
-@pytest.mark.parametrize("schedule", [VPSchedule("cosine"), VPSchedule("linear"), FlowSchedule(), EDMSchedule()])
+@pytest.mark.parametrize(
+    "schedule", [VPSchedule("cosine"), VPSchedule("linear"), FlowSchedule(), EDMSchedule()]
+)
 def test_inverse_map_round_trips(schedule):
     t = torch.linspace(0.01, 0.99, 57, dtype=torch.float64)
     a, s = schedule.alpha_sigma(t)
@@ -125,7 +127,10 @@ def test_level_properties():
     assert Level(0.0, 1.0, 0.0).lam == math.inf
 
 
-@pytest.mark.parametrize("schedule", [VPSchedule("cosine", rescale_zero_terminal_snr=True), FlowSchedule(2.0), EDMSchedule(0.01, 50)])
+@pytest.mark.parametrize(
+    "schedule",
+    [VPSchedule("cosine", rescale_zero_terminal_snr=True), FlowSchedule(2.0), EDMSchedule(0.01, 50)],
+)
 def test_config_round_trip(schedule):
     rebuilt = build_schedule(schedule.to_config())
     t = torch.linspace(0, 1, 11, dtype=torch.float64)

@@ -54,7 +54,9 @@ def _check(prediction: str) -> None:
         raise ValueError(f"unknown prediction type {prediction!r}; known: {list(PREDICTIONS)}")
 
 
-def pred_to_x0(pred: torch.Tensor, x: torch.Tensor, alpha: Scalar, sigma: Scalar, prediction: str) -> torch.Tensor:
+def pred_to_x0(
+    pred: torch.Tensor, x: torch.Tensor, alpha: Scalar, sigma: Scalar, prediction: str
+) -> torch.Tensor:
     """The clean-sample estimate implied by a prediction at ``x = alpha x0 + sigma eps``.
 
     ``alpha``/``sigma``: Python floats or tensors broadcastable to ``x`` (see :func:`append_dims`).
@@ -69,7 +71,9 @@ def pred_to_x0(pred: torch.Tensor, x: torch.Tensor, alpha: Scalar, sigma: Scalar
     return (x - sigma * pred) / (alpha + sigma)  # flow
 
 
-def pred_to_eps(pred: torch.Tensor, x: torch.Tensor, alpha: Scalar, sigma: Scalar, prediction: str) -> torch.Tensor:
+def pred_to_eps(
+    pred: torch.Tensor, x: torch.Tensor, alpha: Scalar, sigma: Scalar, prediction: str
+) -> torch.Tensor:
     """The noise estimate implied by a prediction: ``eps = (x - alpha x0) / sigma``."""
     if prediction == "eps":
         return pred
@@ -258,4 +262,3 @@ def diffusion_loss(
         sigma_data = schedule.sigma_data if isinstance(schedule, EDMSchedule) else 0.5
     w = loss_weight(alpha, sigma, prediction, weighting, gamma=gamma, sigma_data=sigma_data)
     return mse * w.to(mse.dtype)
-

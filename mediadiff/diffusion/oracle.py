@@ -72,7 +72,9 @@ class GaussianMixture(_Oracle):
     def __init__(self, means: torch.Tensor, vars: torch.Tensor, weights: torch.Tensor):
         k = means.shape[0]
         if vars.shape != (k,) or weights.shape != (k,):
-            raise ValueError(f"need vars and weights of shape [{k}], got {list(vars.shape)}, {list(weights.shape)}")
+            raise ValueError(
+                f"need vars and weights of shape [{k}], got {list(vars.shape)}, {list(weights.shape)}"
+            )
         self.means, self.vars, self.weights = means, vars, weights / weights.sum()
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -21,6 +21,7 @@ the batch.
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -92,7 +93,7 @@ def _pairs(levels: Sequence[Level]) -> list[tuple[Level, Level]]:
         raise ValueError("a grid needs at least two levels (one model level and the clean level)")
     if levels[-1].sigma != 0:
         raise ValueError(f"a grid must end at the clean level (sigma = 0), got {levels[-1]}")
-    return list(zip(levels[:-1], levels[1:], strict=True))
+    return list(itertools.pairwise(levels))
 
 
 def _decay(cur: Level, nxt: Level) -> float:
@@ -100,7 +101,9 @@ def _decay(cur: Level, nxt: Level) -> float:
     return cur.alpha * nxt.sigma / (nxt.alpha * cur.sigma)
 
 
-def _report(callback: Callback, i: int, x: torch.Tensor, denoised: torch.Tensor, cur: Level, nxt: Level) -> None:
+def _report(
+    callback: Callback, i: int, x: torch.Tensor, denoised: torch.Tensor, cur: Level, nxt: Level
+) -> None:
     if callback is not None:
         callback({"i": i, "x": x, "denoised": denoised, "level": cur, "next": nxt})
 
@@ -152,7 +155,9 @@ def ddim(
 
 
 @torch.no_grad()
-def euler(denoiser: Denoiser, x: torch.Tensor, levels: Sequence[Level], *, callback: Callback = None) -> torch.Tensor:
+def euler(
+    denoiser: Denoiser, x: torch.Tensor, levels: Sequence[Level], *, callback: Callback = None
+) -> torch.Tensor:
     """Euler's method on the probability-flow ODE ``dx/ds = (x - D(x, s)) / s`` in the variance-exploding
     variables (Karras et al. 2022, Alg. 1 without the correction).
 
@@ -201,7 +206,9 @@ def euler_a(
 
 
 @torch.no_grad()
-def heun(denoiser: Denoiser, x: torch.Tensor, levels: Sequence[Level], *, callback: Callback = None) -> torch.Tensor:
+def heun(
+    denoiser: Denoiser, x: torch.Tensor, levels: Sequence[Level], *, callback: Callback = None
+) -> torch.Tensor:
     """Heun's method on the probability-flow ODE (Karras et al. 2022, Alg. 1), two evaluations per step.
 
     The last step (to ``s = 0``) and a first step from pure noise (``s = inf``) are Euler steps.
@@ -222,7 +229,9 @@ def heun(denoiser: Denoiser, x: torch.Tensor, levels: Sequence[Level], *, callba
 
 
 @torch.no_grad()
-def dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, levels: Sequence[Level], *, callback: Callback = None) -> torch.Tensor:
+def dpmpp_2m(
+    denoiser: Denoiser, x: torch.Tensor, levels: Sequence[Level], *, callback: Callback = None
+) -> torch.Tensor:
     """DPM-Solver++(2M), data prediction, multistep (Lu et al. 2022, "DPM-Solver++", Alg. 2).
 
     ``x' = (sigma'/sigma) x + alpha' (1 - e^-h) D`` with ``D = (1 + 1/2r) x0 - (1/2r) x0_prev``,
@@ -526,7 +535,13 @@ def sample(
     Returns ``[b ...]`` like ``noise``.
     """
     spec = _spec(sampler)
-    accepted = set(inspect.signature(spec.fn).parameters) - {"denoiser", "x", "levels", "callback", "generator"}
+    accepted = set(inspect.signature(spec.fn).parameters) - {
+        "denoiser",
+        "x",
+        "levels",
+        "callback",
+        "generator",
+    }
     unknown = set(options) - accepted
     if unknown:
         raise ValueError(f"sampler {sampler!r} does not take {sorted(unknown)}; it takes {sorted(accepted)}")

@@ -11,6 +11,7 @@ A sampling grid is a decreasing list of levels that always ends at the clean lev
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -144,7 +145,7 @@ class Schedule:
     def levels(self, timesteps: Sequence[float]) -> list[Level]:
         """Levels at the given decreasing times, followed by the clean level."""
         ts = [float(t) for t in timesteps]
-        if any(b >= a for a, b in zip(ts[:-1], ts[1:], strict=False)):
+        if any(b >= a for a, b in itertools.pairwise(ts)):
             raise ValueError(f"timesteps must be strictly decreasing, got {ts}")
         if not ts or ts[-1] < 0 or ts[0] > 1:
             raise ValueError(f"timesteps must be a non-empty list in [0, 1], got {ts}")
@@ -186,7 +187,11 @@ class Schedule:
             hi = hi if sigma_max is None else sigma_max
             if not 0 < lo < hi < math.inf:
                 raise ValueError(f"need 0 < sigma_min < sigma_max < inf, got {lo}, {hi}")
-            sig = karras_sigmas(lo, hi, steps, rho) if spacing == "karras" else exponential_sigmas(lo, hi, steps)
+            sig = (
+                karras_sigmas(lo, hi, steps, rho)
+                if spacing == "karras"
+                else exponential_sigmas(lo, hi, steps)
+            )
             return self.levels_from_s(sig)
         return self.levels(self._spaced_ts(steps, spacing))
 
@@ -246,7 +251,9 @@ class VPSchedule(Schedule):
             def alpha_bar(u: float) -> float:
                 return math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
 
-            betas = torch.tensor([min(1 - alpha_bar((i + 1) / n) / alpha_bar(i / n), 0.999) for i in range(n)], dtype=f32)
+            betas = torch.tensor(
+                [min(1 - alpha_bar((i + 1) / n) / alpha_bar(i / n), 0.999) for i in range(n)], dtype=f32
+            )
         if rescale_zero_terminal_snr:  # Lin et al. 2023, Algorithm 1
             sqrt_ab = torch.cumprod(1 - betas, dim=0).sqrt()
             first, last = sqrt_ab[0].clone(), sqrt_ab[-1].clone()

