@@ -126,9 +126,11 @@ def _first_order(
         denoised = denoiser(x, cur)
         std = min(nxt.sigma, eta * nxt.sigma * math.sqrt(max(0.0, 1 - _decay(cur, nxt) ** 2))) if eta else 0.0
         dir_coef = math.sqrt(max(0.0, nxt.sigma**2 - std**2))  # weight of the predicted noise
-        x = (dir_coef / cur.sigma) * x + (nxt.alpha - dir_coef * cur.alpha / cur.sigma) * denoised
+        x = torch.add(
+            x * (dir_coef / cur.sigma), denoised, alpha=nxt.alpha - dir_coef * cur.alpha / cur.sigma
+        )
         if std > 0:
-            x = x + (std * s_noise) * randn_like(x, generator)
+            x = x.add_(randn_like(x, generator), alpha=std * s_noise)  # x is our own tensor here
         _report(callback, i, x, denoised, cur, nxt)
     return x
 
@@ -498,6 +500,8 @@ def make_denoiser(
         t_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         t = torch.full((x.shape[0],), level.t, device=x.device, dtype=t_dtype)  # [b]
         pred = model(x, t, **cond).to(x.dtype)
+        if prediction == "eps":  # (x - sigma eps) / alpha, fused
+            return torch.add(x * (1 / level.alpha), pred, alpha=-level.sigma / level.alpha)
         return pred_to_x0(pred, x, level.alpha, level.sigma, prediction)
 
     return denoiser
