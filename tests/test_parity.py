@@ -249,3 +249,17 @@ def test_heun_matches_float64_hand_computation():
     d1 = (x_e - x0_at(x_e, l1, s1)) / s1
     expected = (x_ve + (d + d1) / 2 * (s1 - s0)) / (1 + s1 * s1) ** 0.5
     assert (first[0]["x"] - expected).abs().max().item() < 1e-8
+
+
+@pytest.mark.parametrize("pred", ["eps", "v"])
+def test_third_order_multistep_parity(pred, noise):
+    """dpmpp_3m_sde with eta = 0 is DPM-Solver++(3M): diffusers' solver_order=3 (>= 15 steps, where
+    diffusers does not lower the order before the last step)."""
+    schedule = VPSchedule("scaled_linear")
+    f = near_gaussian_model(schedule, pred)
+    scheduler = DPMSolverMultistepScheduler(
+        **diffusers_kwargs("scaled_linear", pred, timestep_spacing="trailing", solver_order=3)
+    )
+    ref = run_diffusers(scheduler, f, noise, 20)
+    ours = run_ours(schedule, f, noise, pred, "dpmpp_3m_sde", 20, eta=0.0)
+    assert (ref - ours).abs().max().item() < TOL

@@ -230,6 +230,49 @@ def heun(
     return x
 
 
+def _sde_first_order(
+    x: torch.Tensor, denoised: torch.Tensor, cur: Level, nxt: Level, eta: float
+) -> torch.Tensor:
+    """The noise-free part of a first-order SDE-DPM-Solver++ step (``eta = 0``: the ODE step)."""
+    decay = _decay(cur, nxt)  # e^{-h}
+    return torch.add(
+        x * ((nxt.sigma / cur.sigma) * decay**eta), denoised, alpha=nxt.alpha * (1 - decay ** (1 + eta))
+    )
+
+
+def _sde_noise(
+    x: torch.Tensor, cur: Level, nxt: Level, eta: float, s_noise: float, generator: GeneratorLike
+) -> torch.Tensor:
+    """Add the fresh noise ``sigma' sqrt(1 - e^{-2 eta h}) z`` of an SDE-DPM-Solver++ step."""
+    if eta > 0 and nxt.sigma > 0:
+        std = nxt.sigma * math.sqrt(1 - _decay(cur, nxt) ** (2 * eta)) * s_noise
+        x = x.add_(randn_like(x, generator), alpha=std)  # x is our own tensor here
+    return x
+
+
+def _dpmpp_2m(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    levels: Sequence[Level],
+    eta: float,
+    s_noise: float,
+    generator: GeneratorLike,
+    callback: Callback,
+) -> torch.Tensor:
+    prev: tuple[torch.Tensor, float] | None = None  # (x0 estimate, h) of the previous step
+    for i, (cur, nxt) in enumerate(_pairs(levels)):
+        denoised = denoiser(x, cur)
+        h = nxt.lam - cur.lam
+        x = _sde_first_order(x, denoised, cur, nxt, eta)
+        if prev is not None and nxt.sigma > 0 and math.isfinite(prev[1]):
+            r = prev[1] / h  # midpoint correction D1 / 2 = (x0 - x0_prev) / (2 r)
+            x = x.add_(denoised - prev[0], alpha=nxt.alpha * (1 - _decay(cur, nxt) ** (1 + eta)) * 0.5 / r)
+        x = _sde_noise(x, cur, nxt, eta, s_noise, generator)
+        prev = (denoised, h)
+        _report(callback, i, x, denoised, cur, nxt)
+    return x
+
+
 @torch.no_grad()
 def dpmpp_2m(
     denoiser: Denoiser, x: torch.Tensor, levels: Sequence[Level], *, callback: Callback = None
@@ -239,18 +282,7 @@ def dpmpp_2m(
     ``x' = (sigma'/sigma) x + alpha' (1 - e^-h) D`` with ``D = (1 + 1/2r) x0 - (1/2r) x0_prev``,
     ``r = h_prev / h``; first order on the first step and on the last step to ``sigma = 0``.
     """
-    prev: tuple[torch.Tensor, float] | None = None  # (x0 estimate, h) of the previous step
-    for i, (cur, nxt) in enumerate(_pairs(levels)):
-        denoised = denoiser(x, cur)
-        h = nxt.lam - cur.lam
-        d = denoised
-        if prev is not None and nxt.sigma > 0 and math.isfinite(prev[1]):
-            r = prev[1] / h
-            d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * prev[0]
-        x = (nxt.sigma / cur.sigma) * x + nxt.alpha * (1 - _decay(cur, nxt)) * d
-        prev = (denoised, h)
-        _report(callback, i, x, denoised, cur, nxt)
-    return x
+    return _dpmpp_2m(denoiser, x, levels, 0.0, 1.0, None, callback)
 
 
 @torch.no_grad()
@@ -267,23 +299,9 @@ def dpmpp_2m_sde(
     """SDE-DPM-Solver++(2M), midpoint form (Lu et al. 2022, Appendix; diffusers' ``sde-dpmsolver++``).
 
     ``x' = (sigma'/sigma) e^{-eta h} x + alpha' (1 - e^{-(1+eta) h}) D + sigma' sqrt(1 - e^{-2 eta h}) z``;
-    ``eta = 0`` is the ODE solver :func:`dpmpp_2m` (midpoint form).
+    ``eta = 0`` is the ODE solver :func:`dpmpp_2m`.
     """
-    prev: tuple[torch.Tensor, float] | None = None
-    for i, (cur, nxt) in enumerate(_pairs(levels)):
-        denoised = denoiser(x, cur)
-        h = nxt.lam - cur.lam
-        decay = _decay(cur, nxt)  # e^{-h}
-        coef = nxt.alpha * (1 - decay ** (1 + eta))
-        x = (nxt.sigma / cur.sigma) * decay**eta * x + coef * denoised
-        if prev is not None and nxt.sigma > 0 and math.isfinite(prev[1]):
-            r = prev[1] / h
-            x = x + (coef * 0.5 / r) * (denoised - prev[0])
-        if eta > 0 and nxt.sigma > 0:
-            x = x + (nxt.sigma * math.sqrt(1 - decay ** (2 * eta)) * s_noise) * randn_like(x, generator)
-        prev = (denoised, h)
-        _report(callback, i, x, denoised, cur, nxt)
-    return x
+    return _dpmpp_2m(denoiser, x, levels, eta, s_noise, generator, callback)
 
 
 @torch.no_grad()
@@ -309,8 +327,7 @@ def dpmpp_3m_sde(
             _report(callback, i, x, denoised, cur, nxt)
             continue
         h = nxt.lam - cur.lam
-        decay = _decay(cur, nxt)
-        x = (nxt.sigma / cur.sigma) * decay**eta * x + nxt.alpha * (1 - decay ** (1 + eta)) * denoised
+        x = _sde_first_order(x, denoised, cur, nxt, eta)
         if math.isfinite(h) and hist:
             h_eta = h * (eta + 1)
             phi_2 = math.expm1(-h_eta) / h_eta + 1
@@ -326,8 +343,7 @@ def dpmpp_3m_sde(
             else:
                 d_1, h_1 = hist[-1]
                 x = x + (nxt.alpha * phi_2 * h / h_1) * (denoised - d_1)
-        if eta > 0:
-            x = x + (nxt.sigma * math.sqrt(1 - decay ** (2 * eta)) * s_noise) * randn_like(x, generator)
+        x = _sde_noise(x, cur, nxt, eta, s_noise, generator)
         if math.isfinite(h):
             hist = [*hist[-1:], (denoised, h)]
         else:
