@@ -21,7 +21,7 @@ def _batch(v: torch.Tensor, b: int, name: str) -> torch.Tensor:
     if v.shape[0] == b:
         return v
     if v.shape[0] == 1:
-        return v.expand(b, *v.shape[1:])
+        return v.expand(b, *v.shape[1:])  # [1 ...] -> [b ...]
     raise ValueError(f"guidance input {name!r} has batch {v.shape[0]}, expected {b} or 1")
 
 
@@ -78,7 +78,9 @@ def cfg(
         both = {}
         for k in cond:
             c, u = cond[k], uncond[k]
-            both[k] = torch.cat([_batch(c, b, k), _batch(u, b, k)]) if isinstance(c, torch.Tensor) else c
+            both[k] = (
+                torch.cat([_batch(c, b, k), _batch(u, b, k)]) if isinstance(c, torch.Tensor) else c
+            )  # [2b ...]
         out = model(torch.cat([x, x]), torch.cat([t, t]), **both)  # [2b ...]
         pred_c, pred_u = out.chunk(2)  # [b ...] each
         inside = (t >= t_lo) & (t <= t_hi)  # [b]

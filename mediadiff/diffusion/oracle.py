@@ -91,8 +91,8 @@ class GaussianMixture(_Oracle):
     def x0(self, x: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         b, dim = x.shape[0], x[0].numel()
         xf = x.reshape(b, 1, dim)  # [b 1 d]
-        a = alpha.reshape(b, 1, 1) if alpha.numel() > 1 else alpha.reshape(1, 1, 1)
-        s = sigma.reshape(b, 1, 1) if sigma.numel() > 1 else sigma.reshape(1, 1, 1)
+        a = alpha.reshape(b, 1, 1) if alpha.numel() > 1 else alpha.reshape(1, 1, 1)  # [b 1 1]
+        s = sigma.reshape(b, 1, 1) if sigma.numel() > 1 else sigma.reshape(1, 1, 1)  # [b 1 1]
         mu = self.means.reshape(1, -1, dim).to(x.dtype)  # [1 k d]
         v = self.vars.reshape(1, -1, 1).to(x.dtype)  # [1 k 1]
         total = a**2 * v + s**2  # [b k 1]

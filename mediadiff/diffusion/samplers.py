@@ -217,15 +217,18 @@ def heun(
     """
     for i, (cur, nxt) in enumerate(_pairs(levels)):
         denoised = denoiser(x, cur)
+        # Euler step: x_e = alpha' x0 + sigma' eps
+        x_euler = torch.add(x * (nxt.sigma / cur.sigma), denoised, alpha=nxt.alpha * (1 - _decay(cur, nxt)))
         if nxt.sigma == 0 or cur.alpha == 0:
-            x = (nxt.sigma / cur.sigma) * x + nxt.alpha * (1 - _decay(cur, nxt)) * denoised
+            x = x_euler
         else:
+            # In the VE variables: x'/a' = x/a + (s' - s)/2 (d + d_e) with d = (x/a - x0)/s and
+            # d_e = (x_e/a' - x0_e)/s'. Expanded into four scaled terms so it fuses into add(alpha=).
             s, s_next = cur.s, nxt.s
-            x_ve = x / cur.alpha  # variance-exploding variables
-            d = (x_ve - denoised) / s  # dx/ds
-            x_ve_next = x_ve + d * (s_next - s)  # Euler step
-            d_next = (x_ve_next - denoiser(x_ve_next * nxt.alpha, nxt)) / s_next
-            x = (x_ve + (d + d_next) / 2 * (s_next - s)) * nxt.alpha  # trapezoidal correction
+            half = (s_next - s) / 2
+            denoised_e = denoiser(x_euler, nxt)
+            x = torch.add(x * (nxt.alpha / cur.alpha * (1 + half / s)), denoised, alpha=-nxt.alpha * half / s)
+            x = x.add_(x_euler, alpha=half / s_next).add_(denoised_e, alpha=-nxt.alpha * half / s_next)
         _report(callback, i, x, denoised, cur, nxt)
     return x
 
