@@ -75,9 +75,22 @@ def randn(
         if len(generator) != shape[0]:
             raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}")
         parts = [torch.randn(shape[1:], generator=g, device=g.device, dtype=dtype) for g in generator]
-        return torch.stack(parts).to(device)  # [b ...]
+        return _move(torch.stack(parts), device)  # [b ...]
     gen_device = generator.device if generator is not None else device
-    return torch.randn(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
+    return _move(torch.randn(shape, generator=generator, device=gen_device, dtype=dtype), device)
+
+
+def _move(t: torch.Tensor, device: torch.device | str | None) -> torch.Tensor:
+    """Move noise to ``device``; CPU -> CUDA goes through pinned memory without blocking the host,
+    so a CPU generator does not make the sampling loop wait for the GPU."""
+    if device is None:
+        return t
+    device = torch.device(device)
+    if t.device == device:
+        return t
+    if t.device.type == "cpu" and device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def randn_like(x: torch.Tensor, generator: GeneratorLike = None) -> torch.Tensor:
