@@ -159,3 +159,13 @@ def test_cuda_matches_cpu_and_never_syncs(sampler):
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert torch.allclose(gpu.cpu(), cpu, atol=1e-4)
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_every_sampler_is_a_plain_function_with_the_same_core_signature(sampler):
+    import inspect
+
+    params = inspect.signature(SAMPLERS[sampler].fn).parameters
+    assert list(params)[:3] == ["denoiser", "x", "levels"]
+    assert params["generator"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert params["callback"].kind is inspect.Parameter.KEYWORD_ONLY

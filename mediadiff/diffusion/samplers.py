@@ -12,7 +12,8 @@ so grids that start at pure noise (``alpha = 0``: rectified flow at ``t = 1``, z
 VP schedules) work without a special case. In the variance-exploding variables
 ``x / alpha = x0 + s eps`` these are exactly k-diffusion's samplers; ``heun`` is written there.
 
-Per-step coefficients are Python floats computed from the host-side grid, so no sampler reads a
+Every sampler takes ``generator`` and ``callback`` so samplers swap freely; the deterministic
+ones ignore the generator. Per-step coefficients are Python floats computed from the host-side grid, so no sampler reads a
 tensor back to the host inside its loop. Randomness comes only from ``generator``: a
 ``torch.Generator`` or a list of them, one per sample, so a seed gives the same sample whatever
 the batch.
@@ -171,7 +172,12 @@ def ddim(
 
 @torch.no_grad()
 def euler(
-    denoiser: Denoiser, x: torch.Tensor, levels: Sequence[Level], *, callback: Callback = None
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    levels: Sequence[Level],
+    *,
+    generator: GeneratorLike = None,
+    callback: Callback = None,
 ) -> torch.Tensor:
     """Euler's method on the probability-flow ODE ``dx/ds = (x - D(x, s)) / s`` in the variance-exploding
     variables (Karras et al. 2022, Alg. 1 without the correction).
@@ -222,7 +228,12 @@ def euler_a(
 
 @torch.no_grad()
 def heun(
-    denoiser: Denoiser, x: torch.Tensor, levels: Sequence[Level], *, callback: Callback = None
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    levels: Sequence[Level],
+    *,
+    generator: GeneratorLike = None,
+    callback: Callback = None,
 ) -> torch.Tensor:
     """Heun's method on the probability-flow ODE (Karras et al. 2022, Alg. 1), two evaluations per step.
 
@@ -291,7 +302,12 @@ def _dpmpp_2m(
 
 @torch.no_grad()
 def dpmpp_2m(
-    denoiser: Denoiser, x: torch.Tensor, levels: Sequence[Level], *, callback: Callback = None
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    levels: Sequence[Level],
+    *,
+    generator: GeneratorLike = None,
+    callback: Callback = None,
 ) -> torch.Tensor:
     """DPM-Solver++(2M), data prediction, multistep (Lu et al. 2022, "DPM-Solver++", Alg. 2).
 
@@ -422,6 +438,7 @@ def unipc(
     order: int = 2,
     variant: str = "bh2",
     corrector: bool = True,
+    generator: GeneratorLike = None,
     callback: Callback = None,
 ) -> torch.Tensor:
     """UniPC (Zhao et al. 2023): the UniP-``order`` multistep predictor plus the UniC corrector,
@@ -487,7 +504,7 @@ def _uni_update(
 @dataclass(frozen=True)
 class SamplerSpec:
     fn: Callable[..., torch.Tensor]
-    stochastic: bool  # takes a generator
+    stochastic: bool  # draws fresh noise from its generator
     evals_per_step: int  # model evaluations per step (heun: 2, except where it takes an Euler step)
 
 
@@ -593,9 +610,7 @@ def sample(
         )
     denoiser = make_denoiser(model, prediction, cond)
     x = noise * math.sqrt(levels[0].alpha ** 2 + levels[0].sigma ** 2)
-    kwargs = dict(options)
-    if spec.stochastic:
-        kwargs["generator"] = generator
+    kwargs = dict(options, generator=generator)
     if progress:
         from tqdm.auto import tqdm
 
