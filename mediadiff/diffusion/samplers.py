@@ -1,6 +1,6 @@
 """Samplers as plain functions over a grid of noise levels, and the public entry :func:`sample`.
 
-Every sampler has the form ``sampler(denoiser, x, levels, *, callback=None, **options)``:
+Every sampler has the form ``sampler(denoiser, x, levels, *, generator=None, callback=None, **options)``:
 
 - ``denoiser(x, level) -> x0``: the clean-sample estimate at ``level`` (see :func:`make_denoiser`);
 - ``x``: ``[b ...]``, any rank, in the schedule's own scaling at ``levels[0]``;
@@ -12,11 +12,10 @@ so grids that start at pure noise (``alpha = 0``: rectified flow at ``t = 1``, z
 VP schedules) work without a special case. In the variance-exploding variables
 ``x / alpha = x0 + s eps`` these are exactly k-diffusion's samplers; ``heun`` is written there.
 
-Every sampler takes ``generator`` and ``callback`` so samplers swap freely; the deterministic
-ones ignore the generator. Per-step coefficients are Python floats computed from the host-side grid, so no sampler reads a
+Per-step coefficients are Python floats computed from the host-side grid, so no sampler reads a
 tensor back to the host inside its loop. Randomness comes only from ``generator``: a
 ``torch.Generator`` or a list of them, one per sample, so a seed gives the same sample whatever
-the batch.
+the batch; the deterministic samplers accept and ignore it, so samplers swap freely.
 """
 
 from __future__ import annotations
