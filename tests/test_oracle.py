@@ -84,23 +84,21 @@ def test_unipc_orders_improve_accuracy():
     assert errs[1] < no_corr, (errs[1], no_corr)
 
 
-def steps_for(sampler):
-    if sampler == "heun":
-        return 25
-    return 200 if sampler in ("ddpm", "euler_a", "ddim", "euler") else 50  # first order needs more
+def draw(data, name, sampler, n, seed):
+    """``n`` samples of ``data`` through ``sampler`` on the named schedule, at a step count it needs."""
+    schedule, pred = SCHEDULES[name]
+    if sampler == "heun" and name.startswith("vp"):
+        pytest.skip("see test_heun_first_step")
+    steps = 25 if sampler == "heun" else 200 if sampler in ("ddpm", "euler_a", "ddim", "euler") else 50
+    gen = torch.Generator().manual_seed(seed)
+    noise = randn((n, *data.sample(1).shape[1:]), gen, dtype=F64)
+    return sample(data.model(schedule, pred), noise, schedule, pred, sampler, steps, generator=gen)
 
 
 @pytest.mark.parametrize("name", ["vp_cosine", "vp_zero_snr", "flow", "edm"])
 @pytest.mark.parametrize("sampler", sorted(SAMPLERS))
 def test_output_distribution_matches_gaussian_data(name, sampler):
-    schedule, pred = SCHEDULES[name]
-    if sampler == "heun" and name.startswith("vp"):
-        pytest.skip("see test_heun_first_step")
-    gen = torch.Generator().manual_seed(0)
-    noise = randn((8000, 3), gen, dtype=F64)
-    out = sample(
-        GAUSS.model(schedule, pred), noise, schedule, pred, sampler, steps_for(sampler), generator=gen
-    )
+    out = draw(GAUSS, name, sampler, 8000, seed=0)
     assert (out.mean(0) - GAUSS.mean).abs().max() < 0.05
     rel_var = ((out.var(0) - GAUSS.var).abs() / GAUSS.var).max()
     assert rel_var < 0.12, rel_var
@@ -112,12 +110,7 @@ def test_output_distribution_matches_gaussian_data(name, sampler):
 @pytest.mark.parametrize("name", ["vp_cosine", "flow", "edm"])
 @pytest.mark.parametrize("sampler", sorted(SAMPLERS))
 def test_output_distribution_matches_gaussian_mixture(name, sampler):
-    schedule, pred = SCHEDULES[name]
-    if sampler == "heun" and name.startswith("vp"):
-        pytest.skip("see test_heun_first_step")
-    gen = torch.Generator().manual_seed(1)
-    noise = randn((4000, 2), gen, dtype=F64)
-    out = sample(MIX.model(schedule, pred), noise, schedule, pred, sampler, steps_for(sampler), generator=gen)
+    out = draw(MIX, name, sampler, 4000, seed=1)
     k = MIX.assign(out)
     weights = torch.bincount(k, minlength=3).to(F64) / len(k)
     assert (weights - MIX.weights).abs().max() < 0.03, weights
