@@ -503,20 +503,19 @@ def _uni_update(
 @dataclass(frozen=True)
 class SamplerSpec:
     fn: Callable[..., torch.Tensor]
-    stochastic: bool  # draws fresh noise from its generator
     evals_per_step: int  # model evaluations per step (heun: 2, except where it takes an Euler step)
 
 
 SAMPLERS: dict[str, SamplerSpec] = {
-    "ddpm": SamplerSpec(ddpm, True, 1),
-    "ddim": SamplerSpec(ddim, True, 1),
-    "euler": SamplerSpec(euler, False, 1),
-    "euler_a": SamplerSpec(euler_a, True, 1),
-    "heun": SamplerSpec(heun, False, 2),
-    "dpmpp_2m": SamplerSpec(dpmpp_2m, False, 1),
-    "dpmpp_2m_sde": SamplerSpec(dpmpp_2m_sde, True, 1),
-    "dpmpp_3m_sde": SamplerSpec(dpmpp_3m_sde, True, 1),
-    "unipc": SamplerSpec(unipc, False, 1),
+    "ddpm": SamplerSpec(ddpm, 1),
+    "ddim": SamplerSpec(ddim, 1),
+    "euler": SamplerSpec(euler, 1),
+    "euler_a": SamplerSpec(euler_a, 1),
+    "heun": SamplerSpec(heun, 2),
+    "dpmpp_2m": SamplerSpec(dpmpp_2m, 1),
+    "dpmpp_2m_sde": SamplerSpec(dpmpp_2m_sde, 1),
+    "dpmpp_3m_sde": SamplerSpec(dpmpp_3m_sde, 1),
+    "unipc": SamplerSpec(unipc, 1),
 }
 
 
