@@ -1,0 +1,553 @@
+"""Video autoencoders: a causal 3-D convolutional VAE and an identity (pixel-space) autoencoder.
+
+Both share one interface (DESIGN.md, "Autoencoders"):
+
+- ``encode(x) -> z``: ``x`` is ``[b c f h w]`` in ``[-1, 1]``; ``z`` is already normalised with the
+  ``latent_shift`` / ``latent_scale`` stored in the config, so latents come out near zero mean and
+  unit variance;
+- ``decode(z) -> x`` inverts it;
+- ``latent_shape(input_shape)`` gives the shape ``encode`` returns without running it.
+
+The VAE is *causal in time* (as in MAGVIT-v2, Yu et al. 2024, and CogVideoX, Yang et al. 2024): every
+temporal convolution pads only on the past side (replicating the first frame), so the first frame is
+encoded alone and each later latent frame summarises the next ``temporal_ratio`` frames, seeing no
+future frame: ``1 + k * rt`` frames become ``1 + k`` latent frames. Normalisation is per position
+(RMS over channels), never across time, so nothing leaks between frames either.
+
+Causality lets :meth:`CausalVideoVAE.decode` run over latent frames in chunks: each causal convolution
+keeps the last ``kernel_t - 1`` frames it has seen as state, so chunked output equals the whole-clip
+output and peak memory stays flat as the clip grows.
+
+The posterior is a diagonal Gaussian and training adds a small KL term (Kingma & Welling 2014,
+Eq. 10); see ``recipes/video/train_vae.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+__all__ = [
+    "CausalVideoVAE",
+    "DiagonalGaussian",
+    "IdentityAutoencoder",
+    "VideoAutoencoderConfig",
+    "load_autoencoder",
+]
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass
+class VideoAutoencoderConfig:
+    """Architecture and latent normalisation of :class:`CausalVideoVAE`."""
+
+    in_channels: int = 3  # video channels (RGB)
+    latent_channels: int = 8  # channels of z
+    channels: tuple[int, ...] = (32, 64, 64)  # width at each level; one level per down/up-sampling stage + 1
+    num_res_blocks: int = 1  # residual blocks per level (encoder and decoder)
+    patch_size: int = 2  # pixel (un)shuffle at the edges: the first spatial factor, at no conv cost
+    spatial_ratio: int = 4  # h, w -> h / spatial_ratio; patch_size * 2**k
+    temporal_ratio: int = 4  # 1 + k * rt frames -> 1 + k latent frames; 2**k
+    latent_shift: list[float] = field(default_factory=list)  # per latent channel; empty = zeros
+    latent_scale: list[float] = field(default_factory=list)  # per latent channel; empty = ones
+
+    def __post_init__(self) -> None:
+        self.channels = tuple(self.channels)
+        spatial_steps = _log2(self.spatial_ratio // self.patch_size, "spatial_ratio / patch_size")
+        if self.patch_size * 2**spatial_steps != self.spatial_ratio:
+            raise ValueError(
+                f"spatial_ratio ({self.spatial_ratio}) must be patch_size ({self.patch_size}) times a power of 2"
+            )
+        temporal_steps = _log2(self.temporal_ratio, "temporal_ratio")
+        levels = max(spatial_steps, temporal_steps) + 1
+        if len(self.channels) != levels:
+            raise ValueError(
+                f"channels needs {levels} entries for spatial_ratio={self.spatial_ratio}, "
+                f"patch_size={self.patch_size}, temporal_ratio={self.temporal_ratio}; got {self.channels}"
+            )
+        for name in ("latent_shift", "latent_scale"):
+            value = list(getattr(self, name))
+            if value and len(value) != self.latent_channels:
+                raise ValueError(
+                    f"{name} needs {self.latent_channels} entries (one per latent channel), got {len(value)}"
+                )
+            setattr(self, name, value)
+
+    @property
+    def spatial_steps(self) -> int:
+        """Number of 2x spatial down-sampling stages after the patchify."""
+        return _log2(self.spatial_ratio // self.patch_size, "spatial_ratio / patch_size")
+
+    @property
+    def temporal_steps(self) -> int:
+        """Number of 2x causal temporal down-sampling stages."""
+        return _log2(self.temporal_ratio, "temporal_ratio")
+
+
+def _log2(n: int, name: str) -> int:
+    if n < 1 or n & (n - 1):
+        raise ValueError(f"{name} must be a power of 2, got {n}")
+    return int(math.log2(n))
+
+
+# ----------------------------------------------------------------------------------------- layers
+
+
+class RMSNorm(nn.Module):
+    """RMS normalisation over channels at each ``(f, h, w)`` position (Zhang & Sennrich 2019).
+
+    Position-wise, so it never mixes frames: keeps the network causal and chunk-exact.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels, 1, 1, 1))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [b c f h w]
+        rms = x.float().pow(2).mean(dim=1, keepdim=True).add(self.eps).rsqrt()  # [b 1 f h w]
+        return (x.float() * rms).to(x.dtype) * self.weight
+
+
+class CausalConv3d(nn.Module):
+    """3-D convolution padded only on the past side in time (the first frame is replicated).
+
+    ``state`` (a dict shared by all layers of one decoding pass) carries the last ``kernel_t - 1``
+    input frames from the previous chunk, so calling it on consecutive chunks of a clip gives exactly the
+    result of one call on the whole clip. Output frame ``j`` sees input frames ``j*st - kt + 1 ... j*st``.
+    """
+
+    def __init__(
+        self, cin: int, cout: int, kernel: int = 3, stride: tuple[int, int, int] = (1, 1, 1)
+    ) -> None:
+        super().__init__()
+        self.kernel_t = kernel
+        self.stride_t = stride[0]
+        self.conv = nn.Conv3d(cin, cout, kernel, stride=stride, padding=(0, kernel // 2, kernel // 2))
+
+    def forward(self, x: torch.Tensor, state: dict | None = None) -> torch.Tensor:
+        # x: [b c f h w]
+        pad = self.kernel_t - 1
+        past = None if state is None else state.get(self)
+        if past is None:
+            past = x[:, :, :1].expand(-1, -1, pad, -1, -1)  # [b c kt-1 h w] replicate the first frame
+        x = torch.cat([past, x], dim=2)  # [b c kt-1+f h w]
+        if state is not None:
+            if self.stride_t != 1:
+                raise RuntimeError("strided causal convolutions cannot be streamed in chunks")
+            state[self] = x[:, :, x.shape[2] - pad :]  # [b c kt-1 h w] context for the next chunk
+        return self.conv(x)  # [b cout f/st h/s w/s]
+
+
+class ResBlock(nn.Module):
+    """Pre-norm residual block of two causal 3x3x3 convolutions; the second starts at zero."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.norm1 = RMSNorm(cin)
+        self.conv1 = CausalConv3d(cin, cout)
+        self.norm2 = RMSNorm(cout)
+        self.conv2 = CausalConv3d(cout, cout)
+        nn.init.zeros_(self.conv2.conv.weight)
+        nn.init.zeros_(self.conv2.conv.bias)
+        self.skip = nn.Conv3d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor, state: dict | None = None) -> torch.Tensor:
+        # x: [b cin f h w]
+        h = self.conv1(F.silu(self.norm1(x)), state)  # [b cout f h w]
+        h = self.conv2(F.silu(self.norm2(h)), state)  # [b cout f h w]
+        return self.skip(x) + h
+
+
+class Downsample(nn.Module):
+    """Stride-2 causal convolution in space and/or time: ``1 + 2m`` frames -> ``1 + m``."""
+
+    def __init__(self, cin: int, cout: int, spatial: bool, temporal: bool) -> None:
+        super().__init__()
+        self.temporal = temporal
+        self.conv = CausalConv3d(
+            cin, cout, stride=(2 if temporal else 1, 2 if spatial else 1, 2 if spatial else 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)  # [b cout f' h' w'], f' = 1 + (f-1)/2 if temporal
+
+
+class Upsample(nn.Module):
+    """Causal 2x up-sampling in time (depth-to-time) and/or space (nearest + conv): ``1 + m`` -> ``1 + 2m`` frames.
+
+    In time, a causal convolution makes ``2 * cout`` channels that unfold into two frames per input frame;
+    the very first frame of the clip unfolds into one (its first copy is dropped), mirroring the encoder,
+    which encodes the first frame alone.
+    """
+
+    def __init__(self, cin: int, cout: int, spatial: bool, temporal: bool) -> None:
+        super().__init__()
+        self.spatial = spatial
+        self.temporal = temporal
+        self.time_conv = CausalConv3d(cin, 2 * cin) if temporal else None
+        self.conv = CausalConv3d(cin, cout)
+
+    def forward(self, x: torch.Tensor, state: dict | None = None) -> torch.Tensor:
+        # x: [b cin f h w]
+        if self.time_conv is not None:
+            first = state is None or not state.get((self, "started"), False)
+            x = self.time_conv(x, state)  # [b 2*cin f h w]
+            x = rearrange(x, "b (r c) f h w -> b c (f r) h w", r=2)  # [b cin 2f h w]
+            if first:
+                x = x[:, :, 1:]  # [b cin 2f-1 h w] the first frame stands alone
+            if state is not None:
+                state[(self, "started")] = True
+        if self.spatial:
+            x = F.interpolate(x, scale_factor=(1.0, 2.0, 2.0), mode="nearest")  # [b cin f 2h 2w]
+        return self.conv(x, state)  # [b cout f' h' w']
+
+
+# ----------------------------------------------------------------------------------------- posterior
+
+
+class DiagonalGaussian:
+    """Diagonal Gaussian posterior ``q(z|x) = N(mean, exp(logvar))`` over latents ``[b c f h w]``."""
+
+    def __init__(self, moments: torch.Tensor) -> None:
+        # moments: [b 2c f h w]
+        self.mean, logvar = moments.float().chunk(2, dim=1)  # [b c f h w] each
+        self.logvar = logvar.clamp(-30.0, 20.0)
+        self.std = torch.exp(0.5 * self.logvar)
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Reparameterised draw ``mean + std * eps`` (Kingma & Welling 2014, Eq. 4)."""
+        eps = torch.randn(
+            self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype
+        )
+        return self.mean + self.std * eps
+
+    def kl(self) -> torch.Tensor:
+        """``KL(q || N(0, I))`` summed over latent dims, per sample: ``[b]`` (Kingma & Welling 2014, Eq. 10)."""
+        return 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1.0 - self.logvar).flatten(1).sum(1)
+
+
+# ----------------------------------------------------------------------------------------- model
+
+
+class CausalVideoVAE(nn.Module):
+    """Causal 3-D convolutional VAE for video ``[b c f h w]`` in ``[-1, 1]``.
+
+    ``1 + k * temporal_ratio`` frames of ``h x w`` become ``1 + k`` latent frames of
+    ``h / spatial_ratio x w / spatial_ratio`` with ``latent_channels`` channels.
+    """
+
+    def __init__(self, config: VideoAutoencoderConfig | None = None, **kwargs) -> None:
+        super().__init__()
+        if config is None:
+            config = VideoAutoencoderConfig(**kwargs)
+        elif kwargs:
+            raise TypeError(f"pass either a config or keyword arguments, not both (got {sorted(kwargs)})")
+        self.config = config
+        c = config.channels
+        p2 = config.patch_size**2
+        levels = len(c)
+        down = [(i < config.spatial_steps, i < config.temporal_steps) for i in range(levels - 1)]
+
+        # encoder
+        self.enc_in = CausalConv3d(config.in_channels * p2, c[0])
+        self.enc_blocks = nn.ModuleList()
+        self.enc_down = nn.ModuleList()
+        for i in range(levels):
+            self.enc_blocks.append(
+                nn.ModuleList([ResBlock(c[i], c[i]) for _ in range(config.num_res_blocks)])
+            )
+            if i < levels - 1:
+                self.enc_down.append(Downsample(c[i], c[i + 1], *down[i]))
+        self.enc_mid = ResBlock(c[-1], c[-1])
+        self.enc_norm = RMSNorm(c[-1])
+        self.enc_out = CausalConv3d(c[-1], 2 * config.latent_channels)
+
+        # decoder (mirror image)
+        self.dec_in = CausalConv3d(config.latent_channels, c[-1])
+        self.dec_mid = ResBlock(c[-1], c[-1])
+        self.dec_blocks = nn.ModuleList()
+        self.dec_up = nn.ModuleList()
+        for i in reversed(range(levels)):
+            self.dec_blocks.append(
+                nn.ModuleList([ResBlock(c[i], c[i]) for _ in range(config.num_res_blocks)])
+            )
+            if i > 0:
+                self.dec_up.append(Upsample(c[i], c[i - 1], *down[i - 1]))
+        self.dec_norm = RMSNorm(c[0])
+        self.dec_out = CausalConv3d(c[0], config.in_channels * p2)
+
+        shift = config.latent_shift or [0.0] * config.latent_channels
+        scale = config.latent_scale or [1.0] * config.latent_channels
+        self.register_buffer("latent_shift", torch.tensor(shift).view(-1, 1, 1, 1), persistent=False)
+        self.register_buffer("latent_scale", torch.tensor(scale).view(-1, 1, 1, 1), persistent=False)
+
+    # -------------------------------------------------------------------------------------- shapes
+
+    def latent_shape(self, input_shape: tuple[int, ...] | torch.Size) -> tuple[int, ...]:
+        """Shape of ``encode(x)`` for ``x`` of ``input_shape`` ``(b, c, f, h, w)``; raises on a bad shape."""
+        b, _, f, h, w = self._check_input_shape(tuple(input_shape))
+        cfg = self.config
+        return (
+            b,
+            cfg.latent_channels,
+            1 + (f - 1) // cfg.temporal_ratio,
+            h // cfg.spatial_ratio,
+            w // cfg.spatial_ratio,
+        )
+
+    def output_shape(self, latent_shape: tuple[int, ...] | torch.Size) -> tuple[int, ...]:
+        """Shape of ``decode(z)`` for ``z`` of ``latent_shape`` ``(b, c, f, h, w)``."""
+        if len(latent_shape) != 5:
+            raise ValueError(f"latents must be [b c f h w], got shape {tuple(latent_shape)}")
+        b, c, f, h, w = latent_shape
+        cfg = self.config
+        if c != cfg.latent_channels:
+            raise ValueError(
+                f"latents must have {cfg.latent_channels} channels, got {c} (shape {tuple(latent_shape)})"
+            )
+        return (
+            b,
+            cfg.in_channels,
+            1 + (f - 1) * cfg.temporal_ratio,
+            h * cfg.spatial_ratio,
+            w * cfg.spatial_ratio,
+        )
+
+    def _check_input_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        cfg = self.config
+        if len(shape) != 5:
+            raise ValueError(f"video must be [b c f h w], got shape {shape}")
+        _, c, f, h, w = shape
+        if c != cfg.in_channels:
+            raise ValueError(f"video must have {cfg.in_channels} channels, got {c} (shape {shape})")
+        if f < 1 or (f - 1) % cfg.temporal_ratio:
+            raise ValueError(
+                f"video needs 1 + k * {cfg.temporal_ratio} frames (1, {1 + cfg.temporal_ratio}, "
+                f"{1 + 2 * cfg.temporal_ratio}, ...) for this causal autoencoder, got {f} frames"
+            )
+        if h % cfg.spatial_ratio or w % cfg.spatial_ratio:
+            raise ValueError(f"video height and width must be multiples of {cfg.spatial_ratio}, got {h}x{w}")
+        return shape
+
+    # -------------------------------------------------------------------------------------- encode
+
+    def encode_posterior(self, x: torch.Tensor) -> DiagonalGaussian:
+        """The posterior ``q(z|x)`` over *unnormalised* latents (what training uses)."""
+        self._check_input_shape(tuple(x.shape))
+        p = self.config.patch_size
+        h = rearrange(x, "b c f (h p1) (w p2) -> b (c p1 p2) f h w", p1=p, p2=p)  # [b c*p*p f h/p w/p]
+        h = self.enc_in(h)  # [b c0 f h/p w/p]
+        for i, blocks in enumerate(self.enc_blocks):
+            for block in blocks:
+                h = block(h)  # [b ci fi hi wi]
+            if i < len(self.enc_down):
+                h = self.enc_down[i](h)  # [b c(i+1) f(i+1) h(i+1) w(i+1)]
+        h = self.enc_mid(h)  # [b cL fz hz wz]
+        moments = self.enc_out(F.silu(self.enc_norm(h)))  # [b 2*zc fz hz wz]
+        return DiagonalGaussian(moments)
+
+    def encode(
+        self, x: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Video ``[b c f h w]`` in ``[-1, 1]`` -> normalised latents ``[b zc 1+(f-1)/rt h/s w/s]``.
+
+        ``sample=False`` returns the posterior mean, ``sample=True`` a draw from it.
+        """
+        posterior = self.encode_posterior(x)
+        z = posterior.sample(generator) if sample else posterior.mean  # [b zc fz hz wz]
+        return self.normalize(z)
+
+    def normalize(self, z: torch.Tensor) -> torch.Tensor:
+        """Raw latents -> ``(z - latent_shift) * latent_scale`` (near unit variance)."""
+        return (z - self.latent_shift) * self.latent_scale
+
+    def denormalize(self, z: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`normalize`."""
+        return z / self.latent_scale + self.latent_shift
+
+    # -------------------------------------------------------------------------------------- decode
+
+    def decode(self, z: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+        """Normalised latents ``[b zc fz hz wz]`` -> video ``[b c 1+(fz-1)*rt hz*s wz*s]``.
+
+        ``chunk_size`` (latent frames per chunk) streams the decoder over time with a causal cache:
+        the result equals the whole-clip decode and peak memory no longer grows with the clip length.
+        """
+        self.output_shape(tuple(z.shape))
+        z = self.denormalize(z)
+        if chunk_size is None:
+            return self._decode(z, None)
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1 latent frame, got {chunk_size}")
+        state: dict = {}
+        chunks = [self._decode(part, state) for part in z.split(chunk_size, dim=2)]  # each [b c fi H W]
+        return torch.cat(chunks, dim=2)  # [b c f H W]
+
+    def _decode(self, z: torch.Tensor, state: dict | None) -> torch.Tensor:
+        # z: [b zc fz hz wz], unnormalised
+        h = self.dec_in(z, state)  # [b cL fz hz wz]
+        h = self.dec_mid(h, state)  # [b cL fz hz wz]
+        for i, blocks in enumerate(self.dec_blocks):
+            for block in blocks:
+                h = block(h, state)  # [b ci fi hi wi]
+            if i < len(self.dec_up):
+                h = self.dec_up[i](h, state)  # [b c(i-1) f(i-1) h(i-1) w(i-1)]
+        h = self.dec_out(F.silu(self.dec_norm(h)), state)  # [b c*p*p f H/p W/p]
+        p = self.config.patch_size
+        return rearrange(h, "b (c p1 p2) f h w -> b c f (h p1) (w p2)", p1=p, p2=p)  # [b c f H W]
+
+    def forward(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None):
+        """Reconstruct ``x``; returns ``(reconstruction, posterior)`` (for training)."""
+        posterior = self.encode_posterior(x)
+        z = posterior.sample(generator) if sample else posterior.mean  # [b zc fz hz wz]
+        return self._decode(z, None), posterior
+
+    # -------------------------------------------------------------------------------------- io
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write ``config.json`` (with ``"type"``) and ``model.safetensors`` atomically into ``directory``."""
+        save_model_folder(
+            self, directory, {"type": "CausalVideoVAE", "config": dataclasses.asdict(self.config)}
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | os.PathLike, device: str | torch.device = "cpu"
+    ) -> CausalVideoVAE:
+        """Load a folder written by :meth:`save_pretrained` (local, no network)."""
+        spec = read_config(directory)
+        if spec.get("type") != "CausalVideoVAE":
+            raise ValueError(
+                f"{Path(directory) / CONFIG_NAME}: type is {spec.get('type')!r}, expected 'CausalVideoVAE'"
+            )
+        model = cls(VideoAutoencoderConfig(**spec["config"]))
+        weights_path = Path(directory) / WEIGHTS_NAME
+        if not weights_path.is_file():
+            raise FileNotFoundError(f"{weights_path}: weights file missing")
+        model.load_state_dict(load_file(weights_path, device=str(device)))
+        return model.to(device).eval()
+
+    def set_latent_stats(self, shift: torch.Tensor, scale: torch.Tensor) -> None:
+        """Store per-channel ``latent_shift`` and ``latent_scale`` (``[zc]``) in the config and buffers."""
+        zc = self.config.latent_channels
+        if shift.numel() != zc or scale.numel() != zc:
+            raise ValueError(f"shift and scale need {zc} entries, got {shift.numel()} and {scale.numel()}")
+        self.config.latent_shift = [float(v) for v in shift.flatten()]
+        self.config.latent_scale = [float(v) for v in scale.flatten()]
+        self.latent_shift.copy_(shift.view(-1, 1, 1, 1))
+        self.latent_scale.copy_(scale.view(-1, 1, 1, 1))
+
+
+class IdentityAutoencoder(nn.Module):
+    """Pixel-space "autoencoder" with the VAE's interface: ``encode`` and ``decode`` return their input."""
+
+    def __init__(self, in_channels: int = 3) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+
+    def latent_shape(self, input_shape: tuple[int, ...] | torch.Size) -> tuple[int, ...]:
+        """Same as the input shape ``(b, c, f, h, w)``."""
+        if len(input_shape) != 5 or input_shape[1] != self.in_channels:
+            raise ValueError(f"video must be [b {self.in_channels} f h w], got shape {tuple(input_shape)}")
+        return tuple(input_shape)
+
+    def encode(
+        self, x: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Identity: ``[b c f h w] -> [b c f h w]``."""
+        self.latent_shape(tuple(x.shape))
+        return x
+
+    def decode(self, z: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+        """Identity: ``[b c f h w] -> [b c f h w]``."""
+        return z
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write ``config.json`` only (there are no weights)."""
+        save_model_folder(
+            None, directory, {"type": "IdentityAutoencoder", "config": {"in_channels": self.in_channels}}
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | os.PathLike, device: str | torch.device = "cpu"
+    ) -> IdentityAutoencoder:
+        """Load a folder written by :meth:`save_pretrained`."""
+        return cls(**read_config(directory)["config"])
+
+
+AUTOENCODERS: dict[str, type[nn.Module]] = {
+    "CausalVideoVAE": CausalVideoVAE,
+    "IdentityAutoencoder": IdentityAutoencoder,
+}
+
+
+def load_autoencoder(directory: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """Load whichever video autoencoder a folder holds (its ``config.json`` names the ``type``)."""
+    spec = read_config(directory)
+    cls = AUTOENCODERS.get(spec.get("type"))
+    if cls is None:
+        raise ValueError(
+            f"{Path(directory) / CONFIG_NAME}: unknown autoencoder type {spec.get('type')!r}; known: {sorted(AUTOENCODERS)}"
+        )
+    return cls.from_pretrained(directory, device=device)
+
+
+# ----------------------------------------------------------------------------------------- files
+
+
+def read_config(directory: str | os.PathLike) -> dict:
+    """Read ``config.json`` from a model folder, with a clear error when it is missing or malformed."""
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no config.json; expected a folder written by save_pretrained")
+    try:
+        spec = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(spec, dict) or "config" not in spec:
+        raise ValueError(f'{path}: expected {{"type": ..., "config": {{...}}}}')
+    return spec
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_model_folder(model: nn.Module | None, directory: str | os.PathLike, spec: dict) -> None:
+    """Atomically write ``spec`` as ``config.json`` and ``model``'s state dict as ``model.safetensors``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if model is not None:
+        tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        _atomic_write(
+            directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"})
+        )
+    text = json.dumps(spec, indent=2) + "\n"
+    _atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
