@@ -1,0 +1,46 @@
+"""Shared, modality-agnostic layers: attention (torch SDPA), rotary embeddings over 1-3 axes, timestep
+embeddings, adaLN-Zero and AdaGN modulation, ``conv_nd`` residual blocks and resampling for 1-D, 2-D
+and 3-D signals, transformer blocks, and the save/load base of the backbones.
+
+Nothing here knows a modality: video and audio backbones build from these pieces.
+"""
+
+from .attention import Attention, attention, masked_mean
+from .conv import Downsample, FactorizedConv3d, ResBlock, Upsample, conv_nd
+from .embeddings import TimestepEmbedding, sinusoidal_embedding
+from .modulation import AdaGroupNorm, AdaLNModulation, group_norm, modulate
+from .pretrained import ConfigModel, atomic_write_bytes
+from .rope import Rope, RotaryEmbedding, apply_rope, grid_positions, split_head_dim
+from .transformer import AdaLNZeroBlock, AdaLNZeroOut, FeedForward, TransformerBlock
+from .utils import check_backbone_inputs, checkpoint, zero_module
+
+__all__ = [
+    "AdaGroupNorm",
+    "AdaLNModulation",
+    "AdaLNZeroBlock",
+    "AdaLNZeroOut",
+    "Attention",
+    "ConfigModel",
+    "Downsample",
+    "FactorizedConv3d",
+    "FeedForward",
+    "ResBlock",
+    "Rope",
+    "RotaryEmbedding",
+    "TimestepEmbedding",
+    "TransformerBlock",
+    "Upsample",
+    "apply_rope",
+    "atomic_write_bytes",
+    "attention",
+    "check_backbone_inputs",
+    "checkpoint",
+    "conv_nd",
+    "grid_positions",
+    "group_norm",
+    "masked_mean",
+    "modulate",
+    "sinusoidal_embedding",
+    "split_head_dim",
+    "zero_module",
+]

@@ -1,0 +1,105 @@
+"""Multi-head attention on ``torch.nn.functional.scaled_dot_product_attention``, self and cross.
+
+Key masks are ``[b l]`` booleans, True where a key is a real token. Rotary embeddings (see
+:mod:`mediadiff.nn.rope`) rotate queries and keys of self-attention.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from .rope import Rope, apply_rope
+
+__all__ = ["Attention", "attention", "masked_mean"]
+
+
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(dh)) v`` (Vaswani et al. 2017, Eq. 1) through torch SDPA.
+
+    q: [b nh n dh], k/v: [b nh l dh], key_mask: [b l] bool (True = attend) or None.
+    Returns [b nh n dh]. A sample whose keys are all masked gets a zero output (nothing to attend
+    to) instead of the NaN a softmax over no keys would give.
+    """
+    if key_mask is None:
+        return F.scaled_dot_product_attention(q, k, v)
+    if key_mask.dtype != torch.bool or key_mask.shape != (k.shape[0], k.shape[2]):
+        raise ValueError(
+            f"attention: key_mask must be a bool tensor of shape [b l] = {[k.shape[0], k.shape[2]]}, "
+            f"got {key_mask.dtype} {list(key_mask.shape)}"
+        )
+    valid = key_mask.any(-1)  # [b]
+    mask = (key_mask | ~valid[:, None])[:, None, None, :]  # [b 1 1 l]; an all-masked row attends anywhere
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [b nh n dh]
+    return out * valid[:, None, None, None].to(out.dtype)  # ... and is then zeroed
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of ``x: [b l d]`` over the tokens where ``mask: [b l]`` is True -> [b d] (0 if none)."""
+    if mask is None:
+        return x.mean(1)  # [b d]
+    m = mask.to(x.dtype)[..., None]  # [b l 1]
+    return (x * m).sum(1) / m.sum(1).clamp(min=1.0)  # [b d]
+
+
+class Attention(nn.Module):
+    """Multi-head attention: self-attention, or cross-attention to ``context`` when ``context_dim`` is set.
+
+    ``qk_norm`` applies RMSNorm to queries and keys per head (Dehghani et al. 2023, "Scaling Vision
+    Transformers to 22B Parameters"), which keeps attention logits bounded in bf16.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        *,
+        context_dim: int | None = None,
+        qk_norm: bool = False,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"Attention: dim {dim} is not divisible by heads {heads}")
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.is_cross = context_dim is not None
+        if self.is_cross:
+            self.to_q = nn.Linear(dim, dim, bias=bias)
+            self.to_kv = nn.Linear(context_dim, 2 * dim, bias=bias)
+        else:
+            self.to_qkv = nn.Linear(dim, 3 * dim, bias=bias)
+        self.q_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.to_out = nn.Linear(dim, dim, bias=bias)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
+        rope: Rope | None = None,
+    ) -> torch.Tensor:
+        """x: [b n dim]; context: [b l context_dim] (cross only); context_mask: [b l] bool; -> [b n dim].
+
+        ``rope``: (cos, sin) from :class:`~mediadiff.nn.rope.RotaryEmbedding` for self-attention.
+        """
+        if self.is_cross:
+            if context is None:
+                raise ValueError("Attention: a cross-attention layer needs `context` [b l context_dim]")
+            q = self.to_q(x)  # [b n dim]
+            k, v = self.to_kv(context).chunk(2, dim=-1)  # [b l dim] each
+        else:
+            if context is not None:
+                raise ValueError("Attention: a self-attention layer takes no `context` (set context_dim)")
+            q, k, v = self.to_qkv(x).chunk(3, dim=-1)  # [b n dim] each
+        q, k, v = (rearrange(a, "b n (nh dh) -> b nh n dh", nh=self.heads) for a in (q, k, v))
+        q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = apply_rope(q, rope), apply_rope(k, rope)
+        out = attention(q, k, v, context_mask)  # [b nh n dh]
+        return self.to_out(rearrange(out, "b nh n dh -> b n (nh dh)"))  # [b n dim]
