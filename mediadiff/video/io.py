@@ -586,7 +586,13 @@ def _encoder_options(codec: str, crf: int | None) -> dict[str, str]:
     if codec == "libx264":
         return {"crf": str(18 if crf is None else crf), "preset": "medium"}
     if codec in ("libvpx-vp9", "libvpx"):  # constant-quality mode needs bitrate 0
-        return {"crf": str(24 if crf is None else crf), "b": "0", "deadline": "good", "cpu-used": "2"}
+        return {
+            "crf": str(24 if crf is None else crf),
+            "b": "0",
+            "deadline": "good",
+            "cpu-used": "4",
+            "row-mt": "1",
+        }
     if codec == "mpeg4":
         return {"qscale": "2"}
     return {}
