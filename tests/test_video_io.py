@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 import subprocess
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import imageio_ffmpeg
 import numpy as np
 import pytest
@@ -224,6 +226,37 @@ def test_read_other_sources_and_torch_output(videos):
     testsrc = read_video(videos["testsrc.mp4"], fps=6)
     assert testsrc.shape == (12, H, W, 3)  # 24 frames at 12 fps -> 12 frames at 6 fps
     assert np.array_equal(testsrc, read_video(videos["testsrc.mp4"])[::2])
+
+
+@pytest.mark.parametrize(("ext", "codec", "pix_fmt"), [("gif", "gif", "rgb8"), ("mkv", "libx264", "yuv420p")])
+def test_variable_frame_rate_holds_the_frame_on_screen(tmp_path, ext, codec, pix_fmt):
+    """Six frames at 10 fps, but the fourth stays on screen for 0.5 s: frames follow the timestamps."""
+    colours = np.array(
+        [(0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 255, 255)], np.uint8
+    )
+    time_base = Fraction(1, 100)
+    path = tmp_path / f"vfr.{ext}"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=10)
+        stream.width, stream.height, stream.pix_fmt = 32, 24, pix_fmt
+        stream.codec_context.time_base = time_base
+        for colour, pts in zip(colours, [0, 10, 20, 30, 80, 90]):
+            frame = av.VideoFrame.from_ndarray(np.tile(colour, (24, 32, 1)), format="rgb24").reformat(
+                format=pix_fmt
+            )
+            frame.pts, frame.time_base = pts, time_base
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+
+    def ids(video):
+        means = video.reshape(len(video), -1, 3).mean(1)  # [f 3]
+        return np.abs(means[:, None] - colours[None]).sum(-1).argmin(1).tolist()
+
+    assert probe(path).num_frames == 6
+    assert ids(read_video(path)) == [0, 1, 2, 3, 3, 3, 3, 3, 4, 5]
+    assert ids(read_video(path, 4, start=2)) == [2, 3, 3, 3]
+    assert ids(read_video(path, 3, fps=5)) == [0, 2, 3]
+    assert ids(read_video(path, 3, start=2, seek=False)) == ids(read_video(path, 3, start=2))
 
 
 # --- resize and crop ----------------------------------------------------------------------------

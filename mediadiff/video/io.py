@@ -452,6 +452,12 @@ def read_video(
         seek: seek to the first wanted frame (to the key frame before it) instead of decoding from
             the beginning. A seek that lands past the frame falls back to decoding from the start.
 
+    Frame ``i`` is the frame on screen at ``i / rate`` seconds after the first frame, where ``rate``
+    is :attr:`VideoInfo.fps`; frames are matched by their timestamps (within half a frame). For a
+    constant-rate file that is simply the ``i``-th decoded frame. For a variable-rate file (a GIF
+    that pauses, a phone video) a held frame repeats, so reading the whole file can return more
+    frames than :func:`probe` counts; clip bounds are checked against that count.
+
     Returns:
         uint8 ``[f h w 3]``.
 
