@@ -447,7 +447,8 @@ def read_video(
         size: output ``(h, w)`` or an int for a square; ``None`` keeps the file's size.
         crop: with ``size``: ``"center"`` or ``"random"`` crop after scaling the short side (aspect
             kept), or ``None`` to resize to ``size`` exactly (aspect not kept).
-        generator: randomness for ``start="random"`` and ``crop="random"`` (start drawn first).
+        generator: randomness for ``start="random"`` and ``crop="random"`` (start drawn first);
+            ``None`` draws from torch's global generator.
         output: ``"numpy"`` array or ``"torch"`` tensor.
         seek: seek to the first wanted frame (to the key frame before it) instead of decoding from
             the beginning. A seek that lands past the frame falls back to decoding from the start.
@@ -552,6 +553,8 @@ def to_model(
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """uint8 ``[f h w 3]`` (or batched ``[b f h w 3]``) -> float ``[c f h w]`` (``[b c f h w]``) in [-1, 1]."""
+    if isinstance(video, np.ndarray) and not video.flags.writeable:
+        video = video.copy()  # torch warns on read-only arrays (e.g. from np.broadcast_to)
     x = torch.as_tensor(video)
     if x.dtype != torch.uint8 or x.ndim not in (4, 5) or x.shape[-1] != 3:
         raise ValueError(f"to_model expects uint8 [f h w 3] or [b f h w 3], got {x.dtype} {tuple(x.shape)}")
