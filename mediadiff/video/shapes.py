@@ -222,7 +222,7 @@ class Shapes(Dataset):
 
         size, f = self.size, self.num_frames
         side = size / 4 * rng.uniform(0.9, 1.1)  # about a quarter of the frame
-        lo, hi = side / 2 + 0.5, size - side / 2 - 0.5  # centre range that keeps the object inside
+        lo, hi = side / 2 + 1, size - side / 2 - 1  # centre range: the object stays >= 1 px inside the frame
         travel = rng.uniform(size / 2, hi - lo)  # centre crosses at least half the frame
         start = rng.uniform(lo, hi - travel)
         along = start + travel * np.linspace(0.0, 1.0, f)  # [f] constant speed

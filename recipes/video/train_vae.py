@@ -59,7 +59,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--min-lr-ratio", type=float, default=0.05, help="cosine decays the lr to lr * this")
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--kl-weight", type=float, default=1e-6, help="weight of the KL per latent element")
-    p.add_argument("--frames", type=int, default=17, help="frames per clip: 1 + k * temporal_ratio")
+    p.add_argument("--frames", type=int, default=17, help="frames per training clip: 1 + k * temporal_ratio")
+    p.add_argument(
+        "--eval-frames", type=int, default=None, help="frames per held-out clip (default: --frames)"
+    )
     p.add_argument("--size", type=int, default=64, help="frame height and width")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in OUTPUT_DIR")
@@ -81,6 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep", type=int, default=2, help="checkpoints to keep")
     p.add_argument("--stats-clips", type=int, default=256, help="training clips for the latent shift/scale")
     args = p.parse_args(argv)
+    args.eval_frames = args.eval_frames or args.frames
     if args.data == "shapes" and args.seed == HELDOUT_SEED:
         p.error(f"--seed {HELDOUT_SEED} is the held-out Shapes seed; train with another one")
     for name in (
@@ -136,13 +140,19 @@ def build_data(args: argparse.Namespace):
     """(training set, held-out set, infinite?) for ``--data``."""
     if args.data == "shapes":
         train = Shapes(length=10**9, num_frames=args.frames, size=args.size, seed=args.seed)
-        heldout = Shapes(length=args.eval_clips, num_frames=args.frames, size=args.size, seed=HELDOUT_SEED)
+        heldout = Shapes(
+            length=args.eval_clips, num_frames=args.eval_frames, size=args.size, seed=HELDOUT_SEED
+        )
         return train, heldout, True
     root = Path(args.data)
     if not root.is_dir():
         raise SystemExit(f"--data: {root} is neither 'shapes' nor a folder")
     from mediadiff.video.datasets import VideoFolder  # lazy: only folders need the video decoders
 
+    if args.eval_frames != args.frames:
+        raise SystemExit(
+            "--eval-frames must equal --frames with --data DIR (held-out clips come from the same folder)"
+        )
     full = VideoFolder(root=root, num_frames=args.frames, size=args.size)
     if len(full) <= args.eval_clips:
         raise SystemExit(
@@ -252,9 +262,8 @@ def main(argv: list[str] | None = None) -> dict:
         )
         model = CausalVideoVAE(config)
         state = {"step": 0, "train_seconds": 0.0, "skipped_steps": 0, "best_eval_psnr": None}
-    model.latent_shape(
-        (1, model.config.in_channels, args.frames, args.size, args.size)
-    )  # fail early on bad sizes
+    for frames in (args.frames, args.eval_frames):  # fail early on bad sizes
+        model.latent_shape((1, model.config.in_channels, frames, args.size, args.size))
     model.train()
 
     optimizer = torch.optim.AdamW(
@@ -384,6 +393,7 @@ def main(argv: list[str] | None = None) -> dict:
             if infinite
             else f"last {len(heldout)} clips of {args.data}",
             "frames": args.frames,
+            "eval_frames": args.eval_frames,
             "size": args.size,
             "steps": step,
             "batch_size": args.batch_size,
