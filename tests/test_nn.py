@@ -198,6 +198,7 @@ def test_factorized_conv_starts_as_per_frame_spatial_conv():
         2,
     )
     torch.testing.assert_close(conv(x), per_frame)
+    torch.testing.assert_close(conv(x[1:]), per_frame[1:])  # batch 1 takes a 2-D conv path on CPU
     with torch.no_grad():
         conv.temporal.weight.add_(0.1 * torch.randn_like(conv.temporal.weight))
     y = conv(x)

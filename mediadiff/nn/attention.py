@@ -73,8 +73,8 @@ class Attention(nn.Module):
             self.to_kv = nn.Linear(context_dim, 2 * dim, bias=bias)
         else:
             self.to_qkv = nn.Linear(dim, 3 * dim, bias=bias)
-        self.q_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
-        self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.q_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else None
+        self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else None
         self.to_out = nn.Linear(dim, dim, bias=bias)
 
     def forward(
@@ -98,7 +98,8 @@ class Attention(nn.Module):
                 raise ValueError("Attention: a self-attention layer takes no `context` (set context_dim)")
             q, k, v = self.to_qkv(x).chunk(3, dim=-1)  # [b n dim] each
         q, k, v = (rearrange(a, "b n (nh dh) -> b nh n dh", nh=self.heads) for a in (q, k, v))
-        q, k = self.q_norm(q), self.k_norm(k)
+        if self.q_norm is not None:  # in float32: autocast leaves rms_norm to its input's (bf16) dtype
+            q, k = self.q_norm(q.float()).to(v.dtype), self.k_norm(k.float()).to(v.dtype)
         if rope is not None:
             q, k = apply_rope(q, rope), apply_rope(k, rope)
         out = attention(q, k, v, context_mask)  # [b nh n dh]

@@ -36,8 +36,9 @@ class FactorizedConv3d(nn.Module):
     The factorisation of R(2+1)D (Tran et al. 2018) and Make-A-Video (Singer et al. 2022, Sec. 3.2),
     whose temporal convs start as the identity so the layer starts as a per-frame 2-D conv. With
     ``zero_init`` the temporal conv starts at zero instead (an output layer); the spatial conv keeps
-    its random init so gradients reach both. Conv3d with degenerate kernels beats reshaping to
-    Conv2d/Conv1d on CPU (measured: 16 ms vs 24 ms fwd+bwd at [1 64 16 32 32]).
+    its random init so gradients reach both. The spatial conv is a Conv3d with a degenerate kernel
+    and the temporal one a ``kt x 1`` Conv2d on the free view ``[b c f (h w)]``, so no layout copies:
+    on CPU this beat per-frame Conv2d + per-pixel Conv1d by 1.3-1.4x (fwd+bwd, batch 4-8, one thread).
     """
 
     def __init__(
@@ -54,16 +55,27 @@ class FactorizedConv3d(nn.Module):
         if k % 2 == 0 or kt % 2 == 0:
             raise ValueError(f"FactorizedConv3d: kernel sizes must be odd, got {k} and {kt}")
         self.spatial = nn.Conv3d(in_channels, out_channels, (1, k, k), padding=(0, k // 2, k // 2))
-        self.temporal = nn.Conv3d(out_channels, out_channels, (kt, 1, 1), padding=(kt // 2, 0, 0))
+        self.pad = k // 2
+        self.temporal = nn.Conv2d(out_channels, out_channels, (kt, 1), padding=(kt // 2, 0))
         with torch.no_grad():
             self.temporal.weight.zero_()
             self.temporal.bias.zero_()
             if not zero_init:
-                self.temporal.weight[:, :, kt // 2, 0, 0] = torch.eye(out_channels)  # identity at init
+                self.temporal.weight[:, :, kt // 2, 0] = torch.eye(out_channels)  # identity at init
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [b c_in f h w] -> [b c_out f h w]."""
-        return self.temporal(self.spatial(x))
+        if x.shape[0] == 1 and x.device.type == "cpu":
+            # torch sends batch-1 CPU 3-D convs of small inputs to a slow im2col kernel; as a 2-D conv
+            # over the frames the same op takes the oneDNN path (4x faster at width 16)
+            y = F.conv2d(
+                x[0].transpose(0, 1), self.spatial.weight[:, :, 0], self.spatial.bias, padding=self.pad
+            )
+            x = y.transpose(0, 1)[None]  # [1 c_out f h w]
+        else:
+            x = self.spatial(x)  # [b c_out f h w]
+        b, c, f, h, w = x.shape
+        return self.temporal(x.reshape(b, c, f, h * w)).view(b, c, f, h, w)  # frames mixed per pixel
 
 
 class ResBlock(nn.Module):
