@@ -1,4 +1,4 @@
-"""The ``mediadiff`` command. For now: ``mediadiff info``."""
+"""The ``mediadiff`` command: ``info`` and ``train RECIPE [recipe args...]``."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import argparse
 import json
 import os
 import platform
+import runpy
 import sys
 from importlib import metadata
+from pathlib import Path
 
 PACKAGES = (
     "mediadiff",
@@ -64,8 +66,9 @@ def gather_info() -> dict:
 
 def _cpu_bf16() -> bool:
     """Whether the CPU has native bf16 (AVX-512 BF16 or AMX), which makes bf16 autocast pay off."""
-    flags = _cpuinfo()
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    from .train.precision import cpu_bf16_supported
+
+    return cpu_bf16_supported()
 
 
 def _cpuinfo() -> str:
@@ -94,6 +97,40 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def find_recipe(name: str) -> Path:
+    """A recipe script: a path, or a name under ``recipes/`` (``examples/tiny_latent``), ``.py`` optional."""
+    candidates = [Path(name), Path(name + ".py")]
+    for root in (Path.cwd() / "recipes", Path(__file__).resolve().parents[1] / "recipes"):
+        candidates += [root / name, root / (name + ".py")]
+    for path in candidates:
+        if path.is_file() and path.suffix == ".py":
+            return path
+    raise FileNotFoundError(
+        f"no recipe {name!r}: give a path to a recipe script, or a name under recipes/ such as examples/tiny_latent"
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Run a recipe script as ``__main__`` with the remaining arguments (what ``python RECIPE ...`` does)."""
+    try:
+        path = find_recipe(args.recipe)
+    except FileNotFoundError as err:
+        print(f"mediadiff train: {err}", file=sys.stderr)
+        return 2
+    from .train import NonFiniteLossError
+
+    argv = sys.argv
+    sys.argv = [str(path), *args.recipe_args]
+    try:
+        runpy.run_path(str(path), run_name="__main__")
+    except NonFiniteLossError as err:
+        print(f"mediadiff train: {err}", file=sys.stderr)
+        return 1
+    finally:
+        sys.argv = argv
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mediadiff", description="Text-to-video and text-to-audio diffusion."
@@ -102,6 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="versions, device, threads and the bundled text encoder")
     info.add_argument("--json", action="store_true", help="print as JSON")
     info.set_defaults(func=cmd_info)
+    train = sub.add_parser(
+        "train",
+        help="run a training recipe: mediadiff train RECIPE [--max-steps N --output-dir DIR --resume ...]",
+        description="Run a recipe script with the given arguments; `mediadiff train RECIPE --help` lists them.",
+        add_help=False,
+    )
+    train.add_argument("recipe", help="recipe script path, or a name under recipes/ (examples/tiny_latent)")
+    train.add_argument("recipe_args", nargs=argparse.REMAINDER, help="arguments for the recipe")
+    train.set_defaults(func=cmd_train)
     return parser
 
 

@@ -1,0 +1,51 @@
+"""Training for every modality: one accelerate-based trainer, EMA, exact resume, latent and text caches.
+
+- :class:`Trainer` - the loop (AdamW, warm-up + constant/cosine LR, gradient accumulation and clipping,
+  bf16 autocast, EMA, condition dropout, periodic samples, metrics as JSON lines, checkpoints, resume).
+- :class:`TrainConfig`, :func:`recipe_parser`, :func:`config_from_args` - the command line all recipes share.
+- :class:`LatentCache` - latents and text embeddings computed once, on disk, keyed by a fingerprint.
+
+Names are imported on first use, so ``import mediadiff.train`` stays light (no accelerate, no diffusers).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "CacheError": "cache",
+    "CacheMismatchError": "cache",
+    "LatentCache": "cache",
+    "cache_fingerprint": "cache",
+    "latest_checkpoint": "checkpoint",
+    "load_model_weights": "checkpoint",
+    "TrainConfig": "config",
+    "add_train_args": "config",
+    "config_from_args": "config",
+    "recipe_parser": "config",
+    "ResumableSampler": "data",
+    "pack_context": "data",
+    "DryRunReport": "memory",
+    "cpu_bf16_supported": "precision",
+    "resolve_mixed_precision": "precision",
+    "NonFiniteLossError": "trainer",
+    "SampleContext": "trainer",
+    "Trainer": "trainer",
+    "make_accelerator": "trainer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

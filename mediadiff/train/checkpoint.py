@@ -1,0 +1,223 @@
+"""Atomic files and folders, random-number-generator states, and the checkpoint folder layout.
+
+A checkpoint is one folder ``checkpoints/step-00001000/``::
+
+    model.safetensors      full (unsharded) model weights, fp32
+    ema.safetensors        EMA weights (when the EMA is on)
+    optimizer.pt           optimizer state keyed by parameter name
+    scheduler.pt           learning-rate schedule state
+    rng-00000.pt ...       python / numpy / torch (/ CUDA) RNG states and the trainer's generator, one per process
+    state.json             step, data position (epoch, offset), counters, config; written last
+
+It is written under a temporary name (``.tmp-step-...``), every file flushed and fsynced, then renamed
+into place in one ``os.replace``: a folder named ``step-*`` that has ``state.json`` is complete. A crash
+leaves only a ``.tmp-*`` folder, which the next run deletes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "STATE_FILE",
+    "atomic_write_text",
+    "checkpoint_name",
+    "complete_checkpoints",
+    "fsync_dir",
+    "fsync_tree",
+    "get_rng_state",
+    "latest_checkpoint",
+    "load_model_weights",
+    "load_torch",
+    "prune_checkpoints",
+    "publish_dir",
+    "read_state",
+    "remove_stale_temporaries",
+    "save_torch",
+    "set_rng_state",
+]
+
+STATE_FILE = "state.json"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def checkpoint_name(step: int) -> str:
+    """Folder name of the checkpoint after ``step`` optimizer steps."""
+    return f"step-{step:08d}"
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make a folder's entries (new, renamed or removed files) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(path: str | os.PathLike) -> None:
+    """fsync every file under ``path`` and every folder, deepest first."""
+    for root, _dirs, files in os.walk(path, topdown=False):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                os.fsync(f.fileno())
+        fsync_dir(root)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder, fsync, ``os.replace``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def save_torch(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` then flush and fsync (the file sits in a temporary folder that is renamed later)."""
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def load_torch(path: str | os.PathLike) -> Any:
+    """``torch.load`` with ``weights_only=True``: checkpoints hold tensors and plain Python values only."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"checkpoint file {path} is missing")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def publish_dir(tmp: Path, final: Path) -> None:
+    """fsync everything under ``tmp`` and rename it to ``final`` (replacing an older ``final``)."""
+    fsync_tree(tmp)
+    if final.exists():  # e.g. the same step saved again after a resume: move the old one aside first
+        old = final.with_name(f".old-{final.name}-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, final)
+    fsync_dir(final.parent)
+
+
+def complete_checkpoints(folder: str | os.PathLike) -> list[tuple[int, Path]]:
+    """``(step, path)`` of every complete checkpoint in ``folder``, oldest first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = []
+    for p in folder.iterdir():
+        m = _STEP_DIR.match(p.name)
+        if m and (p / STATE_FILE).is_file():
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint in ``folder``, or None."""
+    found = complete_checkpoints(folder)
+    return found[-1][1] if found else None
+
+
+def prune_checkpoints(folder: str | os.PathLike, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` complete checkpoints; returns what was deleted."""
+    found = complete_checkpoints(folder)
+    doomed = [p for _, p in found[: max(0, len(found) - keep)]]
+    for p in doomed:
+        shutil.rmtree(p)
+    if doomed:
+        fsync_dir(folder)
+    return doomed
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete ``.tmp-*`` / ``.old-*`` leftovers of interrupted saves."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.iterdir() if p.name.startswith((".tmp-", ".old-"))]
+    for p in stale:
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    return stale
+
+
+def get_rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
+    """This process's python, numpy, torch (and current CUDA device) RNG states, and ``generator``'s.
+
+    Plain Python values and tensors only, so :func:`load_torch` can read it with ``weights_only=True``.
+    """
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    if generator is not None:
+        state["generator"] = generator.get_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], generator: torch.Generator | None = None) -> None:
+    """Restore what :func:`get_rng_state` captured."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+    if generator is not None:
+        if "generator" not in state:
+            raise KeyError("the checkpoint's RNG file has no trainer generator state")
+        generator.set_state(state["generator"])
+
+
+def read_state(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``state.json`` of a checkpoint folder."""
+    file = Path(path) / STATE_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"{path} is not a complete checkpoint: {STATE_FILE} is missing")
+    return json.loads(file.read_text())
+
+
+def load_model_weights(path: str | os.PathLike, model: torch.nn.Module, *, ema: bool = True) -> Path:
+    """Load a checkpoint's weights into ``model``: the EMA weights when present and ``ema``, else the
+    trained weights. ``path`` is a checkpoint folder or a run folder (its newest checkpoint)."""
+    from safetensors.torch import load_model
+
+    path = Path(path)
+    if not (path / STATE_FILE).is_file():
+        newest = latest_checkpoint(path / "checkpoints")
+        if newest is None:
+            raise FileNotFoundError(f"{path} is neither a checkpoint nor a run folder with checkpoints/")
+        path = newest
+    file = (
+        path / "ema.safetensors"
+        if ema and (path / "ema.safetensors").is_file()
+        else path / "model.safetensors"
+    )
+    load_model(model, file, strict=True, device=str(next(model.parameters()).device))
+    return file

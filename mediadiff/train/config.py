@@ -1,0 +1,156 @@
+"""The training configuration and the command line that every recipe shares.
+
+A recipe builds its parser with :func:`recipe_parser`, adds its own flags, and turns the parsed
+arguments into a :class:`TrainConfig` with :func:`config_from_args`::
+
+    parser = recipe_parser("Train a tiny latent video model.", max_steps=2000, batch_size=8)
+    parser.add_argument("--frames", type=int, default=8)
+    args = parser.parse_args()
+    config = config_from_args(args)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .precision import MIXED_PRECISION
+
+__all__ = ["LR_SCHEDULES", "TrainConfig", "add_train_args", "config_from_args", "recipe_parser"]
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+@dataclass
+class TrainConfig:
+    """Everything the trainer needs besides the model, the data and the diffusion objective."""
+
+    output_dir: str = "runs/run"  # run folder: checkpoints/, samples/, metrics.jsonl, config.json
+    max_steps: int = 1000  # optimizer steps (skipped non-finite steps count too)
+    batch_size: int = 8  # samples per process per micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step
+    seed: int = 0
+    resume: bool = False  # continue from the newest checkpoint in output_dir (fresh start if none)
+    # optimizer: AdamW (Loshchilov & Hutter 2019), fp32 master weights
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0  # linear warm-up from 0 to lr
+    lr_schedule: str = "constant"  # after warm-up: constant | cosine (to 0 at max_steps)
+    max_grad_norm: float | None = 1.0  # clip the global gradient norm; None: no clipping
+    mixed_precision: str = "auto"  # auto | no | bf16 | fp16 (autocast; weights stay fp32)
+    ema_decay: float = 0.999  # EMA of the weights after every optimizer step; 0 disables
+    cond_dropout: float = 0.1  # fraction of captions replaced by the empty prompt (classifier-free guidance)
+    # bookkeeping
+    checkpoint_every: int = 500  # steps; a final checkpoint is always written
+    keep_checkpoints: int = 3  # keep the newest N checkpoints
+    sample_every: int = 0  # steps between calls of the sample callback; 0: only at the end
+    log_every: int = 10  # steps between metrics.jsonl lines
+    max_bad_steps: int = 5  # K consecutive non-finite losses stop the run
+    num_workers: int = 0  # DataLoader worker processes
+    extra: dict[str, Any] = field(default_factory=dict)  # recipe-specific values, stored in config.json
+
+    def __post_init__(self) -> None:
+        checks = {
+            "max_steps": self.max_steps >= 1,
+            "batch_size": self.batch_size >= 1,
+            "grad_accum": self.grad_accum >= 1,
+            "lr": self.lr > 0,
+            "warmup_steps": self.warmup_steps >= 0,
+            "checkpoint_every": self.checkpoint_every >= 1,
+            "keep_checkpoints": self.keep_checkpoints >= 1,
+            "sample_every": self.sample_every >= 0,
+            "log_every": self.log_every >= 1,
+            "max_bad_steps": self.max_bad_steps >= 1,
+            "num_workers": self.num_workers >= 0,
+            "ema_decay": 0.0 <= self.ema_decay < 1.0,
+            "cond_dropout": 0.0 <= self.cond_dropout <= 1.0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            values = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
+            raise ValueError(f"invalid training config: {values} (counts >= 1, rates in [0, 1], lr > 0)")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(
+                f"mixed_precision must be one of {list(MIXED_PRECISION)}, got {self.mixed_precision!r}"
+            )
+        self.betas = tuple(self.betas)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (stored as ``config.json`` in the run folder and in each checkpoint)."""
+        return dataclasses.asdict(self)
+
+
+def _optional_float(text: str) -> float | None:
+    return None if text.lower() in ("none", "off", "0") else float(text)
+
+
+def add_train_args(parser: argparse.ArgumentParser, **defaults: Any) -> argparse.ArgumentParser:
+    """Add the shared training flags to ``parser``; ``defaults`` override :class:`TrainConfig`'s defaults.
+
+    Every recipe accepts ``--max-steps --output-dir --batch-size --resume --seed`` and ``--dry-run``
+    (with ``--memory-gb``), plus the optimizer, precision, EMA and bookkeeping flags below.
+    """
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(defaults) - known - {"memory_gb"})
+    if unknown:
+        raise TypeError(f"unknown TrainConfig default(s) {unknown}; known: {sorted(known)}")
+    d = {**TrainConfig().to_dict(), **defaults}
+    g = parser.add_argument_group("training (shared by all recipes)")
+    g.add_argument("--max-steps", type=int, default=d["max_steps"], help="optimizer steps")
+    g.add_argument("--output-dir", default=d["output_dir"], help="run folder")
+    g.add_argument("--batch-size", type=int, default=d["batch_size"], help="per process and micro-batch")
+    g.add_argument(
+        "--resume", action="store_true", help="continue from the newest checkpoint in --output-dir"
+    )
+    g.add_argument("--seed", type=int, default=d["seed"], help="global seed; process i uses seed + i")
+    g.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print parameter count, activation memory per sample and the largest batch that fits; do not train",
+    )
+    g.add_argument(
+        "--memory-gb",
+        type=float,
+        default=defaults.get("memory_gb"),
+        help="memory budget for --dry-run's largest batch (default: the GPU's memory, or the machine's RAM)",
+    )
+    g.add_argument("--grad-accum", type=int, default=d["grad_accum"], help="micro-batches per step")
+    g.add_argument("--lr", type=float, default=d["lr"], help="peak learning rate")
+    g.add_argument("--weight-decay", type=float, default=d["weight_decay"])
+    g.add_argument("--warmup-steps", type=int, default=d["warmup_steps"])
+    g.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=d["lr_schedule"])
+    g.add_argument(
+        "--max-grad-norm", type=_optional_float, default=d["max_grad_norm"], help="clip norm; 'none' disables"
+    )
+    g.add_argument("--mixed-precision", choices=MIXED_PRECISION, default=d["mixed_precision"])
+    g.add_argument("--ema-decay", type=float, default=d["ema_decay"], help="0 disables the EMA")
+    g.add_argument("--cond-dropout", type=float, default=d["cond_dropout"], help="caption dropout for CFG")
+    g.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"])
+    g.add_argument("--keep-checkpoints", type=int, default=d["keep_checkpoints"])
+    g.add_argument("--sample-every", type=int, default=d["sample_every"], help="0: sample at the end only")
+    g.add_argument("--log-every", type=int, default=d["log_every"])
+    g.add_argument(
+        "--max-bad-steps", type=int, default=d["max_bad_steps"], help="K non-finite losses in a row stop"
+    )
+    g.add_argument("--num-workers", type=int, default=d["num_workers"], help="DataLoader workers")
+    return parser
+
+
+def recipe_parser(description: str, **defaults: Any) -> argparse.ArgumentParser:
+    """An ``ArgumentParser`` with the shared training flags (:func:`add_train_args`) already added."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    return add_train_args(parser, **defaults)
+
+
+def config_from_args(args: argparse.Namespace, **extra: Any) -> TrainConfig:
+    """Build a :class:`TrainConfig` from parsed shared flags; ``extra`` lands in ``config.extra``."""
+    values = vars(args)
+    kwargs = {f.name: values[f.name] for f in dataclasses.fields(TrainConfig) if f.name in values}
+    return TrainConfig(**kwargs, extra=extra)
