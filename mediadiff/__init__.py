@@ -11,7 +11,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("diffusion", "cli")
+_SUBMODULES = ("cli", "diffusion", "nn", "text", "train", "video")
 
 
 def __getattr__(name: str) -> Any:

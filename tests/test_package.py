@@ -43,3 +43,14 @@ def test_bundled_encoder_folder_is_a_hf_model_folder():
     path = default_encoder_path()
     assert (path / "config.json").is_file() and (path / "tokenizer.json").is_file()
     assert any(path.glob("*.safetensors"))
+
+
+def test_video_text_nn_public_names_resolve_lazily():
+    # every exported name resolves, and importing the packages pulls in neither PyAV nor transformers
+    out = run_python(
+        "import sys, mediadiff.video as v, mediadiff.text as t, mediadiff.nn as n\n"
+        "print('av' in sys.modules, 'transformers' in sys.modules)\n"
+        "[getattr(v, k) for k in v.__all__]; [getattr(t, k) for k in t.__all__]; [getattr(n, k) for k in n.__all__]\n"
+        "print(v.UNet3D.__name__, v.DiT.__name__, v.CausalVideoVAE.__name__, t.TextEncoder.__name__)"
+    )
+    assert out.splitlines() == ["False False", "UNet3D DiT CausalVideoVAE TextEncoder"]
