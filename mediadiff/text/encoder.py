@@ -120,7 +120,7 @@ class TextEncoder:
             raise ValueError(
                 f"TextEncoder: max_length must be in [1, {model_limit}] for {self.path}, got {max_length}"
             )
-        self.model = model_cls.from_pretrained(self.path, local_files_only=True, dtype=dtype)
+        self.model = _quiet_load(model_cls, self.path, dtype)
         self.model.eval().requires_grad_(False).to(device)
         self.dtype = dtype
         config = self.model.config
@@ -219,3 +219,16 @@ def load_text_encoder(name_or_path: str | os.PathLike | None = None, **kwargs: A
                 "(mediadiff loads encoders offline; download the folder first)"
             ) from err
     return TextEncoder(path, **kwargs)
+
+
+def _quiet_load(model_cls, path: Path, dtype: torch.dtype):
+    """Load weights without transformers' per-load "Loading weights" progress bar (a sub-second load)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return model_cls.from_pretrained(path, local_files_only=True, dtype=dtype)
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
