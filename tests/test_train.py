@@ -172,7 +172,45 @@ def test_a_non_finite_step_is_skipped_and_counted(tmp_path):
     assert result["skipped"] == 1 and result["step"] == 4
     assert not torch.equal(weights[1], trainer.unwrapped_model.inner.conv_out.weight)
     events = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [e["step"] for e in events if e.get("event") == "skipped"] == [3]
+    assert [(e["step"], e["reason"]) for e in events if e.get("event") == "skipped"] == [
+        (3, "non-finite loss")
+    ]
+
+
+class _InfGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("inf")
+
+
+class GradBomb(Poisoned):
+    """Forward calls listed in ``bad`` give a finite loss but an infinite gradient."""
+
+    def forward(self, x, t, **cond):
+        out = self.inner(x, t, **cond)
+        self.calls += 1
+        return _InfGrad.apply(out) if self.calls - 1 in self.bad else out
+
+
+def test_a_non_finite_gradient_skips_the_step_too(tmp_path):
+    p = parts()
+    p["model"] = GradBomb(p["model"], bad={1})
+    trainer = make_trainer(tmp_path, p=p, grad_accum=1, max_steps=3)
+    trainer.fit(until=1)
+    before = [q.clone() for q in trainer.unwrapped_model.parameters()]
+    trainer.fit(until=2)
+    assert trainer.skipped == 1 and all(
+        torch.equal(a, b) for a, b in zip(before, trainer.unwrapped_model.parameters())
+    )
+    events = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    skipped = [e for e in events if e.get("event") == "skipped"]
+    assert skipped[0]["reason"] == "non-finite gradient" and skipped[0]["loss"] < 10
+    trainer.fit()
+    assert all(torch.isfinite(q).all() for q in trainer.unwrapped_model.parameters())
 
 
 def test_k_non_finite_steps_in_a_row_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path):
@@ -180,7 +218,8 @@ def test_k_non_finite_steps_in_a_row_stop_the_run_and_keep_the_last_good_checkpo
     p["model"] = Poisoned(p["model"], bad=range(4, 100))  # steps 5, 6, 7 are bad
     trainer = make_trainer(tmp_path, p=p, grad_accum=1, max_steps=20, checkpoint_every=2, max_bad_steps=3)
     with pytest.raises(
-        NonFiniteLossError, match=r"step 7: the loss was NaN/inf for 3 steps in a row.*step-00000004"
+        NonFiniteLossError,
+        match=r"step 7: the loss \(or its gradient\) was NaN/inf for 3 steps in a row.*step-00000004",
     ):
         trainer.fit()
     assert [s for s, _ in complete_checkpoints(tmp_path / "checkpoints")] == [2, 4]  # no step-6 checkpoint
@@ -303,7 +342,7 @@ def test_cli_runs_a_recipe_and_resumes(tmp_path, capsys):
     common = [
         "--output-dir",
         str(tmp_path),
-        *"--items 8 --frames 2 --size 8 --batch-size 4 --width 8 --ae-width 8".split(),
+        *"--items 8 --frames 3 --size 8 --batch-size 4 --width 8 --ae-width 8".split(),
     ]
     assert cli_main(["train", str(RECIPE), *common, "--max-steps", "2"]) == 0
     assert cli_main(["train", str(RECIPE), *common, "--max-steps", "3", "--resume"]) == 0

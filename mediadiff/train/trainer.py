@@ -63,7 +63,7 @@ __all__ = ["NonFiniteLossError", "SampleContext", "Trainer", "make_accelerator"]
 
 
 class NonFiniteLossError(RuntimeError):
-    """K consecutive optimizer steps had a NaN/inf loss; the run stopped."""
+    """K consecutive optimizer steps had a NaN/inf loss or gradient norm; the run stopped."""
 
 
 @dataclass
@@ -386,8 +386,13 @@ class Trainer:
 
     # --- the loop ---------------------------------------------------------------------------------
 
-    def train_step(self) -> tuple[torch.Tensor, bool, torch.Tensor | None]:
-        """One optimizer step over ``grad_accum`` micro-batches: ``(loss, skipped, grad_norm)``."""
+    def train_step(self) -> tuple[torch.Tensor, str | None, torch.Tensor | None]:
+        """One optimizer step over ``grad_accum`` micro-batches: ``(loss, skip_reason, grad_norm)``.
+
+        The step is skipped (weights, optimizer, schedule and EMA untouched) when the loss is NaN/inf
+        in any process, or when the clipped gradient norm is (``skip_reason`` says which); every
+        process takes the same decision.
+        """
         acc, cfg = self.accelerator, self.config
         losses = []
         for _ in range(cfg.grad_accum):
@@ -400,25 +405,28 @@ class Trainer:
         bad = acc.reduce((~torch.isfinite(loss)).float().reshape(1), "sum")  # agree across processes
         if bad.item() > 0:
             self.optimizer.zero_grad(set_to_none=True)
-            return loss, True, None
+            return loss, "non-finite loss", None
         grad_norm = None
-        if cfg.max_grad_norm is not None:
+        if cfg.max_grad_norm is not None:  # the norm of the reduced gradients: the same in every process
             grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+            if not torch.isfinite(grad_norm):
+                self.optimizer.zero_grad(set_to_none=True)
+                return loss, "non-finite gradient", grad_norm
         self.optimizer.step()
         if not acc.optimizer_step_was_skipped:  # fp16's scaler may skip on overflow
             self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update_parameters(self.unwrapped_model)
-        return loss, False, grad_norm
+        return loss, None, grad_norm
 
     def fit(self, until: int | None = None) -> dict[str, Any]:
         """Train until ``config.max_steps``; returns ``{"step", "loss", "skipped", "checkpoint"}``.
 
         until: stop earlier, after this step, with a checkpoint (a time-limited job); the learning-rate
             schedule still spans ``config.max_steps`` and ``--resume`` continues exactly.
-        Raises :class:`NonFiniteLossError` after ``config.max_bad_steps`` non-finite losses in a row
-        (without writing a checkpoint: the last good one stays).
+        Raises :class:`NonFiniteLossError` after ``config.max_bad_steps`` skipped steps in a row (NaN/inf
+        loss or gradient), without writing a checkpoint: the last good one stays.
         """
         acc, cfg = self.accelerator, self.config
         stop = cfg.max_steps if until is None else min(until, cfg.max_steps)
@@ -458,8 +466,9 @@ class Trainer:
                 self.skipped += 1
                 self.bad_in_row += 1
                 self._metrics(
-                    {"event": "skipped", "step": self.step, "loss": loss.item(), "skipped": self.skipped}
-                )
+                    {"event": "skipped", "step": self.step, "reason": skipped, "loss": loss.item(),
+                     "grad_norm": None if norm is None else norm.item(), "skipped": self.skipped}
+                )  # fmt: skip
                 if self.bad_in_row >= cfg.max_bad_steps:
                     bar.close()
                     self._stop_non_finite()
@@ -510,7 +519,7 @@ class Trainer:
             else "no checkpoint was written"
         )
         message = (
-            f"stopping at step {self.step}: the loss was NaN/inf for {self.bad_in_row} steps in a row "
+            f"stopping at step {self.step}: the loss (or its gradient) was NaN/inf for {self.bad_in_row} steps in a row "
             f"(--max-bad-steps {self.config.max_bad_steps}; {self.skipped} skipped in total). Those steps did "
             f"not change the weights; {where}. Lower --lr, check the data, then continue with --resume."
         )
@@ -631,7 +640,7 @@ class Trainer:
             options=StateDictOptions(full_state_dict=True, strict=True),
         )  # fmt: skip
         if self.ema is not None:
-            self.ema.module.load_state_dict(load_file(path / "ema.safetensors", device=str(self.device)))
+            self.ema.module.load_state_dict(load_file(path / "ema.safetensors", device="cpu"))
             with safe_open(path / "ema.safetensors", framework="pt") as f:
                 self.ema.n_averaged.fill_(int(f.metadata()["n_averaged"]))
         self.lr_scheduler.load_state_dict(load_torch(path / "scheduler.pt"))
@@ -687,9 +696,8 @@ class Trainer:
             self._data, self._empty = cached_before, None
             model.zero_grad(set_to_none=True)
         total, trainable = count_parameters(model)
-        frozen = (
-            total - trainable + sum(count_parameters(m)[0] for m in (self.autoencoder, self.text_encoder))
-        )
+        helpers = [getattr(m, "model", m) for m in (self.autoencoder, self.text_encoder)]  # TextEncoder.model
+        frozen = total - trainable + sum(count_parameters(m)[0] for m in helpers)
         # fp32 weight, gradient, AdamW's two moments, EMA copy
         per_trainable = 4 + 4 + 8 + (4 if self.ema is not None else 0)
         report = DryRunReport(
