@@ -555,6 +555,11 @@ class Trainer:
     def sample(self) -> list[Path]:
         """Call ``sample_fn`` on the main process (EMA weights, eval mode, forked RNG); others wait."""
         paths: list[Path] = []
+        if self.sample_fn is not None and self.accelerator.distributed_type == DistributedType.FSDP:
+            self.log(
+                "periodic samples need whole weights in one process; under FSDP sample from a checkpoint"
+            )
+            return paths
         if self.sample_fn is not None and self.is_main_process:
             out_dir = self.out / "samples" / checkpoint_name(self.step)
             out_dir.mkdir(parents=True, exist_ok=True)
