@@ -211,15 +211,20 @@ def fingerprint_key(fingerprint: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
 
 
+def _short(value: Any, width: int = 60) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """``"a.b: cache has X, run has Y"`` for every leaf where two fingerprints differ."""
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
         for k in sorted(set(old) | set(new)):
             out += _differences(old.get(k), new.get(k), f"{prefix}{k}.")
         return out
     if old != new:
-        short = lambda v: (json.dumps(v)[:60] + "...") if len(json.dumps(v)) > 63 else json.dumps(v)  # noqa: E731
-        return [f"{prefix.rstrip('.')}: cache has {short(old)}, run has {short(new)}"]
+        return [f"{prefix.rstrip('.')}: cache has {_short(old)}, run has {_short(new)}"]
     return []
 
 
