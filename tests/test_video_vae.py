@@ -21,9 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "mediadiff" / "weights" / "video_vae_shapes"
 
 
+# time compressed by strided causal convolutions instead of the temporal patchify (the other code path)
+STRIDED = {"temporal_patch": 1, "channels": (8, 16, 16)}
+
+
 def tiny(**overrides) -> CausalVideoVAE:
     """A tiny VAE with random (non-zero) weights everywhere, so every path carries signal."""
-    config = VideoAutoencoderConfig(**{"channels": (8, 16, 16), "latent_channels": 4, **overrides})
+    config = VideoAutoencoderConfig(**{"channels": (8, 16), "latent_channels": 4, **overrides})
     model = CausalVideoVAE(config)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -40,9 +44,11 @@ def tiny(**overrides) -> CausalVideoVAE:
         ({}, (1, 3, 1, 16, 16)),
         ({}, (2, 3, 5, 16, 32)),
         ({}, (1, 3, 13, 32, 16)),
-        ({"spatial_ratio": 8}, (1, 3, 9, 32, 32)),
-        ({"temporal_ratio": 2, "channels": (8, 16)}, (1, 3, 7, 16, 16)),
-        ({"patch_size": 1, "spatial_ratio": 4}, (1, 3, 5, 16, 16)),
+        ({"spatial_ratio": 8, "channels": (8, 16, 16)}, (1, 3, 9, 32, 32)),
+        ({"temporal_ratio": 2, "temporal_patch": 2}, (1, 3, 7, 16, 16)),
+        (STRIDED, (2, 3, 9, 16, 16)),
+        ({"blocks_per_level": 1}, (1, 3, 5, 16, 16)),
+        ({"patch_size": 1, "channels": (8, 16, 16)}, (1, 3, 5, 16, 16)),
     ],
 )
 def test_latent_shape_matches_encode(overrides, shape):
@@ -63,8 +69,9 @@ def test_latent_shape_matches_encode(overrides, shape):
     assert tuple(x.shape) == shape == model.output_shape(z.shape)
 
 
-def test_encoder_is_causal():
-    model = tiny()
+@pytest.mark.parametrize("overrides", [{}, STRIDED], ids=["temporal-patch", "strided"])
+def test_encoder_is_causal(overrides):
+    model = tiny(**overrides)
     rt = model.config.temporal_ratio
     x = torch.randn(1, 3, 13, 16, 16)
     with torch.no_grad():
@@ -80,8 +87,9 @@ def test_encoder_is_causal():
             )
 
 
-def test_decoder_is_causal():
-    model = tiny()
+@pytest.mark.parametrize("overrides", [{}, STRIDED], ids=["temporal-patch", "strided"])
+def test_decoder_is_causal(overrides):
+    model = tiny(**overrides)
     rt = model.config.temporal_ratio
     z = torch.randn(1, 4, 4, 4, 4)
     with torch.no_grad():
@@ -95,9 +103,10 @@ def test_decoder_is_causal():
             assert not torch.equal(xj[:, :, first], x[:, :, first])
 
 
+@pytest.mark.parametrize("overrides", [{}, STRIDED], ids=["temporal-patch", "strided"])
 @pytest.mark.parametrize("chunk_size", [1, 2, 3, 5])
-def test_chunked_decode_equals_unchunked(chunk_size):
-    model = tiny()
+def test_chunked_decode_equals_unchunked(chunk_size, overrides):
+    model = tiny(**overrides)
     z = torch.randn(2, 4, 5, 4, 4)
     with torch.no_grad():
         whole = model.decode(z)
@@ -147,10 +156,12 @@ def test_bad_inputs_name_what_was_expected():
         model.encode(torch.randn(3, 5, 16, 16))
     with pytest.raises(ValueError, match="4 channels"):
         model.decode(torch.randn(1, 3, 2, 4, 4))
-    with pytest.raises(ValueError, match="channels needs 3 entries"):
-        VideoAutoencoderConfig(channels=(8, 16))
+    with pytest.raises(ValueError, match="channels needs 2 entries"):
+        VideoAutoencoderConfig(channels=(8, 16, 16))
+    with pytest.raises(ValueError, match="multiple of temporal_patch"):
+        VideoAutoencoderConfig(temporal_ratio=4, temporal_patch=3)
     with pytest.raises(ValueError, match="power of 2"):
-        VideoAutoencoderConfig(temporal_ratio=3)
+        VideoAutoencoderConfig(temporal_ratio=12, temporal_patch=4)
 
 
 def test_identity_autoencoder(tmp_path):
@@ -173,7 +184,7 @@ def test_psnr():
 
 def test_training_reduces_the_loss():
     torch.manual_seed(0)
-    model = CausalVideoVAE(VideoAutoencoderConfig(channels=(8, 16, 16), latent_channels=4))
+    model = CausalVideoVAE(VideoAutoencoderConfig(channels=(8, 16), latent_channels=4))
     data = Shapes(num_frames=5, size=16)
     x = torch.stack([data[i]["video"] for i in range(4)])  # [4 3 5 16 16]
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -212,7 +223,7 @@ def test_train_script_resumes_exactly(tmp_path, fresh_accelerate_state):
         "--batch-size",
         "2",
         "--channels",
-        "4,8,8",
+        "4,8",
         "--latent-channels",
         "4",
         "--precision",

@@ -39,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 __all__ = [
+    "SHAPES_VAE_DIR",
     "CausalVideoVAE",
     "DiagonalGaussian",
     "IdentityAutoencoder",
@@ -48,6 +49,8 @@ __all__ = [
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+# The VAE that recipes/video/train_vae.py trained on Shapes (64x64, 1 + 4k frames), shipped in the package.
+SHAPES_VAE_DIR = Path(__file__).resolve().parents[1] / "weights" / "video_vae_shapes"
 
 
 @dataclass
@@ -56,11 +59,12 @@ class VideoAutoencoderConfig:
 
     in_channels: int = 3  # video channels (RGB)
     latent_channels: int = 8  # channels of z
-    channels: tuple[int, ...] = (32, 64, 64)  # width at each level; one level per down/up-sampling stage + 1
-    num_res_blocks: int = 1  # residual blocks per level (encoder and decoder)
+    channels: tuple[int, ...] = (64, 128)  # width at each level; one level per down/up-sampling stage + 1
+    blocks_per_level: int = 0  # extra conv-norm-SiLU blocks per level (deeper trained much slower on Shapes)
     patch_size: int = 2  # pixel (un)shuffle at the edges: the first spatial factor, at no conv cost
     spatial_ratio: int = 4  # h, w -> h / spatial_ratio; patch_size * 2**k
-    temporal_ratio: int = 4  # 1 + k * rt frames -> 1 + k latent frames; 2**k
+    temporal_patch: int = 4  # frames folded into channels at the edges (causally: frame 0 alone, then groups)
+    temporal_ratio: int = 4  # 1 + k * rt frames -> 1 + k latent frames; temporal_patch * 2**k
     latent_shift: list[float] = field(default_factory=list)  # per latent channel; empty = zeros
     latent_scale: list[float] = field(default_factory=list)  # per latent channel; empty = ones
 
@@ -71,12 +75,17 @@ class VideoAutoencoderConfig:
             raise ValueError(
                 f"spatial_ratio ({self.spatial_ratio}) must be patch_size ({self.patch_size}) times a power of 2"
             )
-        temporal_steps = _log2(self.temporal_ratio, "temporal_ratio")
+        if self.temporal_patch < 1 or self.temporal_ratio % self.temporal_patch:
+            raise ValueError(
+                f"temporal_ratio ({self.temporal_ratio}) must be a multiple of temporal_patch ({self.temporal_patch})"
+            )
+        temporal_steps = _log2(self.temporal_ratio // self.temporal_patch, "temporal_ratio / temporal_patch")
         levels = max(spatial_steps, temporal_steps) + 1
         if len(self.channels) != levels:
             raise ValueError(
                 f"channels needs {levels} entries for spatial_ratio={self.spatial_ratio}, "
-                f"patch_size={self.patch_size}, temporal_ratio={self.temporal_ratio}; got {self.channels}"
+                f"patch_size={self.patch_size}, temporal_ratio={self.temporal_ratio}, "
+                f"temporal_patch={self.temporal_patch}; got {self.channels}"
             )
         for name in ("latent_shift", "latent_scale"):
             value = list(getattr(self, name))
@@ -93,8 +102,8 @@ class VideoAutoencoderConfig:
 
     @property
     def temporal_steps(self) -> int:
-        """Number of 2x causal temporal down-sampling stages."""
-        return _log2(self.temporal_ratio, "temporal_ratio")
+        """Number of 2x causal temporal down-sampling stages after the temporal patchify."""
+        return _log2(self.temporal_ratio // self.temporal_patch, "temporal_ratio / temporal_patch")
 
 
 def _log2(n: int, name: str) -> int:
@@ -173,18 +182,35 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
+class ConvNormAct(nn.Module):
+    """Causal convolution, then RMS norm and SiLU (post-activation).
+
+    The trunk of both encoder and decoder is a chain of these, so it is non-linear from the first step:
+    with only pre-norm residual blocks (whose last convolution starts at zero) the trunk starts out as a
+    linear map, and on sparse content (a small object on black) training sat on the "all background"
+    plateau for thousands of steps.
+    """
+
+    def __init__(self, cin: int, cout: int, stride: tuple[int, int, int] = (1, 1, 1)) -> None:
+        super().__init__()
+        self.conv = CausalConv3d(cin, cout, stride=stride)
+        self.norm = RMSNorm(cout)
+
+    def forward(self, x: torch.Tensor, state: dict | None = None) -> torch.Tensor:
+        return F.silu(self.norm(self.conv(x, state)))  # [b cout f' h' w']
+
+
 class Downsample(nn.Module):
-    """Stride-2 causal convolution in space and/or time: ``1 + 2m`` frames -> ``1 + m``."""
+    """Stride-2 causal convolution (+ norm, SiLU) in space and/or time: ``1 + 2m`` frames -> ``1 + m``."""
 
     def __init__(self, cin: int, cout: int, spatial: bool, temporal: bool) -> None:
         super().__init__()
         self.temporal = temporal
-        self.conv = CausalConv3d(
-            cin, cout, stride=(2 if temporal else 1, 2 if spatial else 1, 2 if spatial else 1)
-        )
+        s = 2 if spatial else 1
+        self.block = ConvNormAct(cin, cout, stride=(2 if temporal else 1, s, s))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)  # [b cout f' h' w'], f' = 1 + (f-1)/2 if temporal
+        return self.block(x)  # [b cout f' h' w'], f' = 1 + (f-1)/2 if temporal
 
 
 class Upsample(nn.Module):
@@ -200,7 +226,7 @@ class Upsample(nn.Module):
         self.spatial = spatial
         self.temporal = temporal
         self.time_conv = CausalConv3d(cin, 2 * cin) if temporal else None
-        self.conv = CausalConv3d(cin, cout)
+        self.block = ConvNormAct(cin, cout)
 
     def forward(self, x: torch.Tensor, state: dict | None = None) -> torch.Tensor:
         # x: [b cin f h w]
@@ -214,7 +240,7 @@ class Upsample(nn.Module):
                 state[(self, "started")] = True
         if self.spatial:
             x = F.interpolate(x, scale_factor=(1.0, 2.0, 2.0), mode="nearest")  # [b cin f 2h 2w]
-        return self.conv(x, state)  # [b cout f' h' w']
+        return self.block(x, state)  # [b cout f' h' w']
 
 
 # ----------------------------------------------------------------------------------------- posterior
@@ -259,36 +285,32 @@ class CausalVideoVAE(nn.Module):
             raise TypeError(f"pass either a config or keyword arguments, not both (got {sorted(kwargs)})")
         self.config = config
         c = config.channels
-        p2 = config.patch_size**2
+        p2 = config.patch_size**2 * config.temporal_patch
         levels = len(c)
         down = [(i < config.spatial_steps, i < config.temporal_steps) for i in range(levels - 1)]
 
         # encoder
-        self.enc_in = CausalConv3d(config.in_channels * p2, c[0])
+        self.enc_in = ConvNormAct(config.in_channels * p2, c[0])
         self.enc_blocks = nn.ModuleList()
         self.enc_down = nn.ModuleList()
         for i in range(levels):
             self.enc_blocks.append(
-                nn.ModuleList([ResBlock(c[i], c[i]) for _ in range(config.num_res_blocks)])
+                nn.ModuleList([ConvNormAct(c[i], c[i]) for _ in range(config.blocks_per_level)])
             )
             if i < levels - 1:
                 self.enc_down.append(Downsample(c[i], c[i + 1], *down[i]))
-        self.enc_mid = ResBlock(c[-1], c[-1])
-        self.enc_norm = RMSNorm(c[-1])
         self.enc_out = CausalConv3d(c[-1], 2 * config.latent_channels)
 
         # decoder (mirror image)
-        self.dec_in = CausalConv3d(config.latent_channels, c[-1])
-        self.dec_mid = ResBlock(c[-1], c[-1])
+        self.dec_in = ConvNormAct(config.latent_channels, c[-1])
         self.dec_blocks = nn.ModuleList()
         self.dec_up = nn.ModuleList()
         for i in reversed(range(levels)):
             self.dec_blocks.append(
-                nn.ModuleList([ResBlock(c[i], c[i]) for _ in range(config.num_res_blocks)])
+                nn.ModuleList([ConvNormAct(c[i], c[i]) for _ in range(config.blocks_per_level)])
             )
             if i > 0:
                 self.dec_up.append(Upsample(c[i], c[i - 1], *down[i - 1]))
-        self.dec_norm = RMSNorm(c[0])
         self.dec_out = CausalConv3d(c[0], config.in_channels * p2)
 
         shift = config.latent_shift or [0.0] * config.latent_channels
@@ -349,16 +371,19 @@ class CausalVideoVAE(nn.Module):
     def encode_posterior(self, x: torch.Tensor) -> DiagonalGaussian:
         """The posterior ``q(z|x)`` over *unnormalised* latents (what training uses)."""
         self._check_input_shape(tuple(x.shape))
-        p = self.config.patch_size
-        h = rearrange(x, "b c f (h p1) (w p2) -> b (c p1 p2) f h w", p1=p, p2=p)  # [b c*p*p f h/p w/p]
-        h = self.enc_in(h)  # [b c0 f h/p w/p]
+        p, tp = self.config.patch_size, self.config.temporal_patch
+        first = x[:, :, :1].expand(-1, -1, tp - 1, -1, -1)  # [b c tp-1 h w] frame 0 fills its own group
+        x = torch.cat([first, x], dim=2)  # [b c g*tp h w], g = 1 + (f-1)/tp
+        h = rearrange(
+            x, "b c (g t) (h p1) (w p2) -> b (c t p1 p2) g h w", t=tp, p1=p, p2=p
+        )  # [b c*tp*p*p g h/p w/p]
+        h = self.enc_in(h)  # [b c0 g h/p w/p]
         for i, blocks in enumerate(self.enc_blocks):
             for block in blocks:
                 h = block(h)  # [b ci fi hi wi]
             if i < len(self.enc_down):
                 h = self.enc_down[i](h)  # [b c(i+1) f(i+1) h(i+1) w(i+1)]
-        h = self.enc_mid(h)  # [b cL fz hz wz]
-        moments = self.enc_out(F.silu(self.enc_norm(h)))  # [b 2*zc fz hz wz]
+        moments = self.enc_out(h)  # [b 2*zc fz hz wz]
         return DiagonalGaussian(moments)
 
     def encode(
@@ -401,15 +426,19 @@ class CausalVideoVAE(nn.Module):
     def _decode(self, z: torch.Tensor, state: dict | None) -> torch.Tensor:
         # z: [b zc fz hz wz], unnormalised
         h = self.dec_in(z, state)  # [b cL fz hz wz]
-        h = self.dec_mid(h, state)  # [b cL fz hz wz]
         for i, blocks in enumerate(self.dec_blocks):
             for block in blocks:
                 h = block(h, state)  # [b ci fi hi wi]
             if i < len(self.dec_up):
                 h = self.dec_up[i](h, state)  # [b c(i-1) f(i-1) h(i-1) w(i-1)]
-        h = self.dec_out(F.silu(self.dec_norm(h)), state)  # [b c*p*p f H/p W/p]
-        p = self.config.patch_size
-        return rearrange(h, "b (c p1 p2) f h w -> b c f (h p1) (w p2)", p1=p, p2=p)  # [b c f H W]
+        h = self.dec_out(h, state)  # [b c*tp*p*p g H/p W/p]
+        p, tp = self.config.patch_size, self.config.temporal_patch
+        x = rearrange(h, "b (c t p1 p2) g h w -> b c (g t) (h p1) (w p2)", t=tp, p1=p, p2=p)  # [b c g*tp H W]
+        if state is None or not state.get("unpatched"):
+            x = x[:, :, tp - 1 :]  # [b c 1+(g-1)*tp H W] the first group holds frame 0 alone
+        if state is not None:
+            state["unpatched"] = True
+        return x
 
     def forward(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None):
         """Reconstruct ``x``; returns ``(reconstruction, posterior)`` (for training)."""

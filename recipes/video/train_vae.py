@@ -4,7 +4,7 @@
     python recipes/video/train_vae.py --data path/to/clips --output-dir runs/my_vae       # on a folder
     python recipes/video/train_vae.py --output-dir runs/video_vae --max-steps 4000 --resume
 
-Loss: ``MSE + L1`` reconstruction plus ``kl_weight`` times the KL divergence of the diagonal Gaussian
+Loss: ``MSE + l1_weight * L1`` reconstruction plus ``kl_weight`` times the KL divergence of the diagonal Gaussian
 posterior to ``N(0, I)`` per latent element (Kingma & Welling 2014, Eq. 10). AdamW, linear warm-up then
 cosine decay, gradient clipping; a step whose loss or gradient is not finite is skipped (and logged).
 
@@ -58,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup-steps", type=int, default=100)
     p.add_argument("--min-lr-ratio", type=float, default=0.05, help="cosine decays the lr to lr * this")
     p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--l1-weight", type=float, default=1.0, help="weight of the L1 term (MSE has weight 1)")
     p.add_argument("--kl-weight", type=float, default=1e-6, help="weight of the KL per latent element")
     p.add_argument("--frames", type=int, default=17, help="frames per training clip: 1 + k * temporal_ratio")
     p.add_argument(
@@ -70,9 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
     # architecture (ignored on --resume, which reads the checkpoint's config)
-    p.add_argument("--channels", default="32,64,64", help="comma-separated width per level")
+    p.add_argument("--channels", default="64,128", help="comma-separated width per level")
     p.add_argument("--latent-channels", type=int, default=8)
-    p.add_argument("--num-res-blocks", type=int, default=1)
+    p.add_argument("--blocks-per-level", type=int, default=0)
     p.add_argument("--patch-size", type=int, default=2)
     p.add_argument("--spatial-ratio", type=int, default=4)
     p.add_argument("--temporal-ratio", type=int, default=4)
@@ -255,7 +256,7 @@ def main(argv: list[str] | None = None) -> dict:
         config = VideoAutoencoderConfig(
             latent_channels=args.latent_channels,
             channels=tuple(int(c) for c in args.channels.split(",")),
-            num_res_blocks=args.num_res_blocks,
+            blocks_per_level=args.blocks_per_level,
             patch_size=args.patch_size,
             spatial_ratio=args.spatial_ratio,
             temporal_ratio=args.temporal_ratio,
@@ -326,7 +327,7 @@ def main(argv: list[str] | None = None) -> dict:
         mse = (rec - x).pow(2).mean()
         l1 = (rec - x).abs().mean()
         kl = posterior.kl().mean() / posterior.mean[0].numel()  # per latent element
-        loss = mse + l1 + args.kl_weight * kl
+        loss = mse + args.l1_weight * l1 + args.kl_weight * kl
         optimizer.zero_grad(set_to_none=True)
         if torch.isfinite(loss):
             accelerator.backward(loss)
