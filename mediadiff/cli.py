@@ -42,11 +42,12 @@ def gather_info() -> dict:
     import torch
 
     from .text import default_encoder_path
+    from .train.precision import cpuinfo
 
     if torch.cuda.is_available():
         device = {"type": "cuda", "name": torch.cuda.get_device_name(0), "count": torch.cuda.device_count()}
     else:
-        names = [ln.split(":", 1)[1].strip() for ln in _cpuinfo().splitlines() if ln.startswith("model name")]
+        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo().splitlines() if ln.startswith("model name")]
         device = {"type": "cpu", "name": names[0] if names else platform.machine(), "count": 1}
     try:
         encoder = str(default_encoder_path())
@@ -69,14 +70,6 @@ def _cpu_bf16() -> bool:
     from .train.precision import cpu_bf16_supported
 
     return cpu_bf16_supported()
-
-
-def _cpuinfo() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return f.read()
-    except OSError:
-        return ""
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -41,7 +41,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .checkpoint import fsync_dir, fsync_tree
+from .checkpoint import publish_dir
 from .data import collate_raw, pack_context
 
 __all__ = [
@@ -391,15 +391,7 @@ class LatentCache(Dataset):
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             }
             (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
-            fsync_tree(tmp)
-            if path.exists():  # swap in the new build, then drop the old one
-                old = path.with_name(f".{path.name}.old-{os.getpid()}-{time.time_ns()}")
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old)
-            else:
-                os.replace(tmp, path)
-            fsync_dir(path.parent)
+            publish_dir(tmp, path)  # swaps in the new build, then drops an old one
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -12,7 +12,8 @@ __all__ = ["MIXED_PRECISION", "cpu_bf16_supported", "resolve_mixed_precision"]
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 
 
-def _cpuinfo() -> str:
+def cpuinfo() -> str:
+    """The text of /proc/cpuinfo, or "" where there is none."""
     try:
         with open("/proc/cpuinfo") as f:
             return f.read()
@@ -22,7 +23,7 @@ def _cpuinfo() -> str:
 
 def cpu_bf16_supported() -> bool:
     """Whether the CPU has native bf16 arithmetic (AVX-512 BF16 or AMX), which makes bf16 autocast pay off."""
-    flags = _cpuinfo()
+    flags = cpuinfo()
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
