@@ -131,7 +131,8 @@ def test_save_load_round_trip(tmp_path):
     # the stats are applied: normalised latents are (raw - shift) * scale
     raw = model.encode_posterior(x).mean
     torch.testing.assert_close(z, (raw - model.latent_shift) * model.latent_scale)
-    assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temp files
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temp files
+    assert (tmp_path / "model.safetensors").stat().st_mode & 0o044  # readable by others, not mkstemp's 0600
 
 
 def test_kl():
@@ -270,15 +271,19 @@ def test_train_script_rejects_the_heldout_seed(tmp_path, fresh_accelerate_state)
 
 @pytest.mark.skipif(not (SHIPPED / "config.json").is_file(), reason="shipped weights not trained yet")
 def test_shipped_weights_reconstruct_heldout_shapes():
+    """Regression guard for the shipped VAE; benchmarks/video_vae.py measures the 64-clip mean (>= 30 dB)."""
     model = load_autoencoder(SHIPPED)
     data = Shapes(num_frames=17, size=64, seed=12345)  # the held-out seed of recipes/video/train_vae.py
-    x = torch.stack([data[i]["video"] for i in range(4)])  # [4 3 17 64 64]
+    x = torch.stack([data[i]["video"] for i in range(8)])  # [8 3 17 64 64]
     with torch.no_grad():
         z = model.encode(x)
         rec = model.decode(z).clamp(-1, 1)
-    assert z.shape == model.latent_shape(x.shape) == (4, model.config.latent_channels, 5, 16, 16)
-    assert z.std().item() == pytest.approx(1.0, abs=0.3)  # latent scale/shift normalise to ~unit variance
-    assert psnr(rec, x).mean().item() > 30.0
+        chunked = model.decode(z, chunk_size=2).clamp(-1, 1)
+    assert z.shape == model.latent_shape(x.shape) == (8, model.config.latent_channels, 5, 16, 16)
+    assert z.std().item() == pytest.approx(1.0, abs=0.2)  # latent scale/shift normalise to ~unit variance
+    assert abs(z.mean().item()) < 0.2
+    assert psnr(rec, x).mean().item() > 30.0  # 30.4 dB on these 8 clips when shipped
+    torch.testing.assert_close(chunked, rec, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -551,6 +551,9 @@ def _atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; weights must be readable like any other
         with open(tmp, "rb+") as fh:
             fh.flush()
             os.fsync(fh.fileno())
