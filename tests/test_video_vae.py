@@ -264,6 +264,100 @@ def test_train_script_resumes_exactly(tmp_path, fresh_accelerate_state):
     assert [r["step"] for r in records if "eval_psnr" in r] == [2, 4]
 
 
+def test_train_script_skips_non_finite_steps(tmp_path, fresh_accelerate_state, monkeypatch):
+    recipe = load_recipe()
+
+    class Corrupt(Shapes):  # one corrupt clip (index 2, i.e. step 1 at batch 2) among good ones
+        def __getitem__(self, index):
+            item = super().__getitem__(index)
+            if self.seed == 0 and index == 2:
+                item["video"] = torch.full_like(item["video"], float("nan"))
+            return item
+
+    monkeypatch.setattr(recipe, "Shapes", Corrupt)
+    out = tmp_path / "run"
+    summary = recipe.main(
+        [
+            "--output-dir",
+            str(out),
+            "--max-steps",
+            "3",
+            "--size",
+            "16",
+            "--frames",
+            "5",
+            "--batch-size",
+            "2",
+            "--channels",
+            "4,8",
+            "--latent-channels",
+            "4",
+            "--precision",
+            "no",
+            "--eval-clips",
+            "2",
+            "--stats-clips",
+            "2",
+            "--eval-every",
+            "3",
+        ]
+    )
+    assert summary["skipped_steps"] == 1 and math.isfinite(summary["heldout_psnr_db"])
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r.get("event") == "skipped"] == [1]
+    assert all(torch.isfinite(t).all() for t in load_autoencoder(out / "final").state_dict().values())
+
+
+def test_train_script_on_a_video_folder(tmp_path, fresh_accelerate_state):
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    import subprocess
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(3):
+        subprocess.run(
+            [
+                imageio_ffmpeg.get_ffmpeg_exe(),
+                "-loglevel",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                f"testsrc=size=40x32:rate=10:duration=1,hue=h={60 * i}",
+                "-pix_fmt",
+                "yuv420p",
+                str(videos / f"clip{i}.mp4"),
+            ],
+            check=True,
+        )
+    summary = load_recipe().main(
+        [
+            "--data",
+            str(videos),
+            "--output-dir",
+            str(tmp_path / "run"),
+            "--max-steps",
+            "2",
+            "--size",
+            "16",
+            "--frames",
+            "5",
+            "--batch-size",
+            "2",
+            "--channels",
+            "4,8",
+            "--latent-channels",
+            "4",
+            "--eval-clips",
+            "1",
+            "--stats-clips",
+            "2",
+        ]
+    )
+    assert summary["heldout"] == f"last 1 clips of {videos}" and summary["steps"] == 2
+    assert isinstance(load_autoencoder(tmp_path / "run" / "final"), CausalVideoVAE)
+
+
 def test_train_script_rejects_the_heldout_seed(tmp_path, fresh_accelerate_state):
     with pytest.raises(SystemExit):
         load_recipe().main(["--output-dir", str(tmp_path), "--seed", "12345"])

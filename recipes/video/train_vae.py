@@ -154,7 +154,8 @@ def build_data(args: argparse.Namespace):
         raise SystemExit(
             "--eval-frames must equal --frames with --data DIR (held-out clips come from the same folder)"
         )
-    full = VideoFolder(root=root, num_frames=args.frames, size=args.size)
+    # captions are not needed to train an autoencoder, so un-captioned videos are welcome
+    full = VideoFolder(root=root, num_frames=args.frames, size=args.size, seed=args.seed, default_caption="")
     if len(full) <= args.eval_clips:
         raise SystemExit(
             f"--data: {root} has {len(full)} clips; need more than --eval-clips ({args.eval_clips})"
