@@ -77,6 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--patch-size", type=int, default=2)
     p.add_argument("--spatial-ratio", type=int, default=4)
     p.add_argument("--temporal-ratio", type=int, default=4)
+    p.add_argument(
+        "--temporal-patch", type=int, default=4, help="frames folded into channels (<= temporal ratio)"
+    )
     # bookkeeping
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--eval-every", type=int, default=250)
@@ -261,6 +264,7 @@ def main(argv: list[str] | None = None) -> dict:
             patch_size=args.patch_size,
             spatial_ratio=args.spatial_ratio,
             temporal_ratio=args.temporal_ratio,
+            temporal_patch=args.temporal_patch,
         )
         model = CausalVideoVAE(config)
         state = {"step": 0, "train_seconds": 0.0, "skipped_steps": 0, "best_eval_psnr": None}
