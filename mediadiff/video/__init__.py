@@ -41,8 +41,10 @@ _EXPORTS: dict[str, str] = {
     "IdentityAutoencoder": "autoencoder",
     "VideoAutoencoderConfig": "autoencoder",
     "load_autoencoder": "autoencoder",
+    "SHAPES_VAE_DIR": "autoencoder",
     # metrics
     "psnr": "metrics",
+    "mse": "metrics",
 }
 
 __all__ = sorted(_EXPORTS)
