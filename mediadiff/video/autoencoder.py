@@ -35,15 +35,16 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
+
+from ..nn.pretrained import atomic_write_bytes
 
 __all__ = [
     "SHAPES_VAE_DIR",
@@ -546,32 +547,11 @@ def read_config(directory: str | os.PathLike) -> dict:
     return spec
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; weights must be readable like any other
-        with open(tmp, "rb+") as fh:
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def save_model_folder(model: nn.Module | None, directory: str | os.PathLike, spec: dict) -> None:
     """Atomically write ``spec`` as ``config.json`` and ``model``'s state dict as ``model.safetensors``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if model is not None:
         tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        _atomic_write(
-            directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"})
-        )
-    text = json.dumps(spec, indent=2) + "\n"
-    _atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
+        atomic_write_bytes(directory / WEIGHTS_NAME, save(tensors, metadata={"format": "pt"}))
+    atomic_write_bytes(directory / CONFIG_NAME, (json.dumps(spec, indent=2) + "\n").encode())
