@@ -19,6 +19,19 @@ from mediadiff.video.shapes import Shapes
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "mediadiff" / "weights" / "video_vae_shapes"
+# a recipe run small enough for a test: 5 frames of 16x16, a 4-8 channel autoencoder
+TINY_RECIPE = [
+    "--size",
+    "16",
+    "--frames",
+    "5",
+    "--batch-size",
+    "2",
+    "--channels",
+    "4,8",
+    "--latent-channels",
+    "4",
+]
 
 
 # time compressed by strided causal convolutions instead of the temporal patchify (the other code path)
@@ -217,16 +230,7 @@ def fresh_accelerate_state():
 def test_train_script_resumes_exactly(tmp_path, fresh_accelerate_state):
     recipe = load_recipe()
     common = [
-        "--size",
-        "16",
-        "--frames",
-        "5",
-        "--batch-size",
-        "2",
-        "--channels",
-        "4,8",
-        "--latent-channels",
-        "4",
+        *TINY_RECIPE,
         "--precision",
         "no",
         "--warmup-steps",
@@ -282,16 +286,7 @@ def test_train_script_skips_non_finite_steps(tmp_path, fresh_accelerate_state, m
             str(out),
             "--max-steps",
             "3",
-            "--size",
-            "16",
-            "--frames",
-            "5",
-            "--batch-size",
-            "2",
-            "--channels",
-            "4,8",
-            "--latent-channels",
-            "4",
+            *TINY_RECIPE,
             "--precision",
             "no",
             "--eval-clips",
@@ -338,16 +333,7 @@ def test_train_script_on_a_video_folder(tmp_path, fresh_accelerate_state):
             str(tmp_path / "run"),
             "--max-steps",
             "2",
-            "--size",
-            "16",
-            "--frames",
-            "5",
-            "--batch-size",
-            "2",
-            "--channels",
-            "4,8",
-            "--latent-channels",
-            "4",
+            *TINY_RECIPE,
             "--eval-clips",
             "1",
             "--stats-clips",
