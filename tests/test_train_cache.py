@@ -10,13 +10,7 @@ from mediadiff.diffusion import FlowSchedule
 from mediadiff.train import CacheError, CacheMismatchError, LatentCache, TrainConfig, Trainer, pack_context
 from mediadiff.train.testing import HashTextEncoder, MovingSquares, TinyAutoencoder, TinyBackbone
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def parts(frames=4, ae_seed=0, te_seed=0, scale=1.0):
