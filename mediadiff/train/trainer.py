@@ -402,16 +402,20 @@ class Trainer:
                 acc.backward(loss)
             losses.append(loss.detach())
         loss = torch.stack(losses).mean()
-        bad = acc.reduce((~torch.isfinite(loss)).float().reshape(1), "sum")  # agree across processes
-        if bad.item() > 0:
-            self.optimizer.zero_grad(set_to_none=True)
-            return loss, "non-finite loss", None
+        bad_loss = acc.reduce((~torch.isfinite(loss)).float().reshape(1), "sum")  # agree across processes
         grad_norm = None
+        bad_grad = torch.zeros_like(bad_loss)
         if cfg.max_grad_norm is not None:  # the norm of the reduced gradients: the same in every process
             grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-            if not torch.isfinite(grad_norm):
-                self.optimizer.zero_grad(set_to_none=True)
-                return loss, "non-finite gradient", grad_norm
+            bad_grad = (~torch.isfinite(grad_norm)).float().reshape(1)
+        loss_is_bad, grad_is_bad = torch.cat([bad_loss, bad_grad]).tolist()  # the step's one host sync
+        if loss_is_bad or grad_is_bad:
+            if grad_norm is not None and acc.scaler is not None:
+                acc.scaler.update()  # fp16: clipping unscaled the gradients; close that round (lowers the scale)
+            self.optimizer.zero_grad(set_to_none=True)
+            if loss_is_bad:
+                return loss, "non-finite loss", None
+            return loss, "non-finite gradient", grad_norm
         self.optimizer.step()
         if not acc.optimizer_step_was_skipped:  # fp16's scaler may skip on overflow
             self.lr_scheduler.step()
