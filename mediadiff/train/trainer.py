@@ -130,7 +130,8 @@ class Trainer:
     cache_dir: precompute latents and text embeddings there once (built on first use, rebuilt or
         refused on a fingerprint mismatch, see ``cache_on_mismatch``) and train from them.
     sample_fn: called every ``config.sample_every`` steps and at the end with a :class:`SampleContext`;
-        writes media files and returns their paths.
+        writes media files and returns their paths, or a dict ``{"paths": [...], "metrics": {...}}``
+        whose metrics (a periodic evaluation: accuracy against steps) go into ``metrics.jsonl``.
     t_sampler / weighting / loss_kwargs: passed to :func:`~mediadiff.diffusion.diffusion_loss`.
     """
 
@@ -148,7 +149,7 @@ class Trainer:
         cache_dir: str | os.PathLike | None = None,
         cache_on_mismatch: str = "rebuild",
         cache_extra: dict[str, Any] | None = None,
-        sample_fn: Callable[[SampleContext], list[Path] | None] | None = None,
+        sample_fn: Callable[[SampleContext], list[Path] | dict | None] | None = None,
         t_sampler: str | Callable = "logit_normal",
         weighting: str = "uniform",
         loss_kwargs: dict[str, Any] | None = None,
@@ -572,9 +573,18 @@ class Trainer:
             model.eval()
             devices = [self.device.index or 0] if self.device.type == "cuda" else []
             with torch.random.fork_rng(devices=devices), torch.no_grad(), self.accelerator.autocast():
-                paths = list(self.sample_fn(SampleContext(model, self.step, out_dir, self.device)) or [])
+                result = self.sample_fn(SampleContext(model, self.step, out_dir, self.device))
             model.train(was_training)
-            self._metrics({"event": "samples", "step": self.step, "paths": [str(p) for p in paths]})
+            measured: dict[str, Any] = {}
+            if isinstance(result, dict):  # {"paths": [...], "metrics": {...}}: a periodic evaluation
+                measured = dict(result.get("metrics") or {})
+                result = result.get("paths")
+            paths = list(result or [])
+            self._metrics(
+                {"event": "samples", "step": self.step, "paths": [str(p) for p in paths], **measured}
+            )
+            if measured:
+                self.log(f"step {self.step}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in measured.items()))
         self.accelerator.wait_for_everyone()
         return paths
 
@@ -727,3 +737,7 @@ class Trainer:
             return self.dry_run(memory_gb) if dry_run else self.fit()
         finally:
             self.accelerator.end_training()
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
