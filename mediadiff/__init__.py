@@ -1,7 +1,8 @@
 """mediadiff: train and sample text-to-video and text-to-audio diffusion models.
 
-Importing the package is light: submodules (``mediadiff.diffusion``, later the video and audio
-sides) are imported on first use, and nothing imports transformers or diffusers at import time.
+Importing the package is light: submodules (``mediadiff.diffusion``, ``mediadiff.video``, ...) and
+the top-level names (``from mediadiff import VideoPipeline``) are imported on first use, and nothing
+imports transformers, diffusers or PyAV at import time.
 """
 
 from __future__ import annotations
@@ -12,12 +13,22 @@ from typing import Any
 __version__ = "0.1.0"
 
 _SUBMODULES = ("cli", "diffusion", "nn", "text", "train", "video")
+_EXPORTS: dict[str, str] = {
+    "VideoPipeline": "mediadiff.video.pipeline",
+    "VideoOutput": "mediadiff.video.pipeline",
+}
 
 
 def __getattr__(name: str) -> Any:
     if name in _SUBMODULES:
         return importlib.import_module(f"mediadiff.{name}")
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'mediadiff' has no attribute {name!r}")
 
 
-__all__ = ["__version__"]
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SUBMODULES) | set(_EXPORTS))
+
+
+__all__ = ["VideoOutput", "VideoPipeline", "__version__"]

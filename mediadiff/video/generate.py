@@ -4,6 +4,9 @@ This is the loop behind :class:`~mediadiff.video.pipeline.VideoPipeline` and the
 periodic evaluation, kept free of any folder format so that a recipe can call it on the EMA
 weights it is training. Classifier-free guidance follows Ho & Salimans 2022 (Eq. 6): the
 conditional and unconditional (empty or negative prompt) predictions come from one batched call.
+
+Two layers: :func:`sample_video` starts from ready text contexts (the pipeline caches them), and
+:func:`generate_video` encodes the prompts first.
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ import torch
 
 from mediadiff.diffusion import Schedule, cfg, randn, sample
 
-__all__ = ["encode_prompts", "generate_video", "to_frames"]
+__all__ = ["encode_prompts", "generate_video", "match_context", "sample_video", "to_frames"]
+
+Context = dict[str, torch.Tensor]  # {"context": [b l d], "context_mask": [b l]}
 
 
 def encode_prompts(
     text_encoder: Any, prompts: Sequence[str], negative: Sequence[str], device: torch.device | str
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+) -> tuple[Context, Context]:
     """Conditional and unconditional backbone kwargs (``context``, ``context_mask``), padded alike."""
     from mediadiff.train.data import pack_context
 
@@ -33,10 +38,77 @@ def encode_prompts(
     return cond, uncond
 
 
+def match_context(cond: Context, uncond: Context) -> tuple[Context, Context]:
+    """Pad the shorter of two contexts with zero tokens (mask False) so both have the same length.
+
+    Backbones honour ``context_mask``, so padding changes no prediction; guidance needs equal shapes
+    to run both in one batch. The batch sizes may differ (an unconditional batch of 1 is broadcast).
+    """
+    length = max(cond["context"].shape[1], uncond["context"].shape[1])
+
+    def pad(ctx: Context) -> Context:
+        tokens, mask = ctx["context"], ctx["context_mask"]  # [b l d], [b l]
+        extra = length - tokens.shape[1]
+        if extra == 0:
+            return ctx
+        tokens = torch.nn.functional.pad(tokens, (0, 0, 0, extra))  # [b length d]
+        mask = torch.nn.functional.pad(mask, (0, extra), value=False)  # [b length]
+        return {"context": tokens, "context_mask": mask}
+
+    return pad(cond), pad(uncond)
+
+
 def to_frames(video: torch.Tensor) -> torch.Tensor:
     """``[b 3 f h w]`` in ``[-1, 1]`` -> uint8 ``[b f h w 3]`` on the CPU."""
     frames = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # [b 3 f h w]
     return frames.permute(0, 2, 3, 4, 1).contiguous().cpu()  # [b f h w 3]
+
+
+@torch.inference_mode()
+def sample_video(
+    backbone: torch.nn.Module,
+    schedule: Schedule,
+    autoencoder: torch.nn.Module,
+    cond: Context,
+    uncond: Context,
+    *,
+    num_frames: int,
+    height: int,
+    width: int,
+    seeds: Sequence[int],
+    prediction: str = "flow",
+    sampler: str = "dpmpp_2m",
+    steps: int = 20,
+    guidance_scale: float = 4.0,
+    device: torch.device | str = "cpu",
+    autocast: bool | None = None,
+    progress: bool = False,
+    sampler_options: dict[str, Any] | None = None,
+) -> torch.Tensor:
+    """Sample one clip per seed from ready contexts; returns uint8 frames ``[b f h w 3]`` on the CPU.
+
+    cond: ``{"context": [b l d], "context_mask": [b l]}`` on ``device``; uncond: the same with batch
+    ``b`` or 1 (one unconditional context shared by all clips). Clip ``i`` starts from noise drawn by
+    a CPU generator seeded with ``seeds[i]``, so a clip starts from the same noise alone or in a batch
+    and on any device (and ends the same up to float rounding). ``guidance_scale`` 1 skips the unconditional pass. ``autocast``: bf16 autocast on the
+    backbone and decoder (True), none (False), or whatever autocast state the caller is in (None).
+    """
+    device = torch.device(device)
+    n = len(seeds)
+    if cond["context"].shape[0] != n:
+        raise ValueError(f"sample_video: {n} seeds but {cond['context'].shape[0]} conditional contexts")
+    cond, uncond = match_context(cond, uncond)
+    latent = autoencoder.latent_shape((1, 3, num_frames, height, width))[1:]  # (c, f', h', w')
+    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    noise = randn((n, *latent), generators, device=device)  # [b c f' h' w']
+    guided = cfg(backbone, cond, uncond, scale=guidance_scale)
+    amp = nullcontext() if autocast is None else torch.autocast(device.type, torch.bfloat16, enabled=autocast)
+    with amp:
+        z = sample(
+            guided, noise, schedule, prediction, sampler, steps, progress=progress, **(sampler_options or {})
+        )  # [b c f' h' w']
+        video = autoencoder.decode(z.float())  # [b 3 f h w]
+    return to_frames(video)  # [b f h w 3]
 
 
 @torch.inference_mode()
@@ -79,15 +151,22 @@ def generate_video(
         raise ValueError(f"generate_video: {n} prompts but {len(seeds)} seeds")
     device = torch.device(device)
     cond, uncond = encode_prompts(text_encoder, prompts, negative, device)
-    latent = autoencoder.latent_shape((1, 3, num_frames, height, width))[1:]  # (c, f', h', w')
-    noise = randn((n, *latent), [torch.Generator().manual_seed(s) for s in seeds]).to(
-        device
-    )  # [b c f' h' w']
-    guided = cfg(backbone, cond, uncond, scale=guidance_scale)
-    amp = nullcontext() if autocast is None else torch.autocast(device.type, torch.bfloat16, enabled=autocast)
-    with amp:
-        z = sample(
-            guided, noise, schedule, prediction, sampler, steps, progress=progress, **(sampler_options or {})
-        )  # [b c f' h' w']
-        video = autoencoder.decode(z.float())  # [b 3 f h w]
-    return to_frames(video)
+    return sample_video(
+        backbone,
+        schedule,
+        autoencoder,
+        cond,
+        uncond,
+        num_frames=num_frames,
+        height=height,
+        width=width,
+        seeds=seeds,
+        prediction=prediction,
+        sampler=sampler,
+        steps=steps,
+        guidance_scale=guidance_scale,
+        device=device,
+        autocast=autocast,
+        progress=progress,
+        sampler_options=sampler_options,
+    )
