@@ -28,6 +28,7 @@ rounding: batched matrix products sum in another order, which moves a rare pixel
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import secrets
@@ -253,9 +254,7 @@ class VideoPipeline:
         if self.device.type == "cuda":
             return torch.cuda.is_bf16_supported()
         if self.device.type == "cpu":
-            from mediadiff.train.precision import cpu_bf16_supported
-
-            return cpu_bf16_supported()
+            return _cpu_bf16()
         return False
 
     # ------------------------------------------------------------------------------------ arguments
@@ -574,6 +573,14 @@ class VideoPipeline:
 
 
 # ----------------------------------------------------------------------------------------- helpers
+
+
+@functools.cache
+def _cpu_bf16() -> bool:
+    """Whether this CPU has native bf16 (read from /proc/cpuinfo once)."""
+    from mediadiff.train.precision import cpu_bf16_supported
+
+    return cpu_bf16_supported()
 
 
 def installed_models() -> list[str]:
