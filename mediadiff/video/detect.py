@@ -24,7 +24,7 @@ import torch
 
 from .shapes import COLOUR_RGB, COLOURS
 
-__all__ = ["Detection", "detect", "detect_batch", "score"]
+__all__ = ["Detection", "box_stats", "detect", "detect_batch", "score"]
 
 _THRESHOLD = 0.5  # coverage above which a pixel belongs to the object
 _TRIANGLE_LOWER = 0.62  # lower-half mass share above which the object is a triangle (3/4 vs 1/2)
@@ -67,6 +67,29 @@ def _as_float_frames(video: np.ndarray | torch.Tensor) -> np.ndarray:
     return video.astype(np.float64) / 255.0  # [f h w 3]
 
 
+def box_stats(coverage: np.ndarray, mask: np.ndarray) -> tuple[float, float, float]:
+    """Shape measures of one frame's object: bounding-box fill, lower-half mass share, log aspect ratio.
+
+    ``coverage``: ``[h w]`` in ``[0, 1]``; ``mask``: ``[h w]`` bool, not empty. The box is the mask's
+    bounding box grown by one pixel, and edge pixels count by their coverage (soft extents), so a
+    square fills 1, a circle pi/4 and a triangle 1/2 at any sub-pixel position. ``lower`` is the share
+    of the mass below the box's middle row (an apex-up triangle 3/4, a square or circle 1/2);
+    ``aspect`` is ``log(width / height)`` of the soft extents (0 for every Shapes object).
+    """
+    rows = np.nonzero(mask.any(axis=1))[0]
+    cols = np.nonzero(mask.any(axis=0))[0]
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    box = coverage[max(r0 - 1, 0) : r1 + 1, max(c0 - 1, 0) : c1 + 1]  # [bh bw]
+    box = np.where(box > 0.1, box, 0.0)  # [bh bw]
+    total = box.sum()
+    width, height = box.max(axis=0).sum(), box.max(axis=1).sum()
+    row_mass = box.sum(axis=1)  # [bh]
+    row_pos = np.arange(box.shape[0]) + max(r0 - 1, 0) + 0.5  # [bh] image rows
+    mid = (r0 + r1) / 2
+    lower = (row_mass[row_pos > mid].sum() + 0.5 * row_mass[row_pos == mid].sum()) / total
+    return float(total / (width * height)), float(lower), float(np.log(width / height))
+
+
 def detect(video: np.ndarray | torch.Tensor, min_travel: float = 0.15) -> Detection:
     """Read one clip: uint8 ``[f h w 3]`` frames or a float ``[3 f h w]`` tensor in ``[-1, 1]``."""
     rgb = _as_float_frames(video)  # [f h w 3]
@@ -105,21 +128,8 @@ def detect(video: np.ndarray | torch.Tensor, min_travel: float = 0.15) -> Detect
         direction = "down" if slope > 0 else "up"
 
     # shape: bounding-box fill and lower-half mass share, medians over frames
-    fills, lowers = [], []
-    for i in frames:
-        rows = np.nonzero(mask[i].any(axis=1))[0]
-        cols = np.nonzero(mask[i].any(axis=0))[0]
-        r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-        # soft extents over the box grown by one pixel: edge pixels count by their coverage
-        box = coverage[i, max(r0 - 1, 0) : r1 + 1, max(c0 - 1, 0) : c1 + 1]  # [bh bw]
-        box = np.where(box > 0.1, box, 0.0)  # [bh bw]
-        total = box.sum()
-        fills.append(total / (box.max(axis=0).sum() * box.max(axis=1).sum()))
-        row_mass = box.sum(axis=1)  # [bh]
-        row_pos = np.arange(box.shape[0]) + max(r0 - 1, 0) + 0.5  # [bh] image rows
-        mid = (r0 + r1) / 2
-        lowers.append((row_mass[row_pos > mid].sum() + 0.5 * row_mass[row_pos == mid].sum()) / total)
-    fill, lower = float(np.median(fills)), float(np.median(lowers))
+    stats = np.array([box_stats(coverage[i], mask[i]) for i in frames])  # [f' 3] fill, lower, aspect
+    fill, lower = float(np.median(stats[:, 0])), float(np.median(stats[:, 1]))
     if lower > _TRIANGLE_LOWER:
         shape = "triangle"
     elif fill > _SQUARE_FILL:
