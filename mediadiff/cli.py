@@ -162,7 +162,8 @@ def _check_generate_args(args: argparse.Namespace) -> None:
     ext = Path(args.output).suffix.lower()
     if ext not in output_extensions():
         raise UsageError(
-            f"-o {args.output}: unsupported extension {ext or '(none)'}; choose from {', '.join(output_extensions())}"
+            f"-o {args.output}: unsupported extension {ext or '(none)'}; "
+            f"choose from {', '.join(output_extensions())}"
         )
     if args.sampler is not None and args.sampler not in SAMPLERS:
         raise UsageError(f"unknown --sampler {args.sampler!r}; choose from {', '.join(sorted(SAMPLERS))}")

@@ -90,8 +90,9 @@ def sample_video(
     cond: ``{"context": [b l d], "context_mask": [b l]}`` on ``device``; uncond: the same with batch
     ``b`` or 1 (one unconditional context shared by all clips). Clip ``i`` starts from noise drawn by
     a CPU generator seeded with ``seeds[i]``, so a clip starts from the same noise alone or in a batch
-    and on any device (and ends the same up to float rounding). ``guidance_scale`` 1 skips the unconditional pass. ``autocast``: bf16 autocast on the
-    backbone and decoder (True), none (False), or whatever autocast state the caller is in (None).
+    and on any device (and ends the same up to float rounding). ``guidance_scale`` 1 skips the
+    unconditional pass. ``autocast``: bf16 autocast on the backbone and decoder (True), none (False),
+    or whatever autocast state the caller is in (None).
     """
     device = torch.device(device)
     n = len(seeds)

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from einops import rearrange
 
 from mediadiff.diffusion import PREDICTIONS, SAMPLERS, Schedule, build_schedule
 
@@ -50,12 +51,12 @@ from .generate import sample_video
 __all__ = [
     "DEFAULTS",
     "DEFAULT_MODEL",
+    "IMAGE_EXTENSIONS",
     "PIPELINE_NAME",
     "SHIPPED_MODELS",
     "WEIGHTS_DIR",
     "VideoOutput",
     "VideoPipeline",
-    "image_extensions",
     "output_extensions",
 ]
 
@@ -85,19 +86,16 @@ VIDEO_CHANNELS = 3  # RGB
 CONTEXT_CACHE_SIZE = 256  # prompts whose text encoding a pipeline keeps
 BACKBONES = {"DiT": "mediadiff.video.dit", "UNet3D": "mediadiff.video.unet3d"}  # type -> module
 _TEXT_ENCODER_DIR = "text_encoder"
+IMAGE_EXTENSIONS = (".png",)  # what VideoOutput.save writes as one still frame grid
 _STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def image_extensions() -> tuple[str, ...]:
-    """Extensions :meth:`VideoOutput.save` writes as one still frame grid."""
-    return (".png",)
-
-
 def output_extensions() -> tuple[str, ...]:
-    """Every extension :meth:`VideoOutput.save` accepts (video formats of :mod:`mediadiff.video.io`, .png)."""
+    """Every extension :meth:`VideoOutput.save` accepts: the video formats of :mod:`mediadiff.video.io`
+    (.mp4, .mov, .mkv, .webm, .gif) and :data:`IMAGE_EXTENSIONS`."""
     from .io import WRITE_FORMATS
 
-    return (*WRITE_FORMATS, *image_extensions())
+    return (*WRITE_FORMATS, *IMAGE_EXTENSIONS)
 
 
 # ----------------------------------------------------------------------------------------- output
@@ -105,7 +103,7 @@ def output_extensions() -> tuple[str, ...]:
 
 @dataclass
 class VideoOutput:
-    """Generated clips: ``frames`` uint8 ``[b f h w 3]``; clip ``i`` came from ``prompts[i]`` and ``seeds[i]``."""
+    """Generated clips: uint8 ``frames [b f h w 3]``; clip ``i`` came from ``prompts[i]``, ``seeds[i]``."""
 
     frames: np.ndarray  # [b f h w 3] uint8
     prompts: list[str]
@@ -132,7 +130,7 @@ class VideoOutput:
                 f"{path}: cannot write {ext or 'a file without an extension'}; "
                 f"supported: {', '.join(output_extensions())}"
             )
-        if ext in image_extensions():
+        if ext in IMAGE_EXTENSIONS:
             return [_write_grid(path, self.frames)]
         from .io import write_video
 
@@ -150,12 +148,12 @@ def _write_grid(path: Path, frames: np.ndarray, gutter: int = 2) -> Path:
 
     from mediadiff.nn.pretrained import atomic_write_bytes
 
-    b, f, h, w, _ = frames.shape
-    grid = np.full((gutter + b * (h + gutter), gutter + f * (w + gutter), 3), 64, np.uint8)  # [H W 3]
-    for i in range(b):
-        for j in range(f):
-            top, left = gutter + i * (h + gutter), gutter + j * (w + gutter)
-            grid[top : top + h, left : left + w] = frames[i, j]
+    grey = 64
+    cells = np.pad(
+        frames, ((0, 0), (0, 0), (gutter, 0), (gutter, 0), (0, 0)), constant_values=grey
+    )  # [b f g+h g+w 3]
+    grid = rearrange(cells, "b f h w c -> (b h) (f w) c")  # [b*(g+h) f*(g+w) 3]
+    grid = np.pad(grid, ((0, gutter), (0, gutter), (0, 0)), constant_values=grey)  # [b*(g+h)+g f*(g+w)+g 3]
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, iio.imwrite("<bytes>", grid, extension=".png"))
     return path
@@ -373,10 +371,13 @@ class VideoPipeline:
         """Generate ``num_videos`` clips per prompt.
 
         prompt: one prompt or a list; clip ``i`` of the output comes from prompt ``i // num_videos``.
-        negative_prompt: replaces the empty prompt as the unconditional context (one for all, or one per
-            prompt). Unset settings come from ``self.defaults``. seed: clip ``i`` starts from noise seeded
-            with ``seed + i`` (None: a random seed, reported in ``VideoOutput.seeds``); the same seed gives
-            the same clip (up to float rounding) whether generated alone or in a batch. progress: a tqdm bar over the steps.
+        negative_prompt: replaces the empty prompt as the unconditional context (one for all, or one
+            per prompt).
+        num_frames, height, width, steps, sampler, guidance_scale: None takes ``self.defaults``.
+        seed: clip ``i`` starts from noise seeded with ``seed + i`` (None: a random seed, reported in
+            ``VideoOutput.seeds``); the same seed gives the same clip (up to float rounding) whether
+            generated alone or in a batch.
+        progress: a tqdm bar over the sampling steps.
         Returns a :class:`VideoOutput` with uint8 ``frames [b f h w 3]``, ``b = len(prompts) * num_videos``.
         """
         prompts = _as_prompts(prompt, "prompt")
@@ -589,7 +590,7 @@ def installed_models() -> list[str]:
 
 
 def resolve_model(name_or_folder: str | os.PathLike) -> Path:
-    """The pipeline folder for a shipped model name or a folder path; ``FileNotFoundError`` if there is none."""
+    """The pipeline folder of a shipped model name or a folder path; ``FileNotFoundError`` if none."""
     name = str(name_or_folder)
     shipped = f"shipped: {installed_models() or 'none installed'}"
     if name in SHIPPED_MODELS:
