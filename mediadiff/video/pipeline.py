@@ -57,7 +57,9 @@ __all__ = [
     "WEIGHTS_DIR",
     "VideoOutput",
     "VideoPipeline",
+    "export_run",
     "output_extensions",
+    "run_summary",
 ]
 
 PIPELINE_NAME = "pipeline.json"
@@ -674,3 +676,65 @@ def _load_backbone(folder: Path, device: torch.device) -> torch.nn.Module:
     cls = getattr(importlib.import_module(BACKBONES[kind]), kind)
     model = cls.from_pretrained(folder, device=device).float()
     return model.eval().requires_grad_(False)
+
+
+def run_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """What a training run folder says about itself: its config, steps, last loss and training time.
+
+    ``train_minutes`` spans the trainer's ``start`` event (after any cache build) to the last
+    record of ``metrics.jsonl``, over the last start (a resumed run counts from its resume).
+    """
+    run = Path(run_dir)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    starts = [r for r in records if r.get("event") == "start"]
+    steps = [r for r in records if "loss" in r and "event" not in r]
+    evals = [r for r in records if r.get("event") == "samples" and "direction_acc" in r]
+    summary: dict[str, Any] = {
+        "run_dir": str(run),
+        "steps": max((r.get("step", 0) for r in records), default=0),
+        "last_loss": steps[-1]["loss"] if steps else None,
+        "train_minutes": round((records[-1]["time"] - starts[-1]["time"]) / 60, 1) if starts else None,
+        "periodic_eval": [
+            {k: r[k] for k in ("step", "colour_acc", "shape_acc", "direction_acc", "all_acc") if k in r}
+            for r in evals
+        ],
+    }
+    config = run / "config.json"
+    if config.is_file():
+        summary["config"] = json.loads(config.read_text())
+    return summary
+
+
+def export_run(
+    run_dir: str | os.PathLike,
+    folder: str | os.PathLike,
+    backbone: torch.nn.Module,
+    autoencoder: torch.nn.Module,
+    text_encoder: Any,
+    schedule: Schedule,
+    *,
+    prediction: str = "flow",
+    defaults: dict[str, Any] | None = None,
+    info: dict[str, Any] | None = None,
+    dtype: str | None = "float16",
+) -> Path:
+    """Write the newest checkpoint of a training run (its EMA weights) as a pipeline folder.
+
+    ``backbone`` must be built as the recipe built it; its weights are replaced by the checkpoint's.
+    The folder's ``info`` holds :func:`run_summary` (steps, training time, periodic evaluation)
+    merged with ``info``.
+    """
+    from mediadiff.train.checkpoint import load_model_weights
+
+    checkpoint = load_model_weights(run_dir, backbone, ema=True)
+    summary = {**run_summary(run_dir), "checkpoint": str(checkpoint), **(info or {})}
+    pipe = VideoPipeline(
+        backbone.eval().requires_grad_(False),
+        autoencoder.eval().requires_grad_(False),
+        text_encoder,
+        schedule,
+        prediction=prediction,
+        defaults=defaults,
+        info=summary,
+    )
+    return pipe.save_pretrained(folder, dtype=dtype)

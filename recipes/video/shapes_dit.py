@@ -10,7 +10,8 @@ analytic detector's colour/shape/direction accuracies go to ``metrics.jsonl``.
 
     python recipes/video/shapes_dit.py                     # the shipped model's recipe
     python recipes/video/shapes_dit.py --max-steps 200 --output-dir runs/dit_quick
-    mediadiff train recipes/video/shapes_dit.py --resume   # continue the newest checkpoint
+    mediadiff train recipes/video/shapes_dit.py --resume
+    python recipes/video/shapes_dit.py --export mediadiff/weights/t2v_shapes_dit   # newest checkpoint -> pipeline   # continue the newest checkpoint
     python recipes/video/shapes_dit.py --dry-run --memory-gb 8
 """
 
@@ -53,6 +54,12 @@ def build_parser():
     g.add_argument("--cache", default=None, help="latent + text cache folder (default: OUTPUT_DIR/cache)")
     g.add_argument("--eval-num", type=int, default=24, help="clips per periodic evaluation")
     g.add_argument("--guidance", type=float, default=4.0, help="CFG scale of the periodic evaluation")
+    g.add_argument(
+        "--export",
+        default=None,
+        metavar="FOLDER",
+        help="write the newest checkpoint of --output-dir (EMA weights) as a pipeline folder and exit",
+    )
     return parser
 
 
@@ -98,6 +105,22 @@ def main(argv: list[str] | None = None):
     )
     parts = build(args)
     schedule = FlowSchedule()
+    if args.export:
+        from mediadiff.video.pipeline import export_run
+
+        defaults = {**{"num_frames": FRAMES, "height": SIZE, "width": SIZE}, "guidance_scale": args.guidance}
+        info = {"recipe": "recipes/video/shapes_dit.py"}
+        ae = parts["autoencoder"]
+        return export_run(
+            args.output_dir,
+            args.export,
+            parts["backbone"],
+            ae,
+            parts["text_encoder"],
+            schedule,
+            defaults=defaults,
+            info=info,
+        )
     trainer = Trainer(
         parts["backbone"],
         schedule,

@@ -12,6 +12,7 @@ detector's colour/shape/direction accuracies go to ``metrics.jsonl``.
     python recipes/video/shapes_unet3d.py                  # the shipped model's recipe
     python recipes/video/shapes_unet3d.py --max-steps 200 --output-dir runs/unet_quick
     mediadiff train recipes/video/shapes_unet3d.py --resume
+    python recipes/video/shapes_unet3d.py --export mediadiff/weights/t2v_shapes_unet3d   # newest checkpoint -> pipeline
     python recipes/video/shapes_unet3d.py --dry-run --memory-gb 8
 """
 
@@ -50,6 +51,12 @@ def build_parser():
     g.add_argument("--text-encoder", default="minilm", help='"minilm" or a local encoder folder')
     g.add_argument("--eval-num", type=int, default=24, help="clips per periodic evaluation")
     g.add_argument("--guidance", type=float, default=4.0, help="CFG scale of the periodic evaluation")
+    g.add_argument(
+        "--export",
+        default=None,
+        metavar="FOLDER",
+        help="write the newest checkpoint of --output-dir (EMA weights) as a pipeline folder and exit",
+    )
     return parser
 
 
@@ -91,6 +98,22 @@ def main(argv: list[str] | None = None):
     )
     parts = build(args)
     schedule = FlowSchedule()
+    if args.export:
+        from mediadiff.video.pipeline import export_run
+
+        defaults = {**{"num_frames": FRAMES, "height": SIZE, "width": SIZE}, "guidance_scale": args.guidance}
+        info = {"recipe": "recipes/video/shapes_unet3d.py"}
+        ae = IdentityAutoencoder()
+        return export_run(
+            args.output_dir,
+            args.export,
+            parts["backbone"],
+            ae,
+            parts["text_encoder"],
+            schedule,
+            defaults=defaults,
+            info=info,
+        )
     trainer = Trainer(
         parts["backbone"],
         schedule,
