@@ -349,3 +349,21 @@ def test_cli_runs_a_recipe_and_resumes(tmp_path, capsys):
     assert "largest batch that fits" in out.out + out.err
     assert cli_main(["train", str(tmp_path / "nope.py")]) == 2
     assert "nope.py" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("warmup", [True, False])
+def test_ema_follows_the_warmup_decay(tmp_path, warmup):
+    from mediadiff.train import ema_decay_at
+
+    trainer = make_trainer(tmp_path, max_steps=4, grad_accum=1, ema_decay=0.99, ema_warmup=warmup)
+    seen = []
+    for step in range(1, 5):
+        trainer.fit(until=step)
+        seen.append(trainer.unwrapped_model.conv_in.weight.detach().clone())
+    expected = seen[0]  # the first update copies the weights
+    for n, weights in enumerate(seen[1:], start=1):
+        d = ema_decay_at(n, 0.99, warmup)
+        expected = d * expected + (1 - d) * weights
+    torch.testing.assert_close(trainer.ema.module.conv_in.weight, expected)
+    assert ema_decay_at(1, 0.99, warmup) == (2 / 11 if warmup else 0.99)
+    assert ema_decay_at(10_000, 0.99) == 0.99

@@ -33,6 +33,7 @@ _EXPORTS = {
     "SampleContext": "trainer",
     "Trainer": "trainer",
     "make_accelerator": "trainer",
+    "ema_decay_at": "trainer",
 }
 
 __all__ = sorted(_EXPORTS)

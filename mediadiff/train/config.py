@@ -42,6 +42,7 @@ class TrainConfig:
     max_grad_norm: float | None = 1.0  # clip the global gradient norm; None: no clipping
     mixed_precision: str = "auto"  # auto | no | bf16 | fp16 (autocast; weights stay fp32)
     ema_decay: float = 0.999  # EMA of the weights after every optimizer step; 0 disables
+    ema_warmup: bool = True  # decay min(ema_decay, (1 + n) / (10 + n)) at update n (see ema_decay_at)
     cond_dropout: float = 0.1  # fraction of captions replaced by the empty prompt (classifier-free guidance)
     # bookkeeping
     checkpoint_every: int = 500  # steps; a final checkpoint is always written
@@ -129,6 +130,12 @@ def add_train_args(parser: argparse.ArgumentParser, **defaults: Any) -> argparse
     )
     g.add_argument("--mixed-precision", choices=MIXED_PRECISION, default=d["mixed_precision"])
     g.add_argument("--ema-decay", type=float, default=d["ema_decay"], help="0 disables the EMA")
+    g.add_argument(
+        "--ema-warmup",
+        action=argparse.BooleanOptionalAction,
+        default=d["ema_warmup"],
+        help="ramp the EMA decay up as min(decay, (1 + n) / (10 + n))",
+    )
     g.add_argument("--cond-dropout", type=float, default=d["cond_dropout"], help="caption dropout for CFG")
     g.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"])
     g.add_argument("--keep-checkpoints", type=int, default=d["keep_checkpoints"])

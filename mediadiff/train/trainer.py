@@ -59,7 +59,7 @@ from .data import ResumableSampler, collate_cached, collate_raw, pack_context
 from .memory import GIB, ActivationEstimate, DryRunReport, count_parameters, total_memory_bytes
 from .precision import resolve_mixed_precision
 
-__all__ = ["NonFiniteLossError", "SampleContext", "Trainer", "make_accelerator"]
+__all__ = ["NonFiniteLossError", "SampleContext", "Trainer", "ema_decay_at", "make_accelerator"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -74,6 +74,17 @@ class SampleContext:
     step: int
     out_dir: Path  # <output_dir>/samples/step-XXXXXXXX, already created
     device: torch.device
+
+
+def ema_decay_at(updates: int, decay: float, warmup: bool = True) -> float:
+    """The EMA decay for the update after ``updates`` earlier ones: ``min(decay, (1 + n) / (10 + n))``
+    with warm-up (the schedule of diffusers' ``EMAModel``), else ``decay``.
+
+    Without warm-up the EMA starts as a copy of the first weights, which still weigh ``decay^n``
+    after ``n`` updates (67% after 400 at 0.999): samples from a short run's EMA are mostly the
+    untrained network. With warm-up the average forgets its start within a few hundred steps.
+    """
+    return min(decay, (1 + updates) / (10 + updates)) if warmup else decay
 
 
 def make_accelerator(config: TrainConfig) -> Accelerator:
@@ -197,6 +208,7 @@ class Trainer:
             if use_ema
             else None
         )
+        self._ema_updates = 0  # EMA updates made (host-side, for the warm-up decay)
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the model has no trainable parameters")
@@ -422,7 +434,10 @@ class Trainer:
             self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
+            decay = ema_decay_at(self._ema_updates, self.config.ema_decay, self.config.ema_warmup)
+            self.ema.multi_avg_fn = get_ema_multi_avg_fn(decay)
             self.ema.update_parameters(self.unwrapped_model)
+            self._ema_updates += 1
         return loss, None, grad_norm
 
     def fit(self, until: int | None = None) -> dict[str, Any]:
@@ -661,7 +676,8 @@ class Trainer:
         if self.ema is not None:
             self.ema.module.load_state_dict(load_file(path / "ema.safetensors", device="cpu"))
             with safe_open(path / "ema.safetensors", framework="pt") as f:
-                self.ema.n_averaged.fill_(int(f.metadata()["n_averaged"]))
+                self._ema_updates = int(f.metadata()["n_averaged"])
+                self.ema.n_averaged.fill_(self._ema_updates)
         self.lr_scheduler.load_state_dict(load_torch(path / "scheduler.pt"))
         rng_file = path / f"rng-{self.rank:05d}.pt"
         if rng_file.is_file():

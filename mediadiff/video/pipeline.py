@@ -720,14 +720,19 @@ def export_run(
 ) -> Path:
     """Write the newest checkpoint of a training run (its EMA weights) as a pipeline folder.
 
-    ``backbone`` must be built as the recipe built it; its weights are replaced by the checkpoint's.
-    The folder's ``info`` holds :func:`run_summary` (steps, training time, periodic evaluation)
-    merged with ``info``.
+    ``backbone`` must be built as the recipe built it; its weights are replaced by the checkpoint's
+    (the EMA's when the run kept one). The folder's ``info`` holds
+    :func:`run_summary` (steps, training time, periodic evaluation) merged with ``info``.
     """
     from mediadiff.train.checkpoint import load_model_weights
 
-    checkpoint = load_model_weights(run_dir, backbone, ema=True)
-    summary = {**run_summary(run_dir), "checkpoint": str(checkpoint), **(info or {})}
+    weights = load_model_weights(run_dir, backbone, ema=True)  # the checkpoint's ema.safetensors if any
+    summary = {
+        **run_summary(run_dir),
+        "checkpoint": str(weights.parent),
+        "weights": weights.name,
+        **(info or {}),
+    }
     pipe = VideoPipeline(
         backbone.eval().requires_grad_(False),
         autoencoder.eval().requires_grad_(False),
