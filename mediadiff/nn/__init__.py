@@ -11,6 +11,7 @@ from .embeddings import TimestepEmbedding, sinusoidal_embedding
 from .modulation import AdaGroupNorm, AdaLNModulation, group_norm, modulate
 from .pretrained import ConfigModel, atomic_write_bytes
 from .rope import Rope, RotaryEmbedding, apply_rope, grid_positions, split_head_dim
+from .standardize import FixedStandardize
 from .transformer import AdaLNZeroBlock, AdaLNZeroOut, FeedForward, TransformerBlock
 from .utils import check_backbone_inputs, checkpoint, zero_module
 
@@ -24,6 +25,7 @@ __all__ = [
     "Downsample",
     "FactorizedConv3d",
     "FeedForward",
+    "FixedStandardize",
     "ResBlock",
     "Rope",
     "RotaryEmbedding",

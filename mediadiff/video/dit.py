@@ -18,6 +18,7 @@ from mediadiff.nn import (
     AdaLNZeroBlock,
     AdaLNZeroOut,
     ConfigModel,
+    FixedStandardize,
     RotaryEmbedding,
     TimestepEmbedding,
     check_backbone_inputs,
@@ -42,6 +43,7 @@ class DiTConfig:
     qk_norm: bool = True  # RMSNorm on queries and keys (stable bf16 training)
     rope_axes_dims: tuple[int, int, int] | None = None  # head channels per (f, h, w) axis; None: even split
     rope_theta: float = 10000.0  # RoPE base period
+    pooled_context_norm: bool = False  # standardise the pooled text by fitted buffers (nn.FixedStandardize)
     gradient_checkpointing: bool = False  # recompute each block in the backward pass to save memory
 
     def __post_init__(self) -> None:
@@ -78,6 +80,7 @@ class DiT(ConfigModel):
         self.gradient_checkpointing = cfg.gradient_checkpointing
         self.patch_in = nn.Linear(cfg.in_channels * pf * ph * pw, cfg.width)
         self.time_embed = TimestepEmbedding(cfg.width)
+        self.pooled_norm = FixedStandardize(cfg.context_dim) if cfg.pooled_context_norm else None
         self.context_embed = nn.Sequential(
             nn.Linear(cfg.context_dim, cfg.width), nn.SiLU(), nn.Linear(cfg.width, cfg.width)
         )
@@ -120,7 +123,10 @@ class DiT(ConfigModel):
         rope = self.rope(grid_positions(f, h, w, device=x.device))  # (cos, sin) [n dh/2]
         emb = self.time_embed(t)  # [b width]
         if context is not None:
-            emb = emb + self.context_embed(masked_mean(context, context_mask))  # [b width]
+            pooled = masked_mean(context, context_mask)  # [b d]
+            if self.pooled_norm is not None:
+                pooled = self.pooled_norm(pooled)
+            emb = emb + self.context_embed(pooled)  # [b width]
         use_ckpt = self.gradient_checkpointing and self.training
         for block in self.blocks:
             tokens = checkpoint(

@@ -22,6 +22,7 @@ from mediadiff.nn import (
     ConfigModel,
     Downsample,
     FactorizedConv3d,
+    FixedStandardize,
     ResBlock,
     TimestepEmbedding,
     TransformerBlock,
@@ -52,6 +53,7 @@ class UNet3DConfig:
     norm_groups: int = 32  # GroupNorm groups (gcd with the channel count)
     temporal_kernel_size: int = 3  # kernel of the 1-D temporal convolutions
     dropout: float = 0.0  # dropout inside residual blocks
+    pooled_context_norm: bool = False  # standardise the pooled text by fitted buffers (nn.FixedStandardize)
     gradient_checkpointing: bool = False  # recompute each stage in the backward pass to save memory
 
     def __post_init__(self) -> None:
@@ -182,6 +184,7 @@ class UNet3D(ConfigModel):
         emb_dim = 4 * ch
         self.gradient_checkpointing = cfg.gradient_checkpointing
         self.time_embed = TimestepEmbedding(emb_dim)
+        self.pooled_norm = FixedStandardize(cfg.context_dim) if cfg.pooled_context_norm else None
         self.context_embed = nn.Sequential(
             nn.Linear(cfg.context_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
         )
@@ -268,7 +271,10 @@ class UNet3D(ConfigModel):
             )
         emb = self.time_embed(t)  # [b e]
         if context is not None:
-            emb = emb + self.context_embed(masked_mean(context, context_mask))  # [b e]
+            pooled = masked_mean(context, context_mask)  # [b d]
+            if self.pooled_norm is not None:
+                pooled = self.pooled_norm(pooled)
+            emb = emb + self.context_embed(pooled)  # [b e]
         use_ckpt = self.gradient_checkpointing and self.training
         h = self.conv_in(x)  # [b ch f h w]
         hs = [h]

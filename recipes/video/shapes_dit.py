@@ -17,9 +17,12 @@ analytic detector's colour/shape/direction accuracies go to ``metrics.jsonl``.
 
 from __future__ import annotations
 
+import argparse
+
 import torch
 
 from mediadiff.diffusion import FlowSchedule
+from mediadiff.nn import masked_mean
 from mediadiff.text import load_text_encoder
 from mediadiff.train import Trainer, config_from_args, recipe_parser
 from mediadiff.video import SHAPES_VAE_DIR, DiT, Shapes, load_autoencoder
@@ -52,6 +55,12 @@ def build_parser():
     g.add_argument("--autoencoder", default=str(SHAPES_VAE_DIR), help="video autoencoder folder")
     g.add_argument("--text-encoder", default="minilm", help='"minilm" or a local encoder folder')
     g.add_argument("--cache", default=None, help="latent + text cache folder (default: OUTPUT_DIR/cache)")
+    g.add_argument(
+        "--pooled-norm",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="standardise the pooled text by statistics of the training captions (nn.FixedStandardize)",
+    )
     g.add_argument("--eval-num", type=int, default=24, help="clips per periodic evaluation")
     g.add_argument("--guidance", type=float, default=4.0, help="CFG scale of the periodic evaluation")
     g.add_argument(
@@ -78,8 +87,13 @@ def build(args) -> dict:
         depth=args.depth,
         heads=args.heads,
         context_dim=text_encoder.dim,
+        pooled_context_norm=args.pooled_norm,
     )
     dataset = Shapes(length=args.items, num_frames=FRAMES, size=SIZE, seed=args.data_seed)
+    if args.pooled_norm:  # fitted on training captions (and 10% empty prompts, as caption dropout gives)
+        captions = [Shapes(num_frames=2, size=16, seed=args.data_seed)[i]["text"] for i in range(2000)]
+        tokens, mask = text_encoder.encode(captions + [""] * 200)  # [n l d], [n l]
+        backbone.pooled_norm.fit(masked_mean(tokens, mask))  # [n d]
     return {
         "dataset": dataset,
         "autoencoder": autoencoder,

@@ -1,0 +1,46 @@
+"""Fixed standardisation of the pooled text embedding, fitted once on the training captions.
+
+Why: a sentence encoder's pooled vectors share a large common component and differ little between
+antonyms. Over Shapes captions, all-MiniLM-L6-v2's mean-pooled embedding of "a red square moving
+left" and "... moving right" have cosine 0.979, and the direction words explain 5x less variance
+than the colour words. A backbone conditioned on that vector (AdaGN / adaLN from the pooled text)
+learned colour within 800 steps but stayed at chance on direction after 1600 (UNet3D) and 1800
+(DiT) steps. A linear probe from the same vectors to the direction, trained with Adam at the same
+learning rate, reached 93.5% after 400 steps on the raw vectors and 100% on standardised ones:
+centring and scaling each feature (LeCun et al. 1998, "Efficient BackProp", Sec. 4.3) removes the
+common component and equalises the scales, so the conditioning path learns much faster.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["FixedStandardize"]
+
+
+class FixedStandardize(nn.Module):
+    """``(x - mean) / std`` per feature with buffers (saved with the weights, never trained).
+
+    The identity until :meth:`fit` sets the statistics from a sample ``[n d]``.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-3) -> None:
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    @torch.no_grad()
+    def fit(self, x: torch.Tensor) -> None:
+        """Set mean and std from ``x: [n d]`` (n >= 2)."""
+        if x.ndim != 2 or x.shape[1] != self.mean.shape[0] or x.shape[0] < 2:
+            raise ValueError(
+                f"FixedStandardize.fit: need [n >= 2, {self.mean.shape[0]}], got {tuple(x.shape)}"
+            )
+        self.mean.copy_(x.double().mean(0).float())
+        self.std.copy_(x.double().std(0).float().clamp(min=self.eps))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [... d] -> [... d]."""
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
