@@ -174,3 +174,25 @@ def test_cuda_bf16_matches_cpu(kind):
     with torch.autocast("cuda", dtype=torch.bfloat16):
         out = model(x.cuda(), t.cuda(), ctx.cuda(), torch.ones(2, 4, dtype=torch.bool, device="cuda"))
     assert (out.float().cpu() - ref).abs().mean() < 0.05 * ref.abs().mean()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_pooled_context_norm_is_fitted_saved_and_loaded(kind, tmp_path):
+    from mediadiff.nn import masked_mean
+
+    model = perturb_(make(kind, pooled_context_norm=True)).eval()
+    x, t, ctx = inputs(kind)
+    before = model(x, t, ctx)
+    sample = 3.0 + 0.1 * torch.randn(64, 6, CTX)  # a common offset and small spread, like sentence vectors
+    model.pooled_norm.fit(masked_mean(sample))
+    standardised = model.pooled_norm(masked_mean(sample))  # [64 d]
+    torch.testing.assert_close(standardised.mean(0), torch.zeros(CTX), atol=1e-4, rtol=0)
+    torch.testing.assert_close(standardised.std(0), torch.ones(CTX), atol=1e-4, rtol=0)
+    after = model(x, t, ctx)
+    assert not torch.allclose(before, after)  # the fitted statistics change the conditioning
+    model.save_pretrained(tmp_path / "m")
+    loaded = type(model).from_pretrained(tmp_path / "m").eval()
+    assert torch.equal(loaded.pooled_norm.mean, model.pooled_norm.mean)
+    assert torch.equal(loaded(x, t, ctx), after)
+    with pytest.raises(ValueError, match="need"):
+        model.pooled_norm.fit(torch.randn(1, CTX))
