@@ -681,19 +681,28 @@ def _load_backbone(folder: Path, device: torch.device) -> torch.nn.Module:
 def run_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
     """What a training run folder says about itself: its config, steps, last loss and training time.
 
-    ``train_minutes`` spans the trainer's ``start`` event (after any cache build) to the last
-    record of ``metrics.jsonl``, over the last start (a resumed run counts from its resume).
+    ``train_minutes`` adds up the run's sessions: each from a ``start`` event of the trainer (after
+    any cache build) to the last record before the next start (a resumed run has several).
     """
     run = Path(run_dir)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    starts = [r for r in records if r.get("event") == "start"]
     steps = [r for r in records if "loss" in r and "event" not in r]
     evals = [r for r in records if r.get("event") == "samples" and "direction_acc" in r]
+    seconds, begin, last = 0.0, None, None
+    for r in records:
+        if r.get("event") == "start":
+            if begin is not None:
+                seconds += last - begin
+            begin = r["time"]
+        last = r.get("time", last)
+    if begin is not None:
+        seconds += last - begin
     summary: dict[str, Any] = {
         "run_dir": str(run),
         "steps": max((r.get("step", 0) for r in records), default=0),
         "last_loss": steps[-1]["loss"] if steps else None,
-        "train_minutes": round((records[-1]["time"] - starts[-1]["time"]) / 60, 1) if starts else None,
+        "train_minutes": round(seconds / 60, 1) if begin is not None else None,
+        "sessions": sum(r.get("event") == "start" for r in records),
         "periodic_eval": [
             {k: r[k] for k in ("step", "colour_acc", "shape_acc", "direction_acc", "all_acc") if k in r}
             for r in evals
@@ -724,7 +733,7 @@ def export_run(
     (the EMA's when the run kept one). The folder's ``info`` holds
     :func:`run_summary` (steps, training time, periodic evaluation) merged with ``info``.
     """
-    from mediadiff.train.checkpoint import load_model_weights
+    from mediadiff.train.checkpoint import load_model_weights, read_state
 
     weights = load_model_weights(run_dir, backbone, ema=True)  # the checkpoint's ema.safetensors if any
     summary = {
@@ -733,6 +742,7 @@ def export_run(
         "weights": weights.name,
         **(info or {}),
     }
+    summary["steps"] = read_state(weights.parent)["step"]  # the checkpoint's, not the log's last line
     pipe = VideoPipeline(
         backbone.eval().requires_grad_(False),
         autoencoder.eval().requires_grad_(False),
