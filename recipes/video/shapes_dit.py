@@ -4,7 +4,7 @@ The design's main path. Shapes clips (17 frames, 64x64, seed 0) go through the s
 video VAE (``mediadiff/weights/video_vae_shapes``: 17x64x64 -> 8x5x16x16 latents) and captions
 through the bundled all-MiniLM-L6-v2; both are encoded once into a latent cache. A small DiT
 (3-D RoPE, adaLN-Zero, cross-attention; 1x2x2 patches, 320 tokens) learns rectified flow
-(Liu et al. 2022; logit-normal t, Esser et al. 2024) with 10% caption dropout for classifier-free
+(Liu et al. 2022) with t uniform in [0, 1] with 10% caption dropout for classifier-free
 guidance. Every ``--sample-every`` steps the EMA weights generate clips for held-out captions and the
 analytic detector's colour/shape/direction accuracies go to ``metrics.jsonl``.
 
@@ -61,6 +61,12 @@ def build_parser():
         default=True,
         help="standardise the pooled text by statistics of the training captions (nn.FixedStandardize)",
     )
+    g.add_argument(
+        "--t-sampler",
+        choices=["uniform", "logit_normal"],
+        default="uniform",
+        help="training noise levels: uniform trains the high-noise steps where direction is decided",
+    )
     g.add_argument("--eval-num", type=int, default=24, help="clips per periodic evaluation")
     g.add_argument("--guidance", type=float, default=4.0, help="CFG scale of the periodic evaluation")
     g.add_argument(
@@ -110,6 +116,8 @@ def main(argv: list[str] | None = None):
         items=args.items,
         data_seed=args.data_seed,
         frames=FRAMES,
+        t_sampler=args.t_sampler,
+        pooled_norm=args.pooled_norm,
         size=SIZE,
         width=args.width,
         depth=args.depth,
@@ -154,7 +162,7 @@ def main(argv: list[str] | None = None):
             num=args.eval_num,
             guidance_scale=args.guidance,
         ),
-        t_sampler="logit_normal",
+        t_sampler=args.t_sampler,
     )
     return trainer.run(dry_run=args.dry_run, memory_gb=args.memory_gb)
 

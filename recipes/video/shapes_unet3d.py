@@ -4,7 +4,7 @@ No autoencoder: the U-Net denoises RGB pixels directly. Captions go through the 
 all-MiniLM-L6-v2 (pooled text modulates every residual block by AdaGN, tokens enter by
 cross-attention at 8x8). Every residual block has a temporal convolution; temporal attention
 with frame-index embeddings runs at 16x16 and 8x8. Rectified flow (Liu et al. 2022) with
-logit-normal t (Esser et al. 2024), 10% caption dropout for classifier-free guidance, EMA weights.
+t uniform in [0, 1], 10% caption dropout for classifier-free guidance, EMA weights.
 Clips are rendered on the fly (Shapes seed 0; the evaluation stream is seed 12345). Every
 ``--sample-every`` steps the EMA weights generate clips for held-out captions and the analytic
 detector's colour/shape/direction accuracies go to ``metrics.jsonl``.
@@ -58,6 +58,12 @@ def build_parser():
         default=True,
         help="standardise the pooled text by statistics of the training captions (nn.FixedStandardize)",
     )
+    g.add_argument(
+        "--t-sampler",
+        choices=["uniform", "logit_normal"],
+        default="uniform",
+        help="training noise levels: uniform trains the high-noise steps where direction is decided",
+    )
     g.add_argument("--eval-num", type=int, default=24, help="clips per periodic evaluation")
     g.add_argument("--guidance", type=float, default=4.0, help="CFG scale of the periodic evaluation")
     g.add_argument(
@@ -105,6 +111,8 @@ def main(argv: list[str] | None = None):
         args,
         data_seed=args.data_seed,
         frames=FRAMES,
+        t_sampler=args.t_sampler,
+        pooled_norm=args.pooled_norm,
         size=SIZE,
         channels=args.channels,
         channel_mult=list(args.channel_mult),
@@ -145,7 +153,7 @@ def main(argv: list[str] | None = None):
             num=args.eval_num,
             guidance_scale=args.guidance,
         ),
-        t_sampler="logit_normal",
+        t_sampler=args.t_sampler,
     )
     return trainer.run(dry_run=args.dry_run, memory_gb=args.memory_gb)
 
