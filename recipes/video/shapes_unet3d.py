@@ -55,7 +55,7 @@ def build_parser():
     g.add_argument(
         "--pooled-norm",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=False,
         help="standardise the pooled text by statistics of the training captions (nn.FixedStandardize)",
     )
     g.add_argument(
