@@ -35,7 +35,7 @@ def build_parser():
     """The shared training flags plus this recipe's data, model and evaluation flags."""
     parser = recipe_parser(
         __doc__.splitlines()[0],
-        max_steps=4200,
+        max_steps=2900,
         batch_size=32,
         lr=3e-4,
         warmup_steps=200,

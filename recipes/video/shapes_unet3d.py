@@ -36,7 +36,7 @@ def build_parser():
     """The shared training flags plus this recipe's data, model and evaluation flags."""
     parser = recipe_parser(
         __doc__.splitlines()[0],
-        max_steps=2800,
+        max_steps=2100,
         batch_size=16,
         lr=3e-4,
         warmup_steps=200,
