@@ -95,3 +95,76 @@ def periodic_eval(
         return {"paths": [path], "metrics": {f"{k}_acc": round(v, 4) for k, v in acc.items()}}
 
     return sample_fn
+
+
+# --- what the Shapes recipes share -----------------------------------------------------------------
+
+
+def add_shapes_recipe_args(group: Any) -> None:
+    """The flags every Shapes recipe takes: data seed, text encoder, conditioning, evaluation, export."""
+    import argparse
+
+    group.add_argument("--data-seed", type=int, default=0, help="Shapes stream trained on")
+    group.add_argument("--text-encoder", default="minilm", help='"minilm" or a local encoder folder')
+    group.add_argument(
+        "--pooled-norm",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="standardise the pooled text by statistics of the training captions (nn.FixedStandardize)",
+    )
+    group.add_argument(
+        "--t-sampler",
+        choices=["uniform", "logit_normal"],
+        default="uniform",
+        help="training noise levels: uniform trains the high-noise steps where direction is decided",
+    )
+    group.add_argument("--eval-num", type=int, default=24, help="clips per periodic evaluation")
+    group.add_argument("--guidance", type=float, default=4.0, help="CFG scale of the periodic evaluation")
+    group.add_argument(
+        "--export",
+        default=None,
+        metavar="FOLDER",
+        help="write the newest checkpoint of --output-dir (EMA weights) as a pipeline folder and exit",
+    )
+
+
+def check_train_seed(seed: int) -> None:
+    """Refuse to train on the evaluation stream."""
+    if seed == EVAL_SEED:
+        raise SystemExit(f"--data-seed {EVAL_SEED} is the evaluation stream; train on another seed")
+
+
+def fit_pooled_norm(backbone: torch.nn.Module, text_encoder: Any, seed: int, num: int = 2000) -> None:
+    """Fit ``backbone.pooled_norm`` on the first ``num`` training captions of Shapes stream ``seed``,
+    plus 10% empty prompts (what caption dropout feeds the backbone)."""
+    from mediadiff.nn import masked_mean
+
+    data = Shapes(num_frames=2, size=16, seed=seed)  # captions do not depend on frames or size
+    captions = [data[i]["text"] for i in range(num)]
+    tokens, mask = text_encoder.encode(captions + [""] * (num // 10))  # [n l d], [n l]
+    backbone.pooled_norm.fit(masked_mean(tokens, mask))  # [n d]
+
+
+def export_shapes_run(
+    args: Any,
+    parts: dict,
+    autoencoder: torch.nn.Module,
+    schedule: Any,
+    recipe: str,
+    num_frames: int,
+    size: int,
+) -> Path:
+    """``--export``: the run's newest EMA checkpoint as a pipeline folder with the recipe's defaults."""
+    from .pipeline import export_run
+
+    defaults = {"num_frames": num_frames, "height": size, "width": size, "guidance_scale": args.guidance}
+    return export_run(
+        args.output_dir,
+        args.export,
+        parts["backbone"],
+        autoencoder,
+        parts["text_encoder"],
+        schedule,
+        defaults=defaults,
+        info={"recipe": recipe},
+    )

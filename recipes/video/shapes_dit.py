@@ -11,22 +11,25 @@ analytic detector's colour/shape/direction accuracies go to ``metrics.jsonl``.
     python recipes/video/shapes_dit.py                     # the shipped model's recipe
     python recipes/video/shapes_dit.py --max-steps 200 --output-dir runs/dit_quick
     mediadiff train recipes/video/shapes_dit.py --resume
-    python recipes/video/shapes_dit.py --export mediadiff/weights/t2v_shapes_dit   # newest checkpoint -> pipeline   # continue the newest checkpoint
+    python recipes/video/shapes_dit.py --export mediadiff/weights/t2v_shapes_dit   # newest checkpoint -> pipeline
     python recipes/video/shapes_dit.py --dry-run --memory-gb 8
 """
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
 from mediadiff.diffusion import FlowSchedule
-from mediadiff.nn import masked_mean
 from mediadiff.text import load_text_encoder
 from mediadiff.train import Trainer, config_from_args, recipe_parser
 from mediadiff.video import SHAPES_VAE_DIR, DiT, Shapes, load_autoencoder
-from mediadiff.video.shapes_eval import EVAL_SEED, periodic_eval
+from mediadiff.video.shapes_eval import (
+    add_shapes_recipe_args,
+    check_train_seed,
+    export_shapes_run,
+    fit_pooled_norm,
+    periodic_eval,
+)
 
 FRAMES, SIZE = 17, 64
 
@@ -48,40 +51,18 @@ def build_parser():
     g.add_argument(
         "--items", type=int, default=24_000, help="Shapes clips encoded into the cache (one epoch)"
     )
-    g.add_argument("--data-seed", type=int, default=0, help="Shapes stream trained on")
     g.add_argument("--width", type=int, default=128, help="DiT token width")
     g.add_argument("--depth", type=int, default=6, help="DiT blocks")
     g.add_argument("--heads", type=int, default=4, help="attention heads")
     g.add_argument("--autoencoder", default=str(SHAPES_VAE_DIR), help="video autoencoder folder")
-    g.add_argument("--text-encoder", default="minilm", help='"minilm" or a local encoder folder')
     g.add_argument("--cache", default=None, help="latent + text cache folder (default: OUTPUT_DIR/cache)")
-    g.add_argument(
-        "--pooled-norm",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="standardise the pooled text by statistics of the training captions (nn.FixedStandardize)",
-    )
-    g.add_argument(
-        "--t-sampler",
-        choices=["uniform", "logit_normal"],
-        default="uniform",
-        help="training noise levels: uniform trains the high-noise steps where direction is decided",
-    )
-    g.add_argument("--eval-num", type=int, default=24, help="clips per periodic evaluation")
-    g.add_argument("--guidance", type=float, default=4.0, help="CFG scale of the periodic evaluation")
-    g.add_argument(
-        "--export",
-        default=None,
-        metavar="FOLDER",
-        help="write the newest checkpoint of --output-dir (EMA weights) as a pipeline folder and exit",
-    )
+    add_shapes_recipe_args(g)
     return parser
 
 
 def build(args) -> dict:
     """Dataset, frozen autoencoder and text encoder, and the backbone (seeded: same in every process)."""
-    if args.data_seed == EVAL_SEED:
-        raise SystemExit(f"--data-seed {EVAL_SEED} is the evaluation stream; train on another seed")
+    check_train_seed(args.data_seed)
     torch.manual_seed(args.seed)
     autoencoder = load_autoencoder(args.autoencoder).eval().requires_grad_(False)
     text_encoder = load_text_encoder(args.text_encoder)
@@ -96,10 +77,8 @@ def build(args) -> dict:
         pooled_context_norm=args.pooled_norm,
     )
     dataset = Shapes(length=args.items, num_frames=FRAMES, size=SIZE, seed=args.data_seed)
-    if args.pooled_norm:  # fitted on training captions (and 10% empty prompts, as caption dropout gives)
-        captions = [Shapes(num_frames=2, size=16, seed=args.data_seed)[i]["text"] for i in range(2000)]
-        tokens, mask = text_encoder.encode(captions + [""] * 200)  # [n l d], [n l]
-        backbone.pooled_norm.fit(masked_mean(tokens, mask))  # [n d]
+    if args.pooled_norm:
+        fit_pooled_norm(backbone, text_encoder, args.data_seed)
     return {
         "dataset": dataset,
         "autoencoder": autoencoder,
@@ -128,20 +107,8 @@ def main(argv: list[str] | None = None):
     parts = build(args)
     schedule = FlowSchedule()
     if args.export:
-        from mediadiff.video.pipeline import export_run
-
-        defaults = {**{"num_frames": FRAMES, "height": SIZE, "width": SIZE}, "guidance_scale": args.guidance}
-        info = {"recipe": "recipes/video/shapes_dit.py"}
-        ae = parts["autoencoder"]
-        return export_run(
-            args.output_dir,
-            args.export,
-            parts["backbone"],
-            ae,
-            parts["text_encoder"],
-            schedule,
-            defaults=defaults,
-            info=info,
+        return export_shapes_run(
+            args, parts, parts["autoencoder"], schedule, "recipes/video/shapes_dit.py", FRAMES, SIZE
         )
     trainer = Trainer(
         parts["backbone"],

@@ -18,16 +18,19 @@ detector's colour/shape/direction accuracies go to ``metrics.jsonl``.
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
 from mediadiff.diffusion import FlowSchedule
-from mediadiff.nn import masked_mean
 from mediadiff.text import load_text_encoder
 from mediadiff.train import Trainer, config_from_args, recipe_parser
 from mediadiff.video import IdentityAutoencoder, Shapes, UNet3D
-from mediadiff.video.shapes_eval import EVAL_SEED, periodic_eval
+from mediadiff.video.shapes_eval import (
+    add_shapes_recipe_args,
+    check_train_seed,
+    export_shapes_run,
+    fit_pooled_norm,
+    periodic_eval,
+)
 
 FRAMES, SIZE = 8, 32
 
@@ -46,39 +49,17 @@ def build_parser():
         output_dir="runs/shapes_unet3d",
     )
     g = parser.add_argument_group("shapes_unet3d")
-    g.add_argument("--data-seed", type=int, default=0, help="Shapes stream trained on")
     g.add_argument("--channels", type=int, default=32, help="width of the first U-Net level")
     g.add_argument(
         "--channel-mult", type=int, nargs="+", default=[1, 2, 2], help="width multiplier per level"
     )
-    g.add_argument("--text-encoder", default="minilm", help='"minilm" or a local encoder folder')
-    g.add_argument(
-        "--pooled-norm",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="standardise the pooled text by statistics of the training captions (nn.FixedStandardize)",
-    )
-    g.add_argument(
-        "--t-sampler",
-        choices=["uniform", "logit_normal"],
-        default="uniform",
-        help="training noise levels: uniform trains the high-noise steps where direction is decided",
-    )
-    g.add_argument("--eval-num", type=int, default=24, help="clips per periodic evaluation")
-    g.add_argument("--guidance", type=float, default=4.0, help="CFG scale of the periodic evaluation")
-    g.add_argument(
-        "--export",
-        default=None,
-        metavar="FOLDER",
-        help="write the newest checkpoint of --output-dir (EMA weights) as a pipeline folder and exit",
-    )
+    add_shapes_recipe_args(g)
     return parser
 
 
 def build(args) -> dict:
     """Dataset, text encoder and backbone (seeded: identical in every process)."""
-    if args.data_seed == EVAL_SEED:
-        raise SystemExit(f"--data-seed {EVAL_SEED} is the evaluation stream; train on another seed")
+    check_train_seed(args.data_seed)
     torch.manual_seed(args.seed)
     text_encoder = load_text_encoder(args.text_encoder)
     levels = len(args.channel_mult)
@@ -97,10 +78,8 @@ def build(args) -> dict:
     )
     # nominal epoch; clips are rendered on the fly, any index is valid
     dataset = Shapes(length=100_000, num_frames=FRAMES, size=SIZE, seed=args.data_seed)
-    if args.pooled_norm:  # fitted on training captions (and 10% empty prompts, as caption dropout gives)
-        captions = [Shapes(num_frames=2, size=16, seed=args.data_seed)[i]["text"] for i in range(2000)]
-        tokens, mask = text_encoder.encode(captions + [""] * 200)  # [n l d], [n l]
-        backbone.pooled_norm.fit(masked_mean(tokens, mask))  # [n d]
+    if args.pooled_norm:
+        fit_pooled_norm(backbone, text_encoder, args.data_seed)
     return {"dataset": dataset, "text_encoder": text_encoder, "backbone": backbone}
 
 
@@ -121,20 +100,8 @@ def main(argv: list[str] | None = None):
     parts = build(args)
     schedule = FlowSchedule()
     if args.export:
-        from mediadiff.video.pipeline import export_run
-
-        defaults = {**{"num_frames": FRAMES, "height": SIZE, "width": SIZE}, "guidance_scale": args.guidance}
-        info = {"recipe": "recipes/video/shapes_unet3d.py"}
-        ae = IdentityAutoencoder()
-        return export_run(
-            args.output_dir,
-            args.export,
-            parts["backbone"],
-            ae,
-            parts["text_encoder"],
-            schedule,
-            defaults=defaults,
-            info=info,
+        return export_shapes_run(
+            args, parts, IdentityAutoencoder(), schedule, "recipes/video/shapes_unet3d.py", FRAMES, SIZE
         )
     trainer = Trainer(
         parts["backbone"],
