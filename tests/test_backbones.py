@@ -196,3 +196,47 @@ def test_pooled_context_norm_is_fitted_saved_and_loaded(kind, tmp_path):
     assert torch.equal(loaded(x, t, ctx), after)
     with pytest.raises(ValueError, match="need"):
         model.pooled_norm.fit(torch.randn(1, CTX))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_attention_context_pool_conditions_and_round_trips(kind, tmp_path):
+    model = perturb_(make(kind, context_pool="attention", context_pool_heads=2)).eval()
+    assert model.context_pool is not None
+    x, t, ctx = inputs(kind)
+    out = model(x, t, ctx)
+    ctx2 = ctx.clone()
+    ctx2[:, 1] += 1.0  # change one token
+    assert not torch.allclose(model(x, t, ctx2), out)
+    model.save_pretrained(tmp_path / "m")
+    loaded = type(model).from_pretrained(tmp_path / "m").eval()
+    assert loaded.config.context_pool == "attention"
+    assert torch.equal(loaded(x, t, ctx), out)
+    with pytest.raises(ValueError, match="context_pool"):
+        make(kind, context_pool="max")
+
+
+def test_space_time_coords_and_coord_channels_unet(tmp_path):
+    from mediadiff.video.unet3d import space_time_coords
+
+    x = torch.randn(2, 3, 5, 8, 6)
+    c = space_time_coords(x)  # [2 3 5 8 6]
+    assert c.shape == (2, 3, 5, 8, 6)
+    torch.testing.assert_close(c[0, 0, :, 0, 0], torch.linspace(-1, 1, 5))  # frame axis
+    torch.testing.assert_close(c[1, 1, 0, :, 0], torch.linspace(-1, 1, 8))  # rows
+    torch.testing.assert_close(c[0, 2, 3, 2, :], torch.linspace(-1, 1, 6))  # columns
+    assert (c[:, 0].std(dim=(2, 3)) == 0).all()  # the frame channel is constant within a frame
+    model = perturb_(make("unet", coord_channels=True)).eval()
+    assert model.conv_in.spatial.in_channels == 6
+    x, t, ctx = inputs("unet")
+    out = model(x, t, ctx)
+    assert out.shape == x.shape
+    # the coordinates enter as conv_in's last three input channels and change the output
+    blind = UNet3D(model.config)
+    blind.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        blind.conv_in.spatial.weight[:, 3:] = 0
+    assert not torch.allclose(blind.eval()(x, t, ctx), out, atol=1e-4)
+    model.save_pretrained(tmp_path / "m")
+    loaded = UNet3D.from_pretrained(tmp_path / "m").eval()
+    assert loaded.config.coord_channels
+    assert torch.equal(loaded(x, t, ctx), out)

@@ -8,6 +8,7 @@ from mediadiff.nn import (
     AdaGroupNorm,
     AdaLNZeroBlock,
     Attention,
+    AttentionPool,
     Downsample,
     FactorizedConv3d,
     ResBlock,
@@ -73,6 +74,30 @@ def test_attention_rejects_bad_mask_and_context_misuse():
         Attention(8, 2, context_dim=4)(torch.randn(1, 2, 8))
     with pytest.raises(ValueError, match="divisible"):
         Attention(10, 3)
+
+
+def test_attention_pool_ignores_padding_and_can_select_one_token():
+    torch.manual_seed(0)
+    pool = AttentionPool(16, 8, heads=2)
+    x = torch.randn(3, 5, 16)
+    mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2, [False] * 5])
+    out = pool(x, mask)  # [3 8]
+    assert out.shape == (3, 8) and torch.isfinite(out).all()
+    garbage = x.clone()
+    garbage[1, 3:] = 100 * torch.randn(2, 16)
+    torch.testing.assert_close(pool(garbage, mask)[1], out[1])  # masked tokens do not count
+    torch.testing.assert_close(out[2], pool.to_out.bias)  # nothing to attend to: zero before to_out
+    # a query aligned with one token's key picks that token's value: the pooled vector then follows
+    # that token alone, unlike a mean (what lets it single out "left" among "a red square moving ...")
+    with torch.no_grad():
+        k_target = pool.to_kv(pool.norm(x[0, 2]))[:16]  # key of token 2, both heads
+        pool.query.copy_(50 * k_target.view(2, 8))
+    moved = x.clone()
+    moved[0, [0, 1, 3, 4]] += torch.randn(4, 16)  # change every other token
+    torch.testing.assert_close(pool(moved[:1]), pool(x[:1]), atol=1e-3, rtol=1e-3)
+    assert not torch.allclose(masked_mean(moved[:1]), masked_mean(x[:1]), atol=1e-2)
+    with pytest.raises(ValueError, match="divisible"):
+        AttentionPool(10, 4, heads=3)
 
 
 def test_masked_mean():

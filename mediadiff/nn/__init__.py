@@ -5,7 +5,7 @@ and 3-D signals, transformer blocks, and the save/load base of the backbones.
 Nothing here knows a modality: video and audio backbones build from these pieces.
 """
 
-from .attention import Attention, attention, masked_mean
+from .attention import Attention, AttentionPool, attention, masked_mean
 from .conv import Downsample, FactorizedConv3d, ResBlock, Upsample, conv_nd
 from .embeddings import TimestepEmbedding, sinusoidal_embedding
 from .modulation import AdaGroupNorm, AdaLNModulation, group_norm, modulate
@@ -21,6 +21,7 @@ __all__ = [
     "AdaLNZeroBlock",
     "AdaLNZeroOut",
     "Attention",
+    "AttentionPool",
     "ConfigModel",
     "Downsample",
     "FactorizedConv3d",

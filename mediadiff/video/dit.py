@@ -17,6 +17,7 @@ from torch import nn
 from mediadiff.nn import (
     AdaLNZeroBlock,
     AdaLNZeroOut,
+    AttentionPool,
     ConfigModel,
     FixedStandardize,
     RotaryEmbedding,
@@ -44,9 +45,15 @@ class DiTConfig:
     rope_axes_dims: tuple[int, int, int] | None = None  # head channels per (f, h, w) axis; None: even split
     rope_theta: float = 10000.0  # RoPE base period
     pooled_context_norm: bool = False  # standardise the pooled text by fitted buffers (nn.FixedStandardize)
+    context_pool: str = "mean"  # text -> one vector: "mean" over tokens, or "attention" (nn.AttentionPool)
+    context_pool_heads: int = 4  # learned queries of the attention pooling
     gradient_checkpointing: bool = False  # recompute each block in the backward pass to save memory
 
     def __post_init__(self) -> None:
+        if self.context_pool not in ("mean", "attention"):
+            raise ValueError(
+                f"DiTConfig.context_pool must be 'mean' or 'attention', got {self.context_pool!r}"
+            )
         if len(self.patch) != 3 or any(p < 1 for p in self.patch):
             raise ValueError(f"DiTConfig.patch must be three positive ints (pf, ph, pw), got {self.patch}")
         if self.width % self.heads:
@@ -81,6 +88,11 @@ class DiT(ConfigModel):
         self.patch_in = nn.Linear(cfg.in_channels * pf * ph * pw, cfg.width)
         self.time_embed = TimestepEmbedding(cfg.width)
         self.pooled_norm = FixedStandardize(cfg.context_dim) if cfg.pooled_context_norm else None
+        self.context_pool = (
+            AttentionPool(cfg.context_dim, cfg.context_dim, cfg.context_pool_heads)
+            if cfg.context_pool == "attention"
+            else None
+        )
         self.context_embed = nn.Sequential(
             nn.Linear(cfg.context_dim, cfg.width), nn.SiLU(), nn.Linear(cfg.width, cfg.width)
         )
@@ -123,7 +135,10 @@ class DiT(ConfigModel):
         rope = self.rope(grid_positions(f, h, w, device=x.device))  # (cos, sin) [n dh/2]
         emb = self.time_embed(t)  # [b width]
         if context is not None:
-            pooled = masked_mean(context, context_mask)  # [b d]
+            if self.context_pool is None:
+                pooled = masked_mean(context, context_mask)  # [b d]
+            else:
+                pooled = self.context_pool(context, context_mask)  # [b d]
             if self.pooled_norm is not None:
                 pooled = self.pooled_norm(pooled)
             emb = emb + self.context_embed(pooled)  # [b width]

@@ -113,6 +113,12 @@ def add_shapes_recipe_args(group: Any) -> None:
         help="standardise the pooled text by statistics of the training captions (nn.FixedStandardize)",
     )
     group.add_argument(
+        "--context-pool",
+        choices=["mean", "attention"],
+        default="attention",
+        help="how the text tokens become the one vector that modulates the backbone (nn.AttentionPool)",
+    )
+    group.add_argument(
         "--t-sampler",
         choices=["uniform", "logit_normal"],
         default="uniform",

@@ -19,6 +19,7 @@ from einops import rearrange, repeat
 from torch import nn
 
 from mediadiff.nn import (
+    AttentionPool,
     ConfigModel,
     Downsample,
     FactorizedConv3d,
@@ -35,7 +36,7 @@ from mediadiff.nn import (
     zero_module,
 )
 
-__all__ = ["PRESETS", "SpatialAttention", "TemporalAttention", "UNet3D", "UNet3DConfig"]
+__all__ = ["PRESETS", "SpatialAttention", "TemporalAttention", "UNet3D", "UNet3DConfig", "space_time_coords"]
 
 
 @dataclass(frozen=True)
@@ -54,9 +55,18 @@ class UNet3DConfig:
     temporal_kernel_size: int = 3  # kernel of the 1-D temporal convolutions
     dropout: float = 0.0  # dropout inside residual blocks
     pooled_context_norm: bool = False  # standardise the pooled text by fitted buffers (nn.FixedStandardize)
+    context_pool: str = "mean"  # text -> one vector: "mean" over tokens, or "attention" (nn.AttentionPool)
+    context_pool_heads: int = 4  # learned queries of the attention pooling
+    coord_channels: bool = (
+        False  # append (frame, row, column) coordinates in [-1, 1] to the input (CoordConv)
+    )
     gradient_checkpointing: bool = False  # recompute each stage in the backward pass to save memory
 
     def __post_init__(self) -> None:
+        if self.context_pool not in ("mean", "attention"):
+            raise ValueError(
+                f"UNet3DConfig.context_pool must be 'mean' or 'attention', got {self.context_pool!r}"
+            )
         levels = len(self.channel_mult)
         if levels < 1 or any(m < 1 for m in self.channel_mult):
             raise ValueError(f"UNet3DConfig.channel_mult must be positive ints, got {self.channel_mult}")
@@ -145,6 +155,22 @@ class TemporalAttention(nn.Module):
         return x + rearrange(y, "(b h w) f c -> b c f h w", h=h, w=w)
 
 
+def space_time_coords(x: torch.Tensor) -> torch.Tensor:
+    """Coordinate channels for ``x: [b c f h w]``: frame, row and column positions, each spread over
+    [-1, 1] across the clip and the frame -> ``[b 3 f h w]`` in x's dtype (CoordConv, Liu et al. 2018).
+
+    A convolution is translation-equivariant and its only cue to absolute position is the zero
+    padding at the borders; these channels give every layer where and when a pixel is, which is
+    what "a red square moving right" needs at high noise: the clip's expected first frame holds the
+    object on the left and its last on the right. Normalised by the clip and frame size, so the
+    coordinates mean the same at any frame count and resolution.
+    """
+    b, _, f, h, w = x.shape
+    axes = [torch.linspace(-1.0, 1.0, n, device=x.device, dtype=x.dtype) for n in (f, h, w)]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"))  # [3 f h w]
+    return grid.expand(b, -1, -1, -1, -1)  # [b 3 f h w]
+
+
 class _Stage(nn.ModuleList):
     """Layers applied in order, each given what it takes (ADM's ``TimestepEmbedSequential``)."""
 
@@ -185,6 +211,11 @@ class UNet3D(ConfigModel):
         self.gradient_checkpointing = cfg.gradient_checkpointing
         self.time_embed = TimestepEmbedding(emb_dim)
         self.pooled_norm = FixedStandardize(cfg.context_dim) if cfg.pooled_context_norm else None
+        self.context_pool = (
+            AttentionPool(cfg.context_dim, cfg.context_dim, cfg.context_pool_heads)
+            if cfg.context_pool == "attention"
+            else None
+        )
         self.context_embed = nn.Sequential(
             nn.Linear(cfg.context_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
         )
@@ -213,7 +244,8 @@ class UNet3D(ConfigModel):
 
         widths = [ch * m for m in cfg.channel_mult]
         last = len(widths) - 1
-        self.conv_in = FactorizedConv3d(cfg.in_channels, ch, temporal_kernel_size=cfg.temporal_kernel_size)
+        in_ch = cfg.in_channels + (3 if cfg.coord_channels else 0)
+        self.conv_in = FactorizedConv3d(in_ch, ch, temporal_kernel_size=cfg.temporal_kernel_size)
         self.down = nn.ModuleList()
         skips = [ch]
         cur = ch
@@ -271,11 +303,16 @@ class UNet3D(ConfigModel):
             )
         emb = self.time_embed(t)  # [b e]
         if context is not None:
-            pooled = masked_mean(context, context_mask)  # [b d]
+            if self.context_pool is None:
+                pooled = masked_mean(context, context_mask)  # [b d]
+            else:
+                pooled = self.context_pool(context, context_mask)  # [b d]
             if self.pooled_norm is not None:
                 pooled = self.pooled_norm(pooled)
             emb = emb + self.context_embed(pooled)  # [b e]
         use_ckpt = self.gradient_checkpointing and self.training
+        if cfg.coord_channels:
+            x = torch.cat([x, space_time_coords(x)], dim=1)  # [b c+3 f h w]
         h = self.conv_in(x)  # [b ch f h w]
         hs = [h]
         for stage in self.down:

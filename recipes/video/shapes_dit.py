@@ -75,6 +75,7 @@ def build(args) -> dict:
         heads=args.heads,
         context_dim=text_encoder.dim,
         pooled_context_norm=args.pooled_norm,
+        context_pool=args.context_pool,
     )
     dataset = Shapes(length=args.items, num_frames=FRAMES, size=SIZE, seed=args.data_seed)
     if args.pooled_norm:
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None):
         frames=FRAMES,
         t_sampler=args.t_sampler,
         pooled_norm=args.pooled_norm,
+        context_pool=args.context_pool,
         size=SIZE,
         width=args.width,
         depth=args.depth,

@@ -18,6 +18,8 @@ detector's colour/shape/direction accuracies go to ``metrics.jsonl``.
 
 from __future__ import annotations
 
+import argparse
+
 import torch
 
 from mediadiff.diffusion import FlowSchedule
@@ -53,6 +55,12 @@ def build_parser():
     g.add_argument(
         "--channel-mult", type=int, nargs="+", default=[1, 2, 2], help="width multiplier per level"
     )
+    g.add_argument(
+        "--coords",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="give the U-Net (frame, row, column) coordinate channels (UNet3DConfig.coord_channels)",
+    )
     add_shapes_recipe_args(g)
     return parser
 
@@ -75,6 +83,8 @@ def build(args) -> dict:
         mlp_ratio=2.0,
         context_dim=text_encoder.dim,
         pooled_context_norm=args.pooled_norm,
+        context_pool=args.context_pool,
+        coord_channels=args.coords,
     )
     # nominal epoch; clips are rendered on the fly, any index is valid
     dataset = Shapes(length=100_000, num_frames=FRAMES, size=SIZE, seed=args.data_seed)
@@ -92,6 +102,8 @@ def main(argv: list[str] | None = None):
         frames=FRAMES,
         t_sampler=args.t_sampler,
         pooled_norm=args.pooled_norm,
+        context_pool=args.context_pool,
+        coords=args.coords,
         size=SIZE,
         channels=args.channels,
         channel_mult=list(args.channel_mult),
