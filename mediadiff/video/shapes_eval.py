@@ -100,8 +100,11 @@ def periodic_eval(
 # --- what the Shapes recipes share -----------------------------------------------------------------
 
 
-def add_shapes_recipe_args(group: Any) -> None:
-    """The flags every Shapes recipe takes: data seed, text encoder, conditioning, evaluation, export."""
+def add_shapes_recipe_args(group: Any, context_pool: str = "mean") -> None:
+    """The flags every Shapes recipe takes: data seed, text encoder, conditioning, evaluation, export.
+
+    ``context_pool``: the recipe's default ``--context-pool`` (what its shipped model was trained with).
+    """
     import argparse
 
     group.add_argument("--data-seed", type=int, default=0, help="Shapes stream trained on")
@@ -115,7 +118,7 @@ def add_shapes_recipe_args(group: Any) -> None:
     group.add_argument(
         "--context-pool",
         choices=["mean", "attention"],
-        default="attention",
+        default=context_pool,
         help="how the text tokens become the one vector that modulates the backbone (nn.AttentionPool)",
     )
     group.add_argument(
