@@ -100,10 +100,11 @@ def periodic_eval(
 # --- what the Shapes recipes share -----------------------------------------------------------------
 
 
-def add_shapes_recipe_args(group: Any, context_pool: str = "mean") -> None:
+def add_shapes_recipe_args(group: Any, context_pool: str = "mean", pooled_norm: bool = False) -> None:
     """The flags every Shapes recipe takes: data seed, text encoder, conditioning, evaluation, export.
 
-    ``context_pool``: the recipe's default ``--context-pool`` (what its shipped model was trained with).
+    ``context_pool`` and ``pooled_norm``: the recipe's defaults for ``--context-pool`` and
+    ``--pooled-norm`` (what its shipped model was trained with).
     """
     import argparse
 
@@ -112,7 +113,7 @@ def add_shapes_recipe_args(group: Any, context_pool: str = "mean") -> None:
     group.add_argument(
         "--pooled-norm",
         action=argparse.BooleanOptionalAction,
-        default=False,
+        default=pooled_norm,
         help="standardise the pooled text by statistics of the training captions (nn.FixedStandardize)",
     )
     group.add_argument(

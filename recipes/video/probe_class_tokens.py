@@ -7,7 +7,7 @@ issue's class-embedding probe, separating an architecture problem from a text pr
 
 Measured (1 torch thread, periodic evaluation of 24 clips, CFG 4): direction 25% at step 400,
 21% at 600, 46% at 800, 79% at 1000; the same recipe with MiniLM and attention pooling was at
-25/33/29/33% at those steps. Not a shipping recipe: prompts must use the Shapes vocabulary.
+25/33/29/33% at those steps (and 25% at 1200). Not a shipping recipe: prompts must use the Shapes vocabulary.
 
     python recipes/video/probe_class_tokens.py --max-steps 1000 --sample-every 200 --output-dir runs/probe_class
 """

@@ -58,7 +58,7 @@ def build_parser():
     g.add_argument(
         "--coords",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=False,
         help="give the U-Net (frame, row, column) coordinate channels (UNet3DConfig.coord_channels)",
     )
     add_shapes_recipe_args(g)
