@@ -10,8 +10,8 @@ with Adam at 3e-4, reached 100% after 400 steps on standardised vectors and 93.5
 Measured on the Shapes recipes it did *not* help the backbones: direction stayed at chance with or
 without it (DiT 29% at 1200 steps either way; UNet3D 29% at 800 against 25%), because the backbones
 ignored the direction words for another reason (training noise levels; see the Shapes recipes'
-``--t-sampler``). Rerun with uniform t for longer, the UNet3D was still at 38/38/25% direction at
-steps 1000/1200/1400 (24-clip periodic evaluation), while the same U-Net fed clean class tokens
+``--t-sampler``). Rerun with uniform t for longer, the UNet3D was still at 38/38/25/29% direction at
+steps 1000/1200/1400/1600 (24-clip periodic evaluation), while the same U-Net fed clean class tokens
 (``recipes/video/probe_class_tokens.py``) reached 79% by step 1000. It stays available
 (``pooled_context_norm=True``, recipes' ``--pooled-norm``), off by default.
 """
