@@ -5,7 +5,7 @@ and 3-D signals, transformer blocks, and the save/load base of the backbones.
 Nothing here knows a modality: video and audio backbones build from these pieces.
 """
 
-from .attention import Attention, AttentionPool, attention, masked_mean
+from .attention import Attention, AttentionPool, attention, masked_mean, pool_context
 from .conv import Downsample, FactorizedConv3d, ResBlock, Upsample, conv_nd
 from .embeddings import TimestepEmbedding, sinusoidal_embedding
 from .modulation import AdaGroupNorm, AdaLNModulation, group_norm, modulate
@@ -43,6 +43,7 @@ __all__ = [
     "group_norm",
     "masked_mean",
     "modulate",
+    "pool_context",
     "sinusoidal_embedding",
     "split_head_dim",
     "zero_module",

@@ -13,7 +13,7 @@ from torch import nn
 
 from .rope import Rope, apply_rope
 
-__all__ = ["Attention", "AttentionPool", "attention", "masked_mean"]
+__all__ = ["Attention", "AttentionPool", "attention", "masked_mean", "pool_context"]
 
 
 def attention(
@@ -135,3 +135,18 @@ class AttentionPool(nn.Module):
         q = self.query.to(k.dtype)[None, :, None].expand(x.shape[0], -1, -1, -1)  # [b nh 1 dh]
         out = attention(q, k, v, mask)  # [b nh 1 dh]
         return self.to_out(rearrange(out, "b nh 1 dh -> b (nh dh)"))  # [b out_dim]
+
+
+def pool_context(
+    context: torch.Tensor,
+    mask: torch.Tensor | None,
+    pool: nn.Module | None = None,
+    norm: nn.Module | None = None,
+) -> torch.Tensor:
+    """The one text vector a backbone adds to its timestep embedding: ``pool(context, mask)``
+    (e.g. :class:`AttentionPool`) or, without a pool, the masked mean; then ``norm`` if given.
+
+    context: [b l d], mask: [b l] bool -> [b d_pool].
+    """
+    pooled = masked_mean(context, mask) if pool is None else pool(context, mask)  # [b d]
+    return pooled if norm is None else norm(pooled)

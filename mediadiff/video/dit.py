@@ -25,7 +25,7 @@ from mediadiff.nn import (
     check_backbone_inputs,
     checkpoint,
     grid_positions,
-    masked_mean,
+    pool_context,
 )
 
 __all__ = ["PRESETS", "DiT", "DiTConfig"]
@@ -70,7 +70,7 @@ PRESETS: dict[str, DiTConfig] = {
 class DiT(ConfigModel):
     """Space-time DiT: ``forward(x [b c f h w], t [b], context [b l d], context_mask [b l]) -> [b c' f h w]``.
 
-    The conditioning vector is ``time_embed(t) + context_embed(masked_mean(context))`` (pooled text
+    The conditioning vector is ``time_embed(t) + context_embed(pool_context(context))`` (pooled text
     in the adaLN path, as SD3 does); text tokens also enter every block by cross-attention. Each of
     f, h, w must be a multiple of the patch size along it. Build with ``DiT(DiTConfig(...))``,
     ``DiT(**fields)`` or ``DiT.from_preset("tiny" | "S" | "B", **overrides)``.
@@ -135,12 +135,7 @@ class DiT(ConfigModel):
         rope = self.rope(grid_positions(f, h, w, device=x.device))  # (cos, sin) [n dh/2]
         emb = self.time_embed(t)  # [b width]
         if context is not None:
-            if self.context_pool is None:
-                pooled = masked_mean(context, context_mask)  # [b d]
-            else:
-                pooled = self.context_pool(context, context_mask)  # [b d]
-            if self.pooled_norm is not None:
-                pooled = self.pooled_norm(pooled)
+            pooled = pool_context(context, context_mask, self.context_pool, self.pooled_norm)  # [b d]
             emb = emb + self.context_embed(pooled)  # [b width]
         use_ckpt = self.gradient_checkpointing and self.training
         for block in self.blocks:

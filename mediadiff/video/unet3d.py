@@ -31,7 +31,7 @@ from mediadiff.nn import (
     check_backbone_inputs,
     checkpoint,
     group_norm,
-    masked_mean,
+    pool_context,
     sinusoidal_embedding,
     zero_module,
 )
@@ -194,7 +194,7 @@ class _Stage(nn.ModuleList):
 class UNet3D(ConfigModel):
     """Factorised space-time U-Net: ``forward(x [b c f h w], t [b], context [b l d], context_mask [b l]) -> [b c' f h w]``.
 
-    The embedding ``time_embed(t) + context_embed(masked_mean(context))`` modulates every residual
+    The embedding ``time_embed(t) + context_embed(pool_context(context))`` modulates every residual
     block (AdaGN); without a context the model runs unconditionally (time embedding only, no
     cross-attention). Build with ``UNet3D(UNet3DConfig(...))``, ``UNet3D(**fields)`` or
     ``UNet3D.from_preset("tiny" | "S" | "B", **overrides)``.
@@ -303,12 +303,7 @@ class UNet3D(ConfigModel):
             )
         emb = self.time_embed(t)  # [b e]
         if context is not None:
-            if self.context_pool is None:
-                pooled = masked_mean(context, context_mask)  # [b d]
-            else:
-                pooled = self.context_pool(context, context_mask)  # [b d]
-            if self.pooled_norm is not None:
-                pooled = self.pooled_norm(pooled)
+            pooled = pool_context(context, context_mask, self.context_pool, self.pooled_norm)  # [b d]
             emb = emb + self.context_embed(pooled)  # [b e]
         use_ckpt = self.gradient_checkpointing and self.training
         if cfg.coord_channels:
