@@ -215,6 +215,21 @@ def test_attention_context_pool_conditions_and_round_trips(kind, tmp_path):
         make(kind, context_pool="max")
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_context_adapter_feeds_the_text_pathway_and_round_trips(kind, tmp_path):
+    model = perturb_(make(kind, context_adapter_hidden=8)).eval()
+    x, t, ctx = inputs(kind)
+    out = model(x, t, ctx)
+    with torch.no_grad():
+        model.context_adapter.mlp[-1].bias.add_(0.5)  # the adapter's output is what the backbone reads
+    assert not torch.allclose(model(x, t, ctx), out)
+    model.save_pretrained(tmp_path / "m")
+    loaded = type(model).from_pretrained(tmp_path / "m").eval()
+    assert loaded.config.context_adapter_hidden == 8
+    assert torch.equal(loaded(x, t, ctx), model(x, t, ctx))
+    assert make(kind).context_adapter is None
+
+
 def test_space_time_coords_and_coord_channels_unet(tmp_path):
     from mediadiff.video.unet3d import space_time_coords
 

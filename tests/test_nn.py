@@ -14,6 +14,7 @@ from mediadiff.nn import (
     ResBlock,
     RotaryEmbedding,
     TimestepEmbedding,
+    TokenAdapter,
     Upsample,
     apply_rope,
     attention,
@@ -259,3 +260,17 @@ def test_checkpoint_same_values_and_gradients():
         grads.append([p.grad.clone() for p in block.parameters()])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
+
+
+def test_token_adapter_is_residual_and_zero_at_padding():
+    adapter = TokenAdapter(16, 32)
+    x = torch.randn(2, 5, 16)
+    mask = torch.tensor([[True] * 5, [True] * 2 + [False] * 3])
+    out = adapter(x, mask)  # [2 5 16]
+    assert out.shape == x.shape
+    assert (out[1, 2:] == 0).all() and not torch.allclose(out[0], x[0])
+    with torch.no_grad():
+        adapter.mlp[-1].weight.zero_()
+        adapter.mlp[-1].bias.zero_()
+    torch.testing.assert_close(adapter(x, mask), x * mask[..., None])  # a zero MLP: identity on real tokens
+    torch.testing.assert_close(adapter(x), x)

@@ -108,3 +108,54 @@ def test_folder_recipe_on_real_files_skips_a_corrupt_one(tmp_path, capsys):
     assert "skipped 1 unreadable file(s)" in log and "broken.mp4" in log
     config = json.loads((out / "config.json").read_text())
     assert config["train"]["extra"]["data"] == str(data.resolve())
+
+
+def test_align_text_raises_the_direction_share_and_the_dit_uses_it_frozen(tmp_path):
+    import torch
+
+    from mediadiff.nn import TokenAdapter
+    from mediadiff.text import load_text_encoder
+    from mediadiff.train.cache import LatentCache
+
+    data = Shapes(length=160, num_frames=4, size=16, seed=0)
+    LatentCache.build(
+        tmp_path / "cache", data, autoencoder=None, text_encoder=load_text_encoder(), progress=False
+    )
+    out = tmp_path / "adapter.safetensors"
+    argv = ["--cache", str(tmp_path / "cache"), "-o", str(out), "--holdout", "48"]
+    summary = load_recipe("align_text").main([*argv, "--steps", "60", "--batch-size", "64", "--hidden", "64"])
+    first, last = summary["report"][0], summary["report"][-1]
+    assert summary["last_loss"] < summary["first_loss"] - 0.5  # InfoNCE of 64 pairs starts near log 64
+    # the adapter learns from the clips which text features tell them apart: the words' classes
+    # explain more of the pooled text than in MiniLM's own vectors (the direction share needs the
+    # full Shapes cache and a few hundred steps; measured in the README)
+    shares = ("colour", "shape", "direction")
+    raw = sum(first[f"raw_{k}_share"] for k in shares)
+    assert sum(first[f"aligned_{k}_share"] for k in shares) == pytest.approx(raw, abs=0.03)  # near identity
+    assert sum(last[f"aligned_{k}_share"] for k in shares) > raw + 0.1
+    adapter = TokenAdapter(384, 64)
+    adapter.load_state_dict(__import__("safetensors.torch").torch.load_file(str(out)))
+
+    recipe = load_recipe("shapes_dit")
+    run = tmp_path / "run"
+    small = [
+        *COMMON,
+        "--items",
+        "4",
+        "--width",
+        "32",
+        "--depth",
+        "1",
+        "--heads",
+        "2",
+        "--output-dir",
+        str(run),
+    ]
+    recipe.main([*small, "--text-adapter", str(out), "--sample-every", "0"])
+    folder = recipe.main([*small, "--text-adapter", str(out), "--export", str(tmp_path / "pipe")])
+    pipe = VideoPipeline.from_pretrained(folder)
+    trained = pipe.backbone.context_adapter.state_dict()
+    for k, v in adapter.state_dict().items():  # frozen through training, saved with the backbone
+        torch.testing.assert_close(trained[k].float(), v, atol=1e-3, rtol=1e-3)
+    with pytest.raises(SystemExit, match="no file"):
+        recipe.main([*COMMON, "--output-dir", str(run), "--text-adapter", str(tmp_path / "nope")])

@@ -5,7 +5,7 @@ and 3-D signals, transformer blocks, and the save/load base of the backbones.
 Nothing here knows a modality: video and audio backbones build from these pieces.
 """
 
-from .attention import Attention, AttentionPool, attention, masked_mean, pool_context
+from .attention import Attention, AttentionPool, TokenAdapter, attention, masked_mean, pool_context
 from .conv import Downsample, FactorizedConv3d, ResBlock, Upsample, conv_nd
 from .embeddings import TimestepEmbedding, sinusoidal_embedding
 from .modulation import AdaGroupNorm, AdaLNModulation, group_norm, modulate
@@ -31,6 +31,7 @@ __all__ = [
     "Rope",
     "RotaryEmbedding",
     "TimestepEmbedding",
+    "TokenAdapter",
     "TransformerBlock",
     "Upsample",
     "apply_rope",

@@ -22,6 +22,7 @@ from mediadiff.nn import (
     FixedStandardize,
     RotaryEmbedding,
     TimestepEmbedding,
+    TokenAdapter,
     check_backbone_inputs,
     checkpoint,
     grid_positions,
@@ -47,6 +48,7 @@ class DiTConfig:
     pooled_context_norm: bool = False  # standardise the pooled text by fitted buffers (nn.FixedStandardize)
     context_pool: str = "mean"  # text -> one vector: "mean" over tokens, or "attention" (nn.AttentionPool)
     context_pool_heads: int = 4  # learned queries of the attention pooling
+    context_adapter_hidden: int = 0  # >0: a TokenAdapter (hidden width) on the text tokens first
     gradient_checkpointing: bool = False  # recompute each block in the backward pass to save memory
 
     def __post_init__(self) -> None:
@@ -88,6 +90,9 @@ class DiT(ConfigModel):
         self.patch_in = nn.Linear(cfg.in_channels * pf * ph * pw, cfg.width)
         self.time_embed = TimestepEmbedding(cfg.width)
         self.pooled_norm = FixedStandardize(cfg.context_dim) if cfg.pooled_context_norm else None
+        self.context_adapter = (
+            TokenAdapter(cfg.context_dim, cfg.context_adapter_hidden) if cfg.context_adapter_hidden else None
+        )
         self.context_pool = (
             AttentionPool(cfg.context_dim, cfg.context_dim, cfg.context_pool_heads)
             if cfg.context_pool == "attention"
@@ -135,6 +140,8 @@ class DiT(ConfigModel):
         rope = self.rope(grid_positions(f, h, w, device=x.device))  # (cos, sin) [n dh/2]
         emb = self.time_embed(t)  # [b width]
         if context is not None:
+            if self.context_adapter is not None:
+                context = self.context_adapter(context, context_mask)  # [b l d]
             pooled = pool_context(context, context_mask, self.context_pool, self.pooled_norm)  # [b d]
             emb = emb + self.context_embed(pooled)  # [b width]
         use_ckpt = self.gradient_checkpointing and self.training

@@ -9,6 +9,7 @@ accuracy against steps shows where a recipe stands.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -178,3 +179,15 @@ def export_shapes_run(
         defaults=defaults,
         info={"recipe": recipe},
     )
+
+
+def load_text_adapter(path: str) -> dict[str, torch.Tensor]:
+    """The state dict of a TokenAdapter saved by ``recipes/video/align_text.py``, or a clear error."""
+    from safetensors.torch import load_file
+
+    if not os.path.isfile(path):
+        raise SystemExit(f"--text-adapter: no file {path} (train one with recipes/video/align_text.py)")
+    state = load_file(path)
+    if "mlp.0.weight" not in state:
+        raise SystemExit(f"--text-adapter: {path} holds no TokenAdapter weights (keys {sorted(state)[:4]})")
+    return state

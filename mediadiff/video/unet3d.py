@@ -26,6 +26,7 @@ from mediadiff.nn import (
     FixedStandardize,
     ResBlock,
     TimestepEmbedding,
+    TokenAdapter,
     TransformerBlock,
     Upsample,
     check_backbone_inputs,
@@ -57,6 +58,7 @@ class UNet3DConfig:
     pooled_context_norm: bool = False  # standardise the pooled text by fitted buffers (nn.FixedStandardize)
     context_pool: str = "mean"  # text -> one vector: "mean" over tokens, or "attention" (nn.AttentionPool)
     context_pool_heads: int = 4  # learned queries of the attention pooling
+    context_adapter_hidden: int = 0  # >0: a TokenAdapter (hidden width) on the text tokens first
     coord_channels: bool = (
         False  # append (frame, row, column) coordinates in [-1, 1] to the input (CoordConv)
     )
@@ -211,6 +213,9 @@ class UNet3D(ConfigModel):
         self.gradient_checkpointing = cfg.gradient_checkpointing
         self.time_embed = TimestepEmbedding(emb_dim)
         self.pooled_norm = FixedStandardize(cfg.context_dim) if cfg.pooled_context_norm else None
+        self.context_adapter = (
+            TokenAdapter(cfg.context_dim, cfg.context_adapter_hidden) if cfg.context_adapter_hidden else None
+        )
         self.context_pool = (
             AttentionPool(cfg.context_dim, cfg.context_dim, cfg.context_pool_heads)
             if cfg.context_pool == "attention"
@@ -303,6 +308,8 @@ class UNet3D(ConfigModel):
             )
         emb = self.time_embed(t)  # [b e]
         if context is not None:
+            if self.context_adapter is not None:
+                context = self.context_adapter(context, context_mask)  # [b l d]
             pooled = pool_context(context, context_mask, self.context_pool, self.pooled_norm)  # [b d]
             emb = emb + self.context_embed(pooled)  # [b e]
         use_ckpt = self.gradient_checkpointing and self.training

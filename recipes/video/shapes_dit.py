@@ -28,6 +28,7 @@ from mediadiff.video.shapes_eval import (
     check_train_seed,
     export_shapes_run,
     fit_pooled_norm,
+    load_text_adapter,
     periodic_eval,
 )
 
@@ -56,6 +57,11 @@ def build_parser():
     g.add_argument("--heads", type=int, default=4, help="attention heads")
     g.add_argument("--autoencoder", default=str(SHAPES_VAE_DIR), help="video autoencoder folder")
     g.add_argument("--cache", default=None, help="latent + text cache folder (default: OUTPUT_DIR/cache)")
+    g.add_argument(
+        "--text-adapter",
+        default=None,
+        help="frozen TokenAdapter weights from recipes/video/align_text.py, put in front of the text pathway",
+    )
     add_shapes_recipe_args(g)
     return parser
 
@@ -66,6 +72,7 @@ def build(args) -> dict:
     torch.manual_seed(args.seed)
     autoencoder = load_autoencoder(args.autoencoder).eval().requires_grad_(False)
     text_encoder = load_text_encoder(args.text_encoder)
+    adapter = load_text_adapter(args.text_adapter) if args.text_adapter else None
     latent_channels = autoencoder.latent_shape((1, 3, FRAMES, SIZE, SIZE))[1]
     backbone = DiT(
         in_channels=latent_channels,
@@ -76,7 +83,13 @@ def build(args) -> dict:
         context_dim=text_encoder.dim,
         pooled_context_norm=args.pooled_norm,
         context_pool=args.context_pool,
+        context_adapter_hidden=adapter["mlp.0.weight"].shape[0] if adapter else 0,
     )
+    if adapter:
+        backbone.context_adapter.load_state_dict(adapter)
+        backbone.context_adapter.requires_grad_(
+            False
+        )  # pre-trained, frozen: the backbone learns on top of it
     dataset = Shapes(length=args.items, num_frames=FRAMES, size=SIZE, seed=args.data_seed)
     if args.pooled_norm:
         fit_pooled_norm(backbone, text_encoder, args.data_seed)
@@ -99,6 +112,7 @@ def main(argv: list[str] | None = None):
         t_sampler=args.t_sampler,
         pooled_norm=args.pooled_norm,
         context_pool=args.context_pool,
+        text_adapter=args.text_adapter,
         size=SIZE,
         width=args.width,
         depth=args.depth,
