@@ -94,12 +94,26 @@ def test_folder_recipe_on_real_files_skips_a_corrupt_one(tmp_path, capsys):
     rows.append({"file_name": "broken.mp4", "text": "a red square moving left"})
     (data / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from mediadiff.nn import TokenAdapter
+
+    adapter = TokenAdapter(384, 16).state_dict()  # stands in for one from align_text.py
+    save_file(adapter, str(tmp_path / "adapter.safetensors"))
+    save_file(TokenAdapter(96, 16).state_dict(), str(tmp_path / "narrow.safetensors"))
+
     recipe = load_recipe("folder")
     out = tmp_path / "run"
     argv = ["--data", str(data), "--max-steps", "3", "--batch-size", "2", "--warmup-steps", "0"]
     argv += ["--width", "32", "--depth", "1", "--heads", "2", "--output-dir", str(out)]
-    recipe.main(argv)
+    with pytest.raises(SystemExit, match="96-wide tokens"):
+        recipe.main([*argv, "--text-adapter", str(tmp_path / "narrow.safetensors")])
+    recipe.main([*argv, "--text-adapter", str(tmp_path / "adapter.safetensors")])
     assert (out / "checkpoints" / "step-00000003").is_dir()
+    trained = load_file(str(out / "checkpoints" / "step-00000003" / "model.safetensors"))
+    for k, v in adapter.items():  # frozen: three steps later the adapter is unchanged
+        assert torch.equal(trained[f"context_adapter.{k}"], v)
     grid = out / "samples" / "step-00000003" / "grid.gif"
     assert grid.is_file()
     prompts = (grid.parent / "prompts.txt").read_text().splitlines()

@@ -191,3 +191,15 @@ def load_text_adapter(path: str) -> dict[str, torch.Tensor]:
     if "mlp.0.weight" not in state:
         raise SystemExit(f"--text-adapter: {path} holds no TokenAdapter weights (keys {sorted(state)[:4]})")
     return state
+
+
+def install_text_adapter(backbone: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load pre-trained TokenAdapter weights into ``backbone.context_adapter`` and freeze them."""
+    dim = backbone.context_adapter.norm.normalized_shape[0]
+    if state["mlp.0.weight"].shape[1] != dim:
+        raise SystemExit(
+            f"--text-adapter: the adapter takes {state['mlp.0.weight'].shape[1]}-wide tokens, "
+            f"the text encoder gives {dim}"
+        )
+    backbone.context_adapter.load_state_dict(state)
+    backbone.context_adapter.requires_grad_(False)  # the backbone learns on top of the aligned text

@@ -27,7 +27,7 @@ from mediadiff.text import load_text_encoder
 from mediadiff.train import SampleContext, Trainer, config_from_args, recipe_parser
 from mediadiff.video import SHAPES_VAE_DIR, DiT, VideoFolder, load_autoencoder
 from mediadiff.video.generate import generate_video
-from mediadiff.video.shapes_eval import save_grid
+from mediadiff.video.shapes_eval import install_text_adapter, load_text_adapter, save_grid
 
 
 def build_parser():
@@ -54,6 +54,11 @@ def build_parser():
     g.add_argument("--autoencoder", default=str(SHAPES_VAE_DIR), help="video autoencoder folder")
     g.add_argument("--text-encoder", default="minilm", help='"minilm" or a local encoder folder')
     g.add_argument("--cache", default=None, help="encode the folder once into this latent cache")
+    g.add_argument(
+        "--text-adapter",
+        default=None,
+        help="frozen TokenAdapter weights from recipes/video/align_text.py --cache CACHE (built by a first run)",
+    )
     g.add_argument("--prompt", action="append", default=None, help="sample prompt (repeatable)")
     g.add_argument("--guidance", type=float, default=4.0, help="CFG scale of the samples")
     return parser
@@ -71,6 +76,7 @@ def build(args) -> dict:
             f"--frames {args.frames} / --size {args.size} do not suit {args.autoencoder}: {err}"
         ) from None
     dataset = VideoFolder(args.data, args.frames, args.size, stride=args.stride, seed=args.seed)
+    adapter = load_text_adapter(args.text_adapter) if args.text_adapter else None
     backbone = DiT(
         in_channels=latent[1],
         patch=(1, 2, 2),
@@ -78,7 +84,10 @@ def build(args) -> dict:
         depth=args.depth,
         heads=args.heads,
         context_dim=text_encoder.dim,
+        context_adapter_hidden=adapter["mlp.0.weight"].shape[0] if adapter else 0,
     )
+    if adapter:
+        install_text_adapter(backbone, adapter)
     return {
         "dataset": dataset,
         "autoencoder": autoencoder,
@@ -124,6 +133,7 @@ def main(argv: list[str] | None = None):
         heads=args.heads,
         autoencoder=args.autoencoder,
         text_encoder=args.text_encoder,
+        text_adapter=args.text_adapter,
     )
     parts = build(args)
     schedule = FlowSchedule()

@@ -28,6 +28,7 @@ from mediadiff.video.shapes_eval import (
     check_train_seed,
     export_shapes_run,
     fit_pooled_norm,
+    install_text_adapter,
     load_text_adapter,
     periodic_eval,
 )
@@ -86,10 +87,7 @@ def build(args) -> dict:
         context_adapter_hidden=adapter["mlp.0.weight"].shape[0] if adapter else 0,
     )
     if adapter:
-        backbone.context_adapter.load_state_dict(adapter)
-        backbone.context_adapter.requires_grad_(
-            False
-        )  # pre-trained, frozen: the backbone learns on top of it
+        install_text_adapter(backbone, adapter)
     dataset = Shapes(length=args.items, num_frames=FRAMES, size=SIZE, seed=args.data_seed)
     if args.pooled_norm:
         fit_pooled_norm(backbone, text_encoder, args.data_seed)
