@@ -33,6 +33,9 @@ COMMON = ["--max-steps", "2", "--batch-size", "2", "--eval-num", "2", "--warmup-
 
 def test_shapes_dit_trains_and_logs_prompt_following(tmp_path):
     recipe = load_recipe("shapes_dit")
+    cache = recipe.main([*COMMON, "--items", "3", "--output-dir", str(tmp_path / "c"), "--cache-only"])
+    assert len(cache) == 3 and cache.has_text  # the input of align_text.py; nothing trained
+    assert not (tmp_path / "c" / "checkpoints").exists()
     argv = [
         *COMMON,
         "--items",

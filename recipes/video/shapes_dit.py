@@ -8,7 +8,10 @@ through the bundled all-MiniLM-L6-v2; both are encoded once into a latent cache.
 guidance. Every ``--sample-every`` steps the EMA weights generate clips for held-out captions and the
 analytic detector's colour/shape/direction accuracies go to ``metrics.jsonl``.
 
-    python recipes/video/shapes_dit.py                     # the shipped model's recipe
+    # the shipped model: encode the cache, align the text to the clips, train on top of it
+    python recipes/video/shapes_dit.py --cache-only
+    python recipes/video/align_text.py --cache runs/shapes_dit/cache -o runs/align/adapter.safetensors
+    python recipes/video/shapes_dit.py --text-adapter runs/align/adapter.safetensors --sample-every 300
     python recipes/video/shapes_dit.py --max-steps 200 --output-dir runs/dit_quick
     mediadiff train recipes/video/shapes_dit.py --resume
     python recipes/video/shapes_dit.py --export mediadiff/weights/t2v_shapes_dit   # newest checkpoint -> pipeline
@@ -58,6 +61,9 @@ def build_parser():
     g.add_argument("--heads", type=int, default=4, help="attention heads")
     g.add_argument("--autoencoder", default=str(SHAPES_VAE_DIR), help="video autoencoder folder")
     g.add_argument("--cache", default=None, help="latent + text cache folder (default: OUTPUT_DIR/cache)")
+    g.add_argument(
+        "--cache-only", action="store_true", help="encode the latent cache and exit (align_text.py reads it)"
+    )
     g.add_argument(
         "--text-adapter",
         default=None,
@@ -124,6 +130,7 @@ def main(argv: list[str] | None = None):
         return export_shapes_run(
             args, parts, parts["autoencoder"], schedule, "recipes/video/shapes_dit.py", FRAMES, SIZE
         )
+    cache_dir = args.cache or f"{args.output_dir}/cache"
     trainer = Trainer(
         parts["backbone"],
         schedule,
@@ -133,7 +140,7 @@ def main(argv: list[str] | None = None):
         data_key="video",
         autoencoder=parts["autoencoder"],
         text_encoder=parts["text_encoder"],
-        cache_dir=args.cache or f"{args.output_dir}/cache",
+        cache_dir=cache_dir,
         sample_fn=periodic_eval(
             parts["text_encoder"],
             parts["autoencoder"],
@@ -145,6 +152,10 @@ def main(argv: list[str] | None = None):
         ),
         t_sampler=args.t_sampler,
     )
+    if args.cache_only:
+        cache = trainer.training_data()  # opened, or encoded once
+        print(f"latent cache of {len(cache)} clips at {cache_dir}")
+        return cache
     return trainer.run(dry_run=args.dry_run, memory_gb=args.memory_gb)
 
 
