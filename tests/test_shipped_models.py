@@ -32,6 +32,7 @@ def test_cli_default_model_writes_the_prompted_clip(tmp_path, capsys):
     assert frames.shape[0] == pipe_defaults["num_frames"]
     reading = detect(frames)
     assert reading.colour == "yellow" and reading.present >= 0.75
+    assert reading.direction == "up" and reading.shape == "triangle"
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED_MODELS))
@@ -44,3 +45,5 @@ def test_shipped_model_follows_colour_and_shape(name):
     assert acc["colour"] >= 11 / 12
     assert acc["shape"] >= 6 / 12  # chance is 4 / 12; the 200-clip eval measures the rest
     assert np.all(out.frames.reshape(len(items), -1).std(axis=1) > 5)  # not blank, not flat
+    if name == DEFAULT_MODEL:  # the default follows the direction word too (100% over 200 clips)
+        assert acc["direction"] >= 10 / 12
