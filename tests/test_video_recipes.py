@@ -29,6 +29,7 @@ def events(run: Path) -> list[dict]:
 
 
 COMMON = ["--max-steps", "2", "--batch-size", "2", "--eval-num", "2", "--warmup-steps", "0"]
+TINY_DIT = [*COMMON, "--items", "4", "--width", "32", "--depth", "1", "--heads", "2"]
 
 
 def test_shapes_dit_trains_and_logs_prompt_following(tmp_path):
@@ -36,19 +37,7 @@ def test_shapes_dit_trains_and_logs_prompt_following(tmp_path):
     cache = recipe.main([*COMMON, "--items", "3", "--output-dir", str(tmp_path / "c"), "--cache-only"])
     assert len(cache) == 3 and cache.has_text  # the input of align_text.py; nothing trained
     assert not (tmp_path / "c" / "checkpoints").exists()
-    argv = [
-        *COMMON,
-        "--items",
-        "4",
-        "--width",
-        "32",
-        "--depth",
-        "1",
-        "--heads",
-        "2",
-        "--output-dir",
-        str(tmp_path),
-    ]
+    argv = [*TINY_DIT, "--output-dir", str(tmp_path)]
     recipe.main(argv)
     samples = [e for e in events(tmp_path) if e.get("event") == "samples"]
     assert samples and {"colour_acc", "shape_acc", "direction_acc", "all_acc"} <= samples[-1].keys()
@@ -129,6 +118,7 @@ def test_folder_recipe_on_real_files_skips_a_corrupt_one(tmp_path, capsys):
 
 def test_align_text_raises_the_direction_share_and_the_dit_uses_it_frozen(tmp_path):
     import torch
+    from safetensors.torch import load_file
 
     from mediadiff.nn import TokenAdapter
     from mediadiff.text import load_text_encoder
@@ -151,23 +141,11 @@ def test_align_text_raises_the_direction_share_and_the_dit_uses_it_frozen(tmp_pa
     assert sum(first[f"aligned_{k}_share"] for k in shares) == pytest.approx(raw, abs=0.03)  # near identity
     assert sum(last[f"aligned_{k}_share"] for k in shares) > raw + 0.1
     adapter = TokenAdapter(384, 64)
-    adapter.load_state_dict(__import__("safetensors.torch").torch.load_file(str(out)))
+    adapter.load_state_dict(load_file(str(out)))
 
     recipe = load_recipe("shapes_dit")
     run = tmp_path / "run"
-    small = [
-        *COMMON,
-        "--items",
-        "4",
-        "--width",
-        "32",
-        "--depth",
-        "1",
-        "--heads",
-        "2",
-        "--output-dir",
-        str(run),
-    ]
+    small = [*TINY_DIT, "--output-dir", str(run)]
     recipe.main([*small, "--text-adapter", str(out), "--sample-every", "0"])
     folder = recipe.main([*small, "--text-adapter", str(out), "--export", str(tmp_path / "pipe")])
     pipe = VideoPipeline.from_pretrained(folder)

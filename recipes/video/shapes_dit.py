@@ -11,7 +11,7 @@ analytic detector's colour/shape/direction accuracies go to ``metrics.jsonl``.
     # the shipped model: encode the cache, align the text to the clips, train on top of it
     python recipes/video/shapes_dit.py --cache-only
     python recipes/video/align_text.py --cache runs/shapes_dit/cache -o runs/align/adapter.safetensors
-    python recipes/video/shapes_dit.py --text-adapter runs/align/adapter.safetensors --sample-every 300
+    python recipes/video/shapes_dit.py --text-adapter runs/align/adapter.safetensors --sample-every 300 --max-steps 4400
     python recipes/video/shapes_dit.py --max-steps 200 --output-dir runs/dit_quick
     mediadiff train recipes/video/shapes_dit.py --resume
     python recipes/video/shapes_dit.py --export mediadiff/weights/t2v_shapes_dit   # newest checkpoint -> pipeline
