@@ -30,7 +30,7 @@ import torch
 
 from mediadiff.diffusion import FlowSchedule
 from mediadiff.train import TrainConfig, Trainer
-from mediadiff.train.precision import cpu_bf16_supported
+from mediadiff.utils import cpu_bf16_supported
 
 
 def tiny_parts(items: int) -> dict:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import statistics
 import time
 import warnings
@@ -33,6 +32,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from mediadiff.diffusion import FlowSchedule, VPSchedule, randn, sample
 from mediadiff.diffusion.oracle import Gaussian
+from mediadiff.utils import cpu_name
 
 warnings.filterwarnings("ignore")
 F64 = torch.float64
@@ -257,12 +257,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer timing repeats")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
-    cpu = next(
-        (ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), ""
-    )
-    device = (
-        torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({cpu or platform.machine()})"
-    )
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({cpu_name()})"
     print(f"# Sampler benchmark\n\ntorch {torch.__version__}, {torch.get_num_threads()} threads, {device}\n")
     for name, (schedule, pred, spacing) in SETUPS.items():
         print(f"## Accuracy: {name}\n")

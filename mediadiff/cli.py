@@ -48,13 +48,12 @@ def gather_info() -> dict:
     import torch
 
     from .text import default_encoder_path
-    from .train.precision import cpuinfo
+    from .utils import cpu_bf16_supported, cpu_name
 
     if torch.cuda.is_available():
         device = {"type": "cuda", "name": torch.cuda.get_device_name(0), "count": torch.cuda.device_count()}
     else:
-        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo().splitlines() if ln.startswith("model name")]
-        device = {"type": "cpu", "name": names[0] if names else platform.machine(), "count": 1}
+        device = {"type": "cpu", "name": cpu_name(), "count": 1}
     try:
         encoder = str(default_encoder_path())
     except FileNotFoundError as err:
@@ -64,18 +63,11 @@ def gather_info() -> dict:
         "platform": platform.platform(),
         "packages": {name: _version(name) for name in PACKAGES},
         "device": device,
-        "bf16": bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()) or _cpu_bf16(),
+        "bf16": bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()) or cpu_bf16_supported(),
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "text_encoder": encoder,
     }
-
-
-def _cpu_bf16() -> bool:
-    """Whether the CPU has native bf16 (AVX-512 BF16 or AMX), which makes bf16 autocast pay off."""
-    from .train.precision import cpu_bf16_supported
-
-    return cpu_bf16_supported()
 
 
 def cmd_info(args: argparse.Namespace) -> int:

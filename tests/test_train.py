@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 
 from mediadiff.cli import main as cli_main
 from mediadiff.diffusion import FlowSchedule, VPSchedule
+from mediadiff.text import pack_context
 from mediadiff.train import (
     NonFiniteLossError,
     ResumableSampler,
@@ -17,7 +18,6 @@ from mediadiff.train import (
     config_from_args,
     latest_checkpoint,
     load_model_weights,
-    pack_context,
     recipe_parser,
 )
 from mediadiff.train.checkpoint import complete_checkpoints

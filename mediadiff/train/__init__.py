@@ -10,8 +10,7 @@ Names are imported on first use, so ``import mediadiff.train`` stays light (no a
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mediadiff.utils import lazy_exports
 
 _EXPORTS = {
     "CacheError": "cache",
@@ -25,9 +24,7 @@ _EXPORTS = {
     "config_from_args": "config",
     "recipe_parser": "config",
     "ResumableSampler": "data",
-    "pack_context": "data",
     "DryRunReport": "memory",
-    "cpu_bf16_supported": "precision",
     "resolve_mixed_precision": "precision",
     "NonFiniteLossError": "trainer",
     "SampleContext": "trainer",
@@ -39,14 +36,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -31,7 +31,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +41,10 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .checkpoint import publish_dir
-from .data import collate_raw, pack_context
+from mediadiff.text.context import encode_context, pad_context
+from mediadiff.utils import publish_dir
+
+from .data import collate_raw
 
 __all__ = [
     "CACHE_VERSION",
@@ -52,7 +54,6 @@ __all__ = [
     "autoencoder_fingerprint",
     "cache_fingerprint",
     "dataset_fingerprint",
-    "encode_context",
     "encode_latents",
     "fingerprint_key",
     "text_encoder_fingerprint",
@@ -235,17 +236,6 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
 def encode_latents(autoencoder: Any | None, x: torch.Tensor) -> torch.Tensor:
     """``autoencoder.encode(x)`` without gradients (``x`` itself when there is no autoencoder)."""
     return x if autoencoder is None else autoencoder.encode(x)
-
-
-@torch.no_grad()
-def encode_context(
-    text_encoder: Any, prompts: Sequence[str], device: torch.device | str | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``text_encoder.encode(prompts)`` in canonical form (:func:`~mediadiff.train.data.pack_context`)."""
-    tokens, mask = text_encoder.encode(list(prompts))  # [b l d], [b l]
-    if device is not None:
-        tokens, mask = tokens.to(device), mask.to(device)
-    return pack_context(tokens, mask)
 
 
 # --- the cache ---------------------------------------------------------------------------------
@@ -501,10 +491,7 @@ def _write_shards(
         }
         if text_encoder is not None:
             lengths = torch.tensor([t.shape[0] for t in buf["tokens"]])  # [n]
-            tokens = buf["tokens"][0].new_zeros(n, int(lengths.max()), buf["tokens"][0].shape[-1])  # [n l d]
-            mask = torch.zeros(n, int(lengths.max()), dtype=torch.bool)  # [n l]
-            for i, (t, m) in enumerate(zip(buf["tokens"], buf["mask"])):
-                tokens[i, : t.shape[0]], mask[i, : m.shape[0]] = t, m
+            tokens, mask = pad_context(buf["tokens"], buf["mask"])  # [n l d], [n l]
             tensors.update(tokens=tokens, mask=mask, length=lengths)
         name = f"shard-{len(shards):05d}.safetensors"
         save_file(tensors, folder / name, metadata={"format": "mediadiff-latent-cache"})

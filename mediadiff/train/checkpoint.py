@@ -27,19 +27,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from mediadiff.utils import fsync_dir
+
 __all__ = [
     "STATE_FILE",
-    "atomic_write_text",
     "checkpoint_name",
     "complete_checkpoints",
-    "fsync_dir",
-    "fsync_tree",
     "get_rng_state",
     "latest_checkpoint",
     "load_model_weights",
     "load_torch",
     "prune_checkpoints",
-    "publish_dir",
     "read_state",
     "remove_stale_temporaries",
     "save_torch",
@@ -55,36 +53,6 @@ def checkpoint_name(step: int) -> str:
     return f"step-{step:08d}"
 
 
-def fsync_dir(path: str | os.PathLike) -> None:
-    """Make a folder's entries (new, renamed or removed files) durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_tree(path: str | os.PathLike) -> None:
-    """fsync every file under ``path`` and every folder, deepest first."""
-    for root, _dirs, files in os.walk(path, topdown=False):
-        for name in files:
-            with open(os.path.join(root, name), "rb") as f:
-                os.fsync(f.fileno())
-        fsync_dir(root)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, fsync, ``os.replace``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
 def save_torch(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` then flush and fsync (the file sits in a temporary folder that is renamed later)."""
     with open(path, "wb") as f:
@@ -98,19 +66,6 @@ def load_torch(path: str | os.PathLike) -> Any:
     if not Path(path).is_file():
         raise FileNotFoundError(f"checkpoint file {path} is missing")
     return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def publish_dir(tmp: Path, final: Path) -> None:
-    """fsync everything under ``tmp`` and rename it to ``final`` (replacing an older ``final``)."""
-    fsync_tree(tmp)
-    if final.exists():  # e.g. the same step saved again after a resume: move the old one aside first
-        old = final.with_name(f".old-{final.name}-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, final)
-    fsync_dir(final.parent)
 
 
 def complete_checkpoints(folder: str | os.PathLike) -> list[tuple[int, Path]]:

@@ -1,4 +1,4 @@
-"""Data order that can stop and continue anywhere, batching of raw and cached items, text context packing.
+"""Data order that can stop and continue anywhere, batching of raw and cached items.
 
 The data position of a run is ``(epoch, offset)``: the epoch's seeded permutation and how many of its
 samples all processes together have consumed. A checkpoint stores it; :class:`ResumableSampler`
@@ -13,12 +13,12 @@ from typing import Any
 import torch
 from torch.utils.data import Sampler
 
+from mediadiff.text.context import pad_context
+
 __all__ = [
     "ResumableSampler",
     "collate_cached",
     "collate_raw",
-    "pack_context",
-    "pad_context",
 ]
 
 
@@ -95,38 +95,6 @@ def collate_raw(items: Sequence[dict[str, Any]], key: str) -> dict[str, Any]:
         )
     data = torch.stack([it[key] for it in items])  # [b ...]
     return {"data": data, "text": [str(it.get("text", "")) for it in items]}
-
-
-def pad_context(
-    tokens: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack per-caption ``tokens [l_i d]`` and ``mask [l_i]`` into ``[b l d]``, ``[b l]``, zero/False padded."""
-    length = max(1, *(t.shape[0] for t in tokens))
-    out = tokens[0].new_zeros(len(tokens), length, tokens[0].shape[-1])  # [b l d]
-    mask = torch.zeros(len(tokens), length, dtype=torch.bool, device=out.device)  # [b l]
-    for i, (t, m) in enumerate(zip(tokens, masks)):
-        out[i, : t.shape[0]] = t
-        mask[i, : m.shape[0]] = m
-    return out, mask
-
-
-def pack_context(tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The canonical form of a text context: padding zeroed, trailing padding columns trimmed.
-
-    tokens: ``[b l d]``; mask: ``[b l]`` (True = real token). Returns ``[b l' d], [b l']`` with ``l'`` the
-    last real position over the batch plus one (at least 1). Backbones honour ``context_mask``, so this
-    changes no output; it makes on-the-fly and cached contexts the same tensors.
-    """
-    if tokens.ndim != 3 or mask.shape != tokens.shape[:2]:
-        raise ValueError(
-            f"text encoder must return tokens [b l d] and mask [b l]; got {list(tokens.shape)} and {list(mask.shape)}"
-        )
-    mask = mask.bool()
-    used = mask.any(0).nonzero()  # [k 1] positions real in some caption
-    length = max(1, int(used.max()) + 1 if used.numel() else 1)
-    mask = mask[:, :length]  # [b l']
-    tokens = torch.where(mask[..., None], tokens[:, :length], 0.0)  # [b l' d]
-    return tokens, mask
 
 
 def collate_cached(items: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -7,24 +7,11 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["MIXED_PRECISION", "cpu_bf16_supported", "resolve_mixed_precision"]
+from mediadiff.utils import cpu_bf16_supported
+
+__all__ = ["MIXED_PRECISION", "resolve_mixed_precision"]
 
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
-
-
-def cpuinfo() -> str:
-    """The text of /proc/cpuinfo, or "" where there is none."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return f.read()
-    except OSError:
-        return ""
-
-
-def cpu_bf16_supported() -> bool:
-    """Whether the CPU has native bf16 arithmetic (AVX-512 BF16 or AMX), which makes bf16 autocast pay off."""
-    flags = cpuinfo()
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def resolve_mixed_precision(name: str, cpu: bool) -> str:

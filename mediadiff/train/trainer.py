@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType, set_seed
@@ -38,24 +37,25 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from mediadiff.text.context import encode_context, pack_context, substitute_context
+from mediadiff.utils import atomic_write_text, publish_dir
+
 from ..diffusion import PREDICTIONS, Schedule, diffusion_loss
-from .cache import LatentCache, encode_context, encode_latents
+from .cache import LatentCache, encode_latents
 from .checkpoint import (
     STATE_FILE,
-    atomic_write_text,
     checkpoint_name,
     get_rng_state,
     latest_checkpoint,
     load_torch,
     prune_checkpoints,
-    publish_dir,
     read_state,
     remove_stale_temporaries,
     save_torch,
     set_rng_state,
 )
 from .config import TrainConfig
-from .data import ResumableSampler, collate_cached, collate_raw, pack_context
+from .data import ResumableSampler, collate_cached, collate_raw
 from .memory import GIB, ActivationEstimate, DryRunReport, count_parameters, total_memory_bytes
 from .precision import resolve_mixed_precision
 
@@ -353,7 +353,7 @@ class Trainer:
 
         Dropped captions become the empty prompt (Ho & Salimans 2022, "Classifier-Free Diffusion
         Guidance", Alg. 1): on the fly by encoding ``""``, from a cache by its stored empty embedding.
-        Both give the same tensors, in the canonical form of :func:`~mediadiff.train.data.pack_context`.
+        Both give the same tensors, in the canonical form of :func:`~mediadiff.text.context.pack_context`.
         """
         dev = self.device
         b = len(batch["latent"] if "latent" in batch else batch["data"])
@@ -367,7 +367,7 @@ class Trainer:
             if self.conditional:
                 tokens, mask = batch["tokens"].to(dev), batch["mask"].to(dev)  # [b l d], [b l]
                 if drop.any():
-                    tokens, mask = self._substitute_empty(tokens, mask, drop.to(dev))
+                    tokens, mask = substitute_context(tokens, mask, drop.to(dev), self._empty_context())
                 cond["context"], cond["context_mask"] = pack_context(tokens, mask)
         else:
             x0 = encode_latents(self.autoencoder, batch["data"].to(dev, non_blocking=True))  # [b ...]
@@ -375,19 +375,6 @@ class Trainer:
                 captions = ["" if d else c for d, c in zip(drop.tolist(), batch["text"])]
                 cond["context"], cond["context_mask"] = encode_context(self.text_encoder, captions, dev)
         return x0, cond
-
-    def _substitute_empty(
-        self, tokens: torch.Tensor, mask: torch.Tensor, drop: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        empty_tokens, empty_mask = self._empty_context()  # [le d], [le]
-        length = max(tokens.shape[1], empty_tokens.shape[0])
-        tokens = F.pad(tokens, (0, 0, 0, length - tokens.shape[1]))  # [b L d]
-        mask = F.pad(mask, (0, length - mask.shape[1]))  # [b L]
-        empty_tokens = F.pad(empty_tokens, (0, 0, 0, length - empty_tokens.shape[0]))  # [L d]
-        empty_mask = F.pad(empty_mask, (0, length - empty_mask.shape[0]))  # [L]
-        tokens = torch.where(drop[:, None, None], empty_tokens.to(tokens.dtype), tokens)  # [b L d]
-        mask = torch.where(drop[:, None], empty_mask, mask)  # [b L]
-        return tokens, mask
 
     def loss(self, x0: torch.Tensor, cond: dict[str, torch.Tensor], model: Any = None) -> torch.Tensor:
         """Per-sample diffusion loss ``[b]`` (t and noise drawn from the trainer's generator)."""

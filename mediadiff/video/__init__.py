@@ -7,8 +7,7 @@ pipelines) clips are uint8 ``[f h w 3]``. Names are imported from their submodul
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mediadiff.utils import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     # io
@@ -54,12 +53,4 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mediadiff.video' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"mediadiff.video.{module}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -44,7 +44,7 @@ from einops import rearrange
 from safetensors.torch import load_file, save
 from torch import nn
 
-from ..nn.pretrained import atomic_write_bytes
+from ..utils import atomic_write_bytes
 
 __all__ = [
     "SHAPES_VAE_DIR",

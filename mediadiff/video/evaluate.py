@@ -79,8 +79,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -647,23 +645,6 @@ def pipeline_reconstructor(pipe: Any) -> Reconstruct | None:
     return reconstruct
 
 
-def _machine(device: torch.device) -> dict[str, Any]:
-    from mediadiff.train.precision import cpuinfo
-
-    names = [ln.split(":", 1)[1].strip() for ln in cpuinfo().splitlines() if ln.startswith("model name")]
-    info: dict[str, Any] = {
-        "device": str(device),
-        "cpu": names[0] if names else platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``mediadiff eval video`` options to ``parser``; returns it."""
     add = parser.add_argument
@@ -707,7 +688,7 @@ def _fail(message: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """``mediadiff eval video``: load the pipeline, evaluate, print the table, write the JSON; exit code."""
-    from mediadiff.nn.pretrained import atomic_write_bytes
+    from mediadiff.utils import atomic_write_bytes, machine
 
     from .pipeline import VideoPipeline
 
@@ -762,7 +743,7 @@ def run(args: argparse.Namespace) -> int:
             "real_seeds": {"reference": REAL_SEEDS[0], "second_real_set": REAL_SEEDS[1], "floor": EVAL_SEED},
             "autocast_bf16": pipe.use_bf16(),
         },
-        "machine": _machine(device),
+        "machine": machine(device),
         **report,
     }
     timing = report["timing"]

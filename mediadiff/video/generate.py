@@ -18,44 +18,21 @@ from typing import Any
 import torch
 
 from mediadiff.diffusion import Schedule, cfg, randn, sample
+from mediadiff.text.context import Context, match_context, pack_context
 
-__all__ = ["encode_prompts", "generate_video", "match_context", "sample_video", "to_frames"]
-
-Context = dict[str, torch.Tensor]  # {"context": [b l d], "context_mask": [b l]}
+__all__ = ["encode_prompts", "generate_video", "sample_video", "to_frames"]
 
 
 def encode_prompts(
     text_encoder: Any, prompts: Sequence[str], negative: Sequence[str], device: torch.device | str
 ) -> tuple[Context, Context]:
     """Conditional and unconditional backbone kwargs (``context``, ``context_mask``), padded alike."""
-    from mediadiff.train.data import pack_context
-
     n = len(prompts)
     tokens, mask = pack_context(*text_encoder.encode([*prompts, *negative]))  # [2n l d], [2n l]
     tokens, mask = tokens.to(device), mask.to(device)
     cond = {"context": tokens[:n], "context_mask": mask[:n]}
     uncond = {"context": tokens[n:], "context_mask": mask[n:]}
     return cond, uncond
-
-
-def match_context(cond: Context, uncond: Context) -> tuple[Context, Context]:
-    """Pad the shorter of two contexts with zero tokens (mask False) so both have the same length.
-
-    Backbones honour ``context_mask``, so padding changes no prediction; guidance needs equal shapes
-    to run both in one batch. The batch sizes may differ (an unconditional batch of 1 is broadcast).
-    """
-    length = max(cond["context"].shape[1], uncond["context"].shape[1])
-
-    def pad(ctx: Context) -> Context:
-        tokens, mask = ctx["context"], ctx["context_mask"]  # [b l d], [b l]
-        extra = length - tokens.shape[1]
-        if extra == 0:
-            return ctx
-        tokens = torch.nn.functional.pad(tokens, (0, 0, 0, extra))  # [b length d]
-        mask = torch.nn.functional.pad(mask, (0, extra), value=False)  # [b length]
-        return {"context": tokens, "context_mask": mask}
-
-    return pad(cond), pad(uncond)
 
 
 def to_frames(video: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import errno
 import math
 import os
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -38,6 +37,8 @@ import av
 import numpy as np
 import torch
 from einops import rearrange
+
+from mediadiff.utils import atomic_path
 
 __all__ = [
     "READ_EXTENSIONS",
@@ -656,19 +657,11 @@ def write_video(
     fmt, codec = _pick_codec(ext, codec)
     rate = Fraction(fps).limit_denominator(1001)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         if codec == "gif":
             _write_gif(tmp, video, rate)
         else:
             _write_encoded(tmp, video, rate, fmt, codec, _encoder_options(codec, crf))
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -28,7 +28,6 @@ rounding: batched matrix products sum in another order, which moves a rare pixel
 from __future__ import annotations
 
 import copy
-import functools
 import json
 import os
 import secrets
@@ -45,6 +44,7 @@ import torch
 from einops import rearrange
 
 from mediadiff.diffusion import PREDICTIONS, SAMPLERS, Schedule, build_schedule
+from mediadiff.utils import cpu_bf16_supported
 
 from .generate import sample_video
 
@@ -148,7 +148,7 @@ def _write_grid(path: Path, frames: np.ndarray, gutter: int = 2) -> Path:
     """uint8 clips ``[b f h w 3]`` -> one PNG: row ``i`` holds clip ``i``'s frames left to right."""
     import imageio.v3 as iio
 
-    from mediadiff.nn.pretrained import atomic_write_bytes
+    from mediadiff.utils import atomic_write_bytes
 
     grey = 64
     cells = np.pad(
@@ -254,7 +254,7 @@ class VideoPipeline:
         if self.device.type == "cuda":
             return torch.cuda.is_bf16_supported()
         if self.device.type == "cpu":
-            return _cpu_bf16()
+            return cpu_bf16_supported()
         return False
 
     # ------------------------------------------------------------------------------------ arguments
@@ -328,7 +328,7 @@ class VideoPipeline:
         if hit is not None:
             self._contexts.move_to_end(prompt)
             return hit
-        from mediadiff.train.data import pack_context
+        from mediadiff.text.context import pack_context
 
         tokens, mask = pack_context(*self.text_encoder.encode([prompt]))  # [1 l d], [1 l]
         entry = (tokens[0].to(self.device), mask[0].to(self.device))  # [l d], [l]
@@ -343,7 +343,7 @@ class VideoPipeline:
         Each distinct prompt is encoded once, alone, and kept (the last :data:`CONTEXT_CACHE_SIZE`
         prompts, the unconditional ``""`` among them), so repeated prompts cost no text-encoder time.
         """
-        from mediadiff.train.data import pad_context
+        from mediadiff.text.context import pad_context
 
         parts = [self._encode_one(p) for p in prompts]
         tokens, mask = pad_context([t for t, _ in parts], [m for _, m in parts])  # [b l d], [b l]
@@ -446,7 +446,7 @@ class VideoPipeline:
         (``"float16"``, ``"bfloat16"`` or None for float32) is the storage type of the backbone
         weights; loading always gives float32 modules. The autoencoder keeps its own precision.
         """
-        from mediadiff.train.checkpoint import atomic_write_text, publish_dir
+        from mediadiff.utils import atomic_write_text, publish_dir
 
         folder = Path(folder).expanduser()
         storage = _storage_dtype(dtype)
@@ -576,14 +576,6 @@ class VideoPipeline:
 
 
 # ----------------------------------------------------------------------------------------- helpers
-
-
-@functools.cache
-def _cpu_bf16() -> bool:
-    """Whether this CPU has native bf16 (read from /proc/cpuinfo once)."""
-    from mediadiff.train.precision import cpu_bf16_supported
-
-    return cpu_bf16_supported()
 
 
 def installed_models() -> list[str]:

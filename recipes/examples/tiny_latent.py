@@ -21,7 +21,8 @@ import imageio.v3 as iio
 import torch
 
 from mediadiff.diffusion import FlowSchedule, cfg, randn, sample
-from mediadiff.train import SampleContext, Trainer, config_from_args, pack_context, recipe_parser
+from mediadiff.text import pack_context
+from mediadiff.train import SampleContext, Trainer, config_from_args, recipe_parser
 from mediadiff.train.testing import HashTextEncoder, MovingSquares, TinyAutoencoder, TinyBackbone
 
 PROMPTS = ["a red square moving right", "a blue square moving down"]

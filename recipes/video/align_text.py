@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from tqdm.auto import tqdm
 
 from mediadiff.nn import TokenAdapter, masked_mean
 from mediadiff.train.cache import LatentCache
+from mediadiff.utils import atomic_path
 from mediadiff.video import Shapes
 
 
@@ -169,16 +169,14 @@ def main(argv: list[str] | None = None) -> dict:
         if step % max(1, args.steps // 4) == 0 or step == args.steps:
             rows.append(report(f"step {step}"))
     out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
     meta = {
         "hidden": str(args.hidden),
         "dim": str(tokens.shape[-1]),
         "steps": str(args.steps),
         "cache": args.cache,
     }
-    save_file({k: v.contiguous() for k, v in adapter.state_dict().items()}, str(tmp), metadata=meta)
-    os.replace(tmp, out)  # atomic: a crash leaves the old file or none
+    with atomic_path(out) as tmp:  # a crash leaves the old file or none
+        save_file({k: v.contiguous() for k, v in adapter.state_dict().items()}, str(tmp), metadata=meta)
     tail = max(1, len(losses) // 10)
     summary = {
         "output": str(out),

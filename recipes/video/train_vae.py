@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -33,6 +32,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
+from mediadiff.utils import atomic_write_text, staged_dir
 from mediadiff.video.autoencoder import CausalVideoVAE, VideoAutoencoderConfig
 from mediadiff.video.metrics import psnr
 from mediadiff.video.shapes import Shapes
@@ -176,20 +176,10 @@ def save_checkpoint(out: Path, step: int, model, optimizer, state: dict, keep: i
     """Write ``checkpoints/step_XXXXXXX`` atomically (temp folder, fsync, rename) and prune to ``keep``."""
     root = out / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step_{step:07d}"
-    tmp = root / f".tmp_step_{step:07d}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    model.save_pretrained(tmp)
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
-    for name in ("optimizer.pt", "state.json"):
-        with open(tmp / name, "rb+") as fh:
-            os.fsync(fh.fileno())
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with staged_dir(root / f"step_{step:07d}") as tmp:  # fsynced and renamed into place on success
+        model.save_pretrained(tmp)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
     for old in sorted(root.glob("step_*"))[:-keep]:
         shutil.rmtree(old)
 
@@ -411,13 +401,7 @@ def main(argv: list[str] | None = None) -> dict:
             "command": "python recipes/video/train_vae.py "
             + " ".join(argv if argv is not None else sys.argv[1:]),
         }
-        text = json.dumps(summary, indent=2) + "\n"
-        tmp = final_dir / ".training.json.tmp"
-        with open(tmp, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final_dir / "training.json")
+        atomic_write_text(final_dir / "training.json", json.dumps(summary, indent=2) + "\n")
         log({"event": "final", **summary})
         print(json.dumps(summary, indent=2))
     metrics_file.close()

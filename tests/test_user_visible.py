@@ -1,0 +1,27 @@
+"""What a user sees does not change with the code behind it: the shipped video models give the frames
+recorded in ``tests/data/video_hashes.json`` (by ``tests/golden_video.py``, before the shared-pipeline
+refactor) bit for bit, for the same prompts, seeds and settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mediadiff.utils import cpu_bf16_supported
+from tests.golden_video import CASES, HASHES, frames_hash
+
+RECORD = json.loads(HASHES.read_text())
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_shipped_frames_are_bit_identical(name):
+    case = CASES[name]
+    if case.get("autocast", None) is None and cpu_bf16_supported() != RECORD["cpu_bf16"]:
+        pytest.skip("recorded on a CPU with another bf16 answer: the default precision differs")
+    if torch.__version__ != RECORD["torch"]:
+        pytest.skip(
+            f"recorded with torch {RECORD['torch']}; kernels of torch {torch.__version__} may round otherwise"
+        )
+    assert frames_hash(case) == RECORD["hashes"][name]
