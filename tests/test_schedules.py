@@ -104,6 +104,22 @@ def test_flow_schedule_grid_shift_and_resolution():
     assert FlowSchedule.for_resolution(256).shift == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("spacing", ["linspace", "karras", "exponential"])
+@pytest.mark.parametrize("shift", [0.5, 3.0])
+def test_flow_shift_acts_on_every_spacing_as_s_times_shift(spacing, shift):
+    """Esser et al. 2024, Eq. 23 in the noise level s = t / (1 - t) is s -> shift * s: the shifted
+    grid of every spacing is shift times the unshifted one (the shift was once ignored by karras and
+    exponential grids)."""
+    plain = [lv.s for lv in FlowSchedule().grid(12, spacing)[:-1]]
+    shifted = [lv.s for lv in FlowSchedule(shift=shift).grid(12, spacing)[:-1]]
+    np.testing.assert_allclose(shifted, [shift * s for s in plain], rtol=1e-12)
+    assert all(lv.alpha == pytest.approx(1 - lv.t) for lv in FlowSchedule(shift=shift).grid(12, spacing))
+    # explicit bounds are unshifted levels, as t is for the uniform grid
+    if spacing != "linspace":
+        levels = FlowSchedule(shift=shift).grid(4, spacing, sigma_min=0.1, sigma_max=10.0)
+        assert levels[0].s == pytest.approx(10.0 * shift) and levels[-2].s == pytest.approx(0.1 * shift)
+
+
 def test_explicit_timesteps_and_errors():
     vp = VPSchedule()
     levels = vp.levels([0.9, 0.5, 0.1])

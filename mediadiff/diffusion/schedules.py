@@ -136,6 +136,10 @@ class Schedule:
     def _spaced_ts(self, steps: int, spacing: str) -> list[float]:
         raise NotImplementedError
 
+    def shift_sigmas(self, sigmas: list[float]) -> list[float]:
+        """The schedule's warp of a Karras / exponential grid of noise levels ``s``; none here."""
+        return sigmas
+
     # --- grids ----------------------------------------------------------------------------------
     def level(self, t: float) -> Level:
         """The :class:`Level` at time ``t`` (computed in float64 on the CPU)."""
@@ -172,7 +176,8 @@ class Schedule:
 
         ``spacing``: one of :attr:`spacings` (default :attr:`default_spacing`). ``karras`` and
         ``exponential`` space the variance-exploding level ``s`` between ``sigma_min`` and
-        ``sigma_max`` (default: :meth:`s_range`); ``rho`` is Karras' exponent.
+        ``sigma_max`` (default: :meth:`s_range`), then apply the schedule's :meth:`shift_sigmas`
+        (:class:`FlowSchedule`'s shift); ``rho`` is Karras' exponent.
         """
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
@@ -192,7 +197,7 @@ class Schedule:
                 if spacing == "karras"
                 else exponential_sigmas(lo, hi, steps)
             )
-            return self.levels_from_s(sig)
+            return self.levels_from_s(self.shift_sigmas(sig))
         return self.levels(self._spaced_ts(steps, spacing))
 
     def to_config(self) -> dict:
@@ -317,7 +322,11 @@ class FlowSchedule(Schedule):
 
     ``shift`` warps the sampling grid towards high noise, ``t -> shift * t / (1 + (shift - 1) * t)``
     (Esser et al. 2024, "Scaling Rectified Flow Transformers", Eq. 23); it is the grid's business,
-    not the model's: ``alpha_sigma`` is the plain interpolation at every shift.
+    not the model's: ``alpha_sigma`` is the plain interpolation at every shift. In the noise level
+    ``s = t / (1 - t)`` the warp is ``s -> shift * s``, so every spacing is shifted the same way:
+    the uniform grid in ``t``, and the Karras / exponential grids in ``s`` (whose bounds, default
+    :meth:`s_range` or ``sigma_min`` / ``sigma_max``, are the unshifted ones, as ``t`` is for the
+    uniform grid).
     """
 
     default_spacing = "linspace"
@@ -342,6 +351,11 @@ class FlowSchedule(Schedule):
     def shift_time(self, t: float) -> float:
         """Esser et al. 2024, Eq. 23."""
         return self.shift * t / (1 + (self.shift - 1) * t)
+
+    def shift_sigmas(self, sigmas: list[float]) -> list[float]:
+        """Esser et al. 2024, Eq. 23 in the noise level: ``t' = shift t / (1 + (shift - 1) t)`` with
+        ``s = t / (1 - t)`` gives ``s' = t' / (1 - t') = shift * s``."""
+        return [self.shift * s for s in sigmas]
 
     def alpha_sigma(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         t = t.to(torch.float64)
