@@ -12,10 +12,11 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("cli", "diffusion", "nn", "text", "train", "video")
+_SUBMODULES = ("cli", "diffusion", "eval", "nn", "pipelines", "text", "train", "utils", "video")
 _EXPORTS: dict[str, str] = {
-    "VideoPipeline": "mediadiff.video.pipeline",
-    "VideoOutput": "mediadiff.video.pipeline",
+    "DiffusionPipeline": "mediadiff.pipelines.base",
+    "VideoPipeline": "mediadiff.pipelines.video",
+    "VideoOutput": "mediadiff.pipelines.video",
 }
 
 
@@ -31,4 +32,4 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_SUBMODULES) | set(_EXPORTS))
 
 
-__all__ = ["VideoOutput", "VideoPipeline", "__version__"]
+__all__ = ["DiffusionPipeline", "VideoOutput", "VideoPipeline", "__version__"]

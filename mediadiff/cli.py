@@ -1,4 +1,8 @@
-"""The ``mediadiff`` command: ``info``, ``train RECIPE [recipe args...]``, ``generate video``, ``eval video``.
+"""The ``mediadiff`` command: ``info``, ``train RECIPE [recipe args...]``, ``generate MODALITY``, ``eval MODALITY``.
+
+``generate`` and ``eval`` take their subcommands from the pipeline registry
+(:data:`mediadiff.pipelines.MODALITIES`): each modality's pipeline class supplies its own arguments
+(``add_cli_arguments`` / ``cli_settings``), output formats and evaluation module.
 
 Bad arguments end in one line on stderr (``mediadiff generate video: ...``) and exit code 2, never a
 traceback. Heavy imports (torch, transformers, PyAV) happen inside the commands, so ``mediadiff
@@ -8,14 +12,15 @@ traceback. Heavy imports (torch, transformers, PyAV) happen inside the commands,
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
-import re
 import runpy
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 PACKAGES = (
     "mediadiff",
@@ -133,37 +138,29 @@ class UsageError(Exception):
     """A bad command-line value: printed as one line, exit code 2."""
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"HxW"`` (or ``"S"`` for a square) -> ``(height, width)``; raises UsageError otherwise."""
-    m = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?", text)
-    if not m or int(m.group(1)) < 1 or (m.group(2) is not None and int(m.group(2)) < 1):
-        raise UsageError(
-            f"--size must be HEIGHTxWIDTH in pixels (e.g. 64x64) or one number for a square, got {text!r}"
-        )
-    h = int(m.group(1))
-    return h, int(m.group(2)) if m.group(2) is not None else h
-
-
-def _check_generate_args(args: argparse.Namespace) -> None:
+def _check_generate_args(args: argparse.Namespace, pipeline_cls: Any) -> None:
     """Everything that can be checked before loading a model: output extension, sampler, numbers, device."""
     from .diffusion import SAMPLERS
-    from .video.pipeline import output_extensions
 
     if not args.prompt.strip():
-        raise UsageError('the prompt is empty (describe the clip, e.g. "a yellow triangle moving up")')
+        raise UsageError(f"the prompt is empty (describe what to make, e.g. {pipeline_cls.EXAMPLE_PROMPT!r})")
     ext = Path(args.output).suffix.lower()
-    if ext not in output_extensions():
+    extensions = pipeline_cls.output_extensions()
+    if ext not in extensions:
         raise UsageError(
-            f"-o {args.output}: unsupported extension {ext or '(none)'}; "
-            f"choose from {', '.join(output_extensions())}"
+            f"-o {args.output}: unsupported extension {ext or '(none)'}; choose from {', '.join(extensions)}"
         )
     if args.sampler is not None and args.sampler not in SAMPLERS:
         raise UsageError(f"unknown --sampler {args.sampler!r}; choose from {', '.join(sorted(SAMPLERS))}")
-    for flag, value in (("--steps", args.steps), ("--num-frames", args.num_frames), ("--num", args.num)):
+    for flag, value in (("--steps", args.steps), ("--num", args.num)):
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be >= 1, got {value}")
     if args.cfg is not None and args.cfg < 0:
         raise UsageError(f"--cfg must be >= 0, got {args.cfg}")
+    if args.cfg_rescale is not None and not 0 <= args.cfg_rescale <= 1:
+        raise UsageError(f"--cfg-rescale must be in [0, 1], got {args.cfg_rescale}")
+    if args.cfg_interval is not None and not 0 <= args.cfg_interval[0] <= args.cfg_interval[1] <= 1:
+        raise UsageError(f"--cfg-interval must be LO HI with 0 <= LO <= HI <= 1, got {args.cfg_interval}")
     if args.seed is not None and args.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
     if args.device == "cuda":
@@ -173,96 +170,147 @@ def _check_generate_args(args: argparse.Namespace) -> None:
             raise UsageError("--device cuda: no CUDA device is available; use --device cpu")
 
 
-def cmd_generate_video(args: argparse.Namespace) -> int:
-    """Generate clips with a shipped model or a pipeline folder and write them to ``-o``."""
-    prog = "mediadiff generate video"
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Generate with a shipped model or a pipeline folder of ``args.modality`` and write to ``-o``."""
+    from .pipelines import pipeline_class
+
+    prog = f"mediadiff generate {args.modality}"
+    pipeline_cls = pipeline_class(args.modality)
     try:
-        _check_generate_args(args)
-        height, width = parse_size(args.size) if args.size is not None else (None, None)
-    except UsageError as err:
+        _check_generate_args(args, pipeline_cls)
+        sizes = pipeline_cls.cli_settings(args)
+    except (UsageError, ValueError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     import torch
 
-    from .video.pipeline import DEFAULT_MODEL, VideoPipeline
-
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        pipe = VideoPipeline.from_pretrained(args.model or DEFAULT_MODEL, device=device)
+        pipe = pipeline_cls.from_pretrained(args.model or pipeline_cls.DEFAULT_MODEL, device=device)
     except (FileNotFoundError, ValueError) as err:
         print(f"{prog}: error: --model: {err}", file=sys.stderr)
         return 2
     if args.precision != "auto":
         pipe.autocast = args.precision == "bf16"
     options = {
-        "num_frames": args.num_frames,
-        "height": height,
-        "width": width,
+        **sizes,
         "steps": args.steps,
         "sampler": args.sampler,
         "guidance_scale": args.cfg,
+        "guidance_rescale": args.cfg_rescale,
+        "guidance_interval": None if args.cfg_interval is None else tuple(args.cfg_interval),
     }
     try:
         settings = pipe.resolve(**options)
     except ValueError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
-    out = pipe(
-        args.prompt,
-        negative_prompt=args.negative,
-        seed=args.seed,
-        num_videos=args.num,
-        progress=True,
-        **options,
+    out = pipe.generate(
+        args.prompt, args.negative, seed=args.seed, num_per_prompt=args.num, progress=True, **options
     )
     paths = out.save(args.output)
-    what = (
-        f"{settings['num_frames']} frames {settings['height']}x{settings['width']} at {out.fps:g} fps, "
-        f"{settings['sampler']} {settings['steps']} steps, cfg {settings['guidance_scale']:g}"
-    )
-    if len(paths) == len(out):  # one file per clip
+    what = f"{pipe.describe(settings)}, {settings['sampler']} {settings['steps']} steps, cfg {settings['guidance_scale']:g}"
+    if settings["guidance_rescale"] > 0:
+        what += f" (rescale {settings['guidance_rescale']:g})"
+    if settings["guidance_interval"] != (0.0, 1.0):
+        what += " (t in [{:g}, {:g}])".format(*settings["guidance_interval"])
+    if len(paths) == len(out):  # one file per item
         for path, seed in zip(paths, out.seeds):
             print(f"wrote {path}  (seed {seed}, {what})")
-    else:  # one frame grid of every clip
-        print(f"wrote {paths[0]}  ({len(out)} clips, seeds {out.seeds[0]}..{out.seeds[-1]}, {what})")
+    else:  # one picture of every item
+        print(f"wrote {paths[0]}  ({len(out)} {pipe.ITEM}s, seeds {out.seeds[0]}..{out.seeds[-1]}, {what})")
     return 0
 
 
-def cmd_eval_video(args: argparse.Namespace) -> int:
-    """Hand ``args.eval_args`` to :mod:`mediadiff.video.evaluate` (``add_arguments`` and ``run``)."""
-    return run_eval_video(args.eval_args)
+def run_eval(modality: str, argv: list[str]) -> int:
+    """Parse ``argv`` with the modality's evaluation arguments and run it (imported only now).
 
+    The modality's pipeline names its evaluation module (``EVAL_MODULE``), which has
+    ``add_arguments(parser)`` and ``run(args, load)``; ``load(name_or_folder, device)`` is the
+    pipeline's ``from_pretrained``.
+    """
+    from .pipelines import pipeline_class
 
-def run_eval_video(argv: list[str]) -> int:
-    """Parse ``argv`` with the evaluation module's own arguments and run it (imported only now)."""
-    prog = "mediadiff eval video"
-    import importlib
-
+    prog = f"mediadiff eval {modality}"
+    pipeline_cls = pipeline_class(modality)
+    module_name = pipeline_cls.EVAL_MODULE
     try:
-        evaluate = importlib.import_module("mediadiff.video.evaluate")
+        evaluate = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
-        if err.name != "mediadiff.video.evaluate":
+        if err.name != module_name:
             raise
         print(
-            f"{prog}: error: the video evaluation module (mediadiff.video.evaluate) is not installed",
+            f"{prog}: error: the {modality} evaluation module ({module_name}) is not installed",
             file=sys.stderr,
         )
         return 2
-    parser = ArgumentParser(prog=prog, description="Generate clips for Shapes prompts and measure them.")
+    parser = ArgumentParser(prog=prog, description=pipeline_cls.EVAL_DESCRIPTION)
     evaluate.add_arguments(parser)
     try:
         eval_args = parser.parse_args(argv)
     except SystemExit as exit_:
         return _exit_code(exit_)
-    return evaluate.run(eval_args)
+    return evaluate.run(eval_args, pipeline_cls.from_pretrained)
 
 
 def _exit_code(exit_: SystemExit) -> int:
     return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
 
 
+def add_generate_parser(sub: Any, modality: str, pipeline_cls: Any) -> argparse.ArgumentParser:
+    """``mediadiff generate MODALITY``: the flags every modality shares, then the modality's own
+    (``pipeline_cls.add_cli_arguments``)."""
+    name = pipeline_cls.DEFAULT_MODEL
+    gen = sub.add_parser(
+        modality,
+        help=f"text to {modality} with a shipped model or a pipeline folder",
+        description=pipeline_cls.CLI_DESCRIPTION,
+    )
+    gen.add_argument("prompt", help=f"what to make, e.g. {pipeline_cls.EXAMPLE_PROMPT!r}")
+    gen.add_argument("-o", "--output", required=True, help="output file; the extension picks the format")
+    gen.add_argument(
+        "--model", default=None, help=f"a shipped model name (default: {name}) or a pipeline folder"
+    )
+    gen.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
+    gen.add_argument("--sampler", default=None, help="sampler name, e.g. dpmpp_2m, euler, heun, unipc")
+    gen.add_argument(
+        "--cfg", type=float, default=None, help="classifier-free guidance scale (1: no guidance)"
+    )
+    gen.add_argument(
+        "--cfg-rescale",
+        type=float,
+        default=None,
+        metavar="PHI",
+        help="guidance rescale phi in [0, 1] (Lin et al. 2023; default: the model's, 0)",
+    )
+    gen.add_argument(
+        "--cfg-interval",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("LO", "HI"),
+        help="guide only for t in [LO, HI] (Kynkaanniemi et al. 2024; default: the model's, 0 1)",
+    )
+    gen.add_argument(
+        "--seed", type=int, default=None, help="seed of the first output (default: random, printed)"
+    )
+    pipeline_cls.add_cli_arguments(gen)
+    gen.add_argument("--num", type=int, default=1, help="how many to generate (seeds SEED, SEED+1, ...)")
+    gen.add_argument("--negative", default=None, help="negative prompt (replaces the empty prompt in CFG)")
+    gen.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
+    gen.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32",
+    )
+    gen.set_defaults(func=cmd_generate)
+    return gen
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The ``mediadiff`` parser and its subcommands (building it imports nothing heavy)."""
+    """The ``mediadiff`` parser and its subcommands (building it imports torch through the pipeline classes,
+    nothing heavier: no transformers, no PyAV)."""
     parser = ArgumentParser(prog="mediadiff", description="Text-to-video and text-to-audio diffusion.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     info = sub.add_parser("info", help="versions, device, threads and the bundled text encoder")
@@ -278,61 +326,40 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("recipe_args", nargs=argparse.REMAINDER, help="arguments for the recipe")
     train.set_defaults(func=cmd_train)
 
+    from .pipelines import MODALITIES, pipeline_class
+
     generate = sub.add_parser(
-        "generate", help="generate media from a prompt: mediadiff generate video PROMPT -o x.mp4"
+        "generate", help="generate media from a prompt: mediadiff generate MODALITY PROMPT -o FILE"
     )
     gen_sub = generate.add_subparsers(dest="modality", metavar="MODALITY", required=True)
-    video = gen_sub.add_parser(
-        "video",
-        help="text to video with a shipped model or a pipeline folder",
-        description="Generate clips for a prompt and write them (.mp4, .webm, .gif, .mov, .mkv, or .png for a "
-        "frame grid; with --num N > 1, one file per clip: NAME-0.mp4, NAME-1.mp4, ...).",
+    evaluate = sub.add_parser(
+        "eval", help="evaluate a model: mediadiff eval MODALITY --model NAME|FOLDER ..."
     )
-    video.add_argument("prompt", help='what to show, e.g. "a yellow triangle moving up"')
-    video.add_argument("-o", "--output", required=True, help="output file; the extension picks the format")
-    video.add_argument(
-        "--model", default=None, help="a shipped model name (default: shapes-dit) or a pipeline folder"
-    )
-    video.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's, 20)")
-    video.add_argument("--sampler", default=None, help="sampler name, e.g. dpmpp_2m, euler, heun, unipc")
-    video.add_argument(
-        "--cfg", type=float, default=None, help="classifier-free guidance scale (1: no guidance)"
-    )
-    video.add_argument(
-        "--seed", type=int, default=None, help="seed of the first clip (default: random, printed)"
-    )
-    video.add_argument("--num-frames", type=int, default=None, help="frames per clip (default: the model's)")
-    video.add_argument(
-        "--size", default=None, help="HEIGHTxWIDTH in pixels, e.g. 64x64 (default: the model's)"
-    )
-    video.add_argument("--num", type=int, default=1, help="clips to generate (seeds SEED, SEED+1, ...)")
-    video.add_argument("--negative", default=None, help="negative prompt (replaces the empty prompt in CFG)")
-    video.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
-    video.add_argument(
-        "--precision",
-        choices=("auto", "fp32", "bf16"),
-        default="auto",
-        help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32",
-    )
-    video.set_defaults(func=cmd_generate_video)
-
-    evaluate = sub.add_parser("eval", help="evaluate a model: mediadiff eval video --model NAME|FOLDER ...")
     eval_sub = evaluate.add_subparsers(dest="modality", metavar="MODALITY", required=True)
-    eval_video = eval_sub.add_parser(
-        "video",
-        help="prompt-following accuracy and Frechet distance on Shapes; `mediadiff eval video --help`",
-        add_help=False,
-    )
-    eval_video.add_argument("eval_args", nargs=argparse.REMAINDER, help="arguments of the video evaluation")
-    eval_video.set_defaults(func=cmd_eval_video)
+    for modality in MODALITIES:
+        pipeline_cls = pipeline_class(modality)
+        add_generate_parser(gen_sub, modality, pipeline_cls)
+        if pipeline_cls.EVAL_MODULE is not None:
+            ev = eval_sub.add_parser(
+                modality,
+                help=f"{pipeline_cls.EVAL_DESCRIPTION}; `mediadiff eval {modality} --help`",
+                add_help=False,
+            )
+            ev.add_argument(
+                "eval_args", nargs=argparse.REMAINDER, help=f"arguments of the {modality} evaluation"
+            )
+            ev.set_defaults(func=lambda a: run_eval(a.modality, a.eval_args))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``mediadiff`` command line; returns the exit code (2 for bad arguments)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:2] == ["eval", "video"]:  # every later argument belongs to the evaluation's own parser
-        return run_eval_video(argv[2:])
+    if len(argv) >= 2 and argv[0] == "eval":  # every later argument belongs to the evaluation's own parser
+        from .pipelines import MODALITIES
+
+        if argv[1] in MODALITIES:
+            return run_eval(argv[1], argv[2:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -6,10 +6,12 @@ import types
 import pytest
 import torch
 
-from mediadiff.cli import main, parse_size
+from mediadiff.cli import main
 from mediadiff.diffusion import FlowSchedule
+from mediadiff.pipelines import VideoPipeline
+from mediadiff.pipelines.video import parse_size
 from mediadiff.text import load_text_encoder
-from mediadiff.video import CausalVideoVAE, DiT, VideoPipeline
+from mediadiff.video import CausalVideoVAE, DiT
 from tests.test_pipeline import randomize
 from tests.test_text import tiny_folder
 
@@ -138,15 +140,15 @@ def test_eval_video_hands_its_arguments_to_the_evaluation_module(monkeypatch, ca
         parser.add_argument("--model", default=None)
         parser.add_argument("--num", type=int, default=200)
 
-    def run_eval(args: argparse.Namespace) -> int:
-        seen.update(vars(args))
+    def run_eval(args: argparse.Namespace, load) -> int:
+        seen.update(vars(args), load=load)
         return 0
 
     fake = types.ModuleType("mediadiff.video.evaluate")
     fake.add_arguments, fake.run = add_arguments, run_eval
     monkeypatch.setitem(__import__("sys").modules, "mediadiff.video.evaluate", fake)
     assert main(["eval", "video", "--num", "3", "--model", "m"]) == 0
-    assert seen == {"model": "m", "num": 3}
+    assert seen == {"model": "m", "num": 3, "load": VideoPipeline.from_pretrained}
     code, _, err = run(capsys, "eval", "video", "--bogus")
     assert code == 2 and err.count("\n") == 1 and "unrecognized arguments: --bogus" in err
 

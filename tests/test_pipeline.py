@@ -10,11 +10,14 @@ import torch
 from safetensors import safe_open
 
 from mediadiff.diffusion import SAMPLERS, FlowSchedule, VPSchedule
+from mediadiff.pipelines import VideoOutput, VideoPipeline
 from mediadiff.text import load_text_encoder
 from mediadiff.train.testing import HashTextEncoder
-from mediadiff.video import CausalVideoVAE, DiT, IdentityAutoencoder, UNet3D, VideoOutput, VideoPipeline
-from mediadiff.video.pipeline import DEFAULT_MODEL, SHIPPED_MODELS, installed_models
+from mediadiff.video import CausalVideoVAE, DiT, IdentityAutoencoder, UNet3D
 from tests.test_text import tiny_folder
+
+DEFAULT_MODEL, SHIPPED_MODELS = VideoPipeline.DEFAULT_MODEL, VideoPipeline.SHIPPED_MODELS
+installed_models = VideoPipeline.installed_models
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

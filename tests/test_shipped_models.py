@@ -10,8 +10,10 @@ from mediadiff import VideoPipeline
 from mediadiff.cli import main
 from mediadiff.video.detect import detect, detect_batch, score
 from mediadiff.video.io import probe, read_video
-from mediadiff.video.pipeline import DEFAULT_MODEL, SHIPPED_MODELS, installed_models
 from mediadiff.video.shapes_eval import eval_items
+
+DEFAULT_MODEL, SHIPPED_MODELS = VideoPipeline.DEFAULT_MODEL, VideoPipeline.SHIPPED_MODELS
+installed_models = VideoPipeline.installed_models
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

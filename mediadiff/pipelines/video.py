@@ -1,5 +1,252 @@
-"""Temporary: the video pipeline moves here (issue 12)."""
+"""Text-to-video pipeline: what video adds to :class:`~mediadiff.pipelines.base.DiffusionPipeline`.
 
-from mediadiff.video.pipeline import VideoOutput, VideoPipeline
+:class:`VideoPipeline` supplies video's own parts only: the size settings ``num_frames, height,
+width`` and their latent shape, decoding latents to uint8 frames, :class:`VideoOutput` and its file
+formats, the video backbones and autoencoders of a saved folder, and the shipped text-to-video
+models::
 
-__all__ = ["VideoOutput", "VideoPipeline"]
+    pipe = VideoPipeline.from_pretrained("shapes-dit")
+    out = pipe("a yellow triangle moving up", seed=0)
+    out.save("triangle.mp4")                    # out.frames: uint8 [b f h w 3]
+
+The folder layout, prompt cache, seeds, guidance and sampling are the base class's.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from einops import rearrange
+
+from mediadiff.utils import atomic_write_bytes
+
+from .base import DiffusionPipeline
+
+__all__ = ["IMAGE_EXTENSIONS", "VideoOutput", "VideoPipeline", "output_extensions", "parse_size"]
+
+VIDEO_CHANNELS = 3  # RGB
+IMAGE_EXTENSIONS = (".png",)  # what VideoOutput.save writes as one still frame grid
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"HxW"`` (or ``"S"`` for a square) -> ``(height, width)``; raises ValueError otherwise."""
+    m = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?", text)
+    if not m or int(m.group(1)) < 1 or (m.group(2) is not None and int(m.group(2)) < 1):
+        raise ValueError(
+            f"--size must be HEIGHTxWIDTH in pixels (e.g. 64x64) or one number for a square, got {text!r}"
+        )
+    h = int(m.group(1))
+    return h, int(m.group(2)) if m.group(2) is not None else h
+
+
+def output_extensions() -> tuple[str, ...]:
+    """Every extension :meth:`VideoOutput.save` accepts: the video formats of :mod:`mediadiff.video.io`
+    (.mp4, .mov, .mkv, .webm, .gif) and :data:`IMAGE_EXTENSIONS`."""
+    from mediadiff.video.io import WRITE_FORMATS
+
+    return (*WRITE_FORMATS, *IMAGE_EXTENSIONS)
+
+
+@dataclass
+class VideoOutput:
+    """Generated clips: uint8 ``frames [b f h w 3]``; clip ``i`` came from ``prompts[i]``, ``seeds[i]``."""
+
+    frames: np.ndarray  # [b f h w 3] uint8
+    prompts: list[str]
+    seeds: list[int]
+    fps: float
+
+    def __len__(self) -> int:
+        return self.frames.shape[0]
+
+    def save(self, path: str | os.PathLike) -> list[Path]:
+        """Write the clips to ``path``; the extension picks the format. Returns the paths written.
+
+        - ``.mp4``, ``.webm``, ``.gif`` (and ``.mov``, ``.mkv``): through
+          :func:`mediadiff.video.io.write_video`. One clip is written to ``path`` itself; ``b > 1``
+          clips go to one file each, ``stem-0.mp4``, ``stem-1.mp4``, ... beside ``path``.
+        - ``.png``: one frame grid, one row per clip, frames left to right, 2-pixel grey gutters.
+
+        Every file is written atomically (temporary name in the same folder, fsync, rename).
+        """
+        path = Path(path)
+        ext = path.suffix.lower()
+        if ext not in output_extensions():
+            raise ValueError(
+                f"{path}: cannot write {ext or 'a file without an extension'}; "
+                f"supported: {', '.join(output_extensions())}"
+            )
+        if ext in IMAGE_EXTENSIONS:
+            return [_write_grid(path, self.frames)]
+        from mediadiff.video.io import write_video
+
+        if len(self) == 1:
+            return [write_video(path, self.frames[0], self.fps)]
+        return [
+            write_video(path.with_name(f"{path.stem}-{i}{path.suffix}"), clip, self.fps)
+            for i, clip in enumerate(self.frames)
+        ]
+
+
+def _write_grid(path: Path, frames: np.ndarray, gutter: int = 2) -> Path:
+    """uint8 clips ``[b f h w 3]`` -> one PNG: row ``i`` holds clip ``i``'s frames left to right."""
+    import imageio.v3 as iio
+
+    grey = 64
+    cells = np.pad(
+        frames, ((0, 0), (0, 0), (gutter, 0), (gutter, 0), (0, 0)), constant_values=grey
+    )  # [b f g+h g+w 3]
+    grid = rearrange(cells, "b f h w c -> (b h) (f w) c")  # [b*(g+h) f*(g+w) 3]
+    grid = np.pad(grid, ((0, gutter), (0, gutter), (0, 0)), constant_values=grey)  # [b*(g+h)+g f*(g+w)+g 3]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, iio.imwrite("<bytes>", grid, extension=".png"))
+    return path
+
+
+class VideoPipeline(DiffusionPipeline):
+    """Text-to-video generation from a backbone over latents ``[b c f h w]`` (a
+    :class:`~mediadiff.video.dit.DiT` or :class:`~mediadiff.video.unet3d.UNet3D`), a video
+    autoencoder (:class:`~mediadiff.video.autoencoder.CausalVideoVAE` or ``IdentityAutoencoder``), a
+    text encoder and a schedule. Arguments and attributes are :class:`DiffusionPipeline`'s; ``defaults``
+    also take ``num_frames``, ``height``, ``width`` and ``fps``.
+    """
+
+    modality: ClassVar[str] = "video"
+    SIZE_DEFAULTS: ClassVar[dict[str, int]] = {"num_frames": 17, "height": 64, "width": 64}
+    EXTRA_DEFAULTS: ClassVar[dict[str, Any]] = {"fps": 8}
+    BACKBONES: ClassVar[dict[str, str]] = {"DiT": "mediadiff.video.dit", "UNet3D": "mediadiff.video.unet3d"}
+    SHIPPED_MODELS: ClassVar[dict[str, str]] = {
+        "shapes-dit": "t2v_shapes_dit",  # recipes/video/shapes_dit.py: latent DiT, 17x64x64
+        "shapes-unet3d": "t2v_shapes_unet3d",  # recipes/video/shapes_unet3d.py: pixel UNet3D, 8x32x32
+    }
+    DEFAULT_MODEL: ClassVar[str] = "shapes-dit"
+    ITEM: ClassVar[str] = "clip"
+    EXAMPLE_PROMPT: ClassVar[str] = "a yellow triangle moving up"
+    CLI_DESCRIPTION: ClassVar[str] = (
+        "Generate clips for a prompt and write them (.mp4, .webm, .gif, .mov, .mkv, or .png for a frame grid; "
+        "with --num N > 1, one file per clip: NAME-0.mp4, NAME-1.mp4, ...)."
+    )
+    EVAL_MODULE: ClassVar[str] = "mediadiff.video.evaluate"
+    EVAL_DESCRIPTION: ClassVar[str] = "prompt-following accuracy and Frechet distance on Shapes"
+
+    def check_defaults(self, defaults: dict[str, Any]) -> None:
+        fps = defaults["fps"]
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or fps <= 0:
+            raise ValueError(f"VideoPipeline: defaults['fps'] must be > 0, got {fps!r}")
+
+    def latent_shape(self, settings: dict[str, Any]) -> tuple[int, ...]:
+        """The latent ``(c, f', h', w')`` of a clip of ``num_frames x height x width``, or a ValueError
+        saying what would suit the autoencoder and the backbone."""
+        num_frames, height, width = settings["num_frames"], settings["height"], settings["width"]
+        try:
+            latent = self.autoencoder.latent_shape((1, VIDEO_CHANNELS, num_frames, height, width))[1:]
+        except ValueError as err:
+            raise ValueError(
+                f"VideoPipeline: {num_frames} frames of {height}x{width} do not suit the autoencoder: {err}"
+            ) from None
+        self.check_latent(latent, ("num_frames", "height", "width"), (num_frames, height, width))
+        return tuple(latent)
+
+    def backbone_multiples(self, num_axes: int) -> tuple[int, ...]:
+        """A DiT's ``config.patch``; a U-Net's ``downsample_factor`` in space (when the backbone has no
+        ``size_multiples``); other backbones check their own input."""
+        patch = getattr(getattr(self.backbone, "config", None), "patch", None)
+        if patch is not None:
+            return tuple(int(p) for p in patch)
+        k = getattr(self.backbone, "downsample_factor", None)
+        if k is not None:
+            return (1, int(k), int(k))
+        return super().backbone_multiples(num_axes)
+
+    def decode(
+        self, z: torch.Tensor, settings: dict[str, Any], prompts: list[str], seeds: list[int]
+    ) -> VideoOutput:
+        from mediadiff.video.io import to_uint8
+
+        video = self.autoencoder.decode(z)  # [b 3 f h w]
+        frames = to_uint8(video)  # [b f h w 3]
+        return VideoOutput(frames.numpy(), prompts, seeds, float(self.defaults["fps"]))
+
+    @classmethod
+    def output_extensions(cls) -> tuple[str, ...]:
+        return output_extensions()
+
+    @classmethod
+    def add_cli_arguments(cls, parser: Any) -> None:
+        parser.add_argument(
+            "--num-frames", type=int, default=None, help="frames per clip (default: the model's)"
+        )
+        parser.add_argument(
+            "--size", default=None, help="HEIGHTxWIDTH in pixels, e.g. 64x64 (default: the model's)"
+        )
+
+    @classmethod
+    def cli_settings(cls, args: Any) -> dict[str, Any]:
+        if args.num_frames is not None and args.num_frames < 1:
+            raise ValueError(f"--num-frames must be >= 1, got {args.num_frames}")
+        height, width = parse_size(args.size) if args.size is not None else (None, None)
+        return {"num_frames": args.num_frames, "height": height, "width": width}
+
+    def describe(self, settings: dict[str, Any]) -> str:
+        fps = float(self.defaults["fps"])
+        return f"{settings['num_frames']} frames {settings['height']}x{settings['width']} at {fps:g} fps"
+
+    @classmethod
+    def load_autoencoder(cls, folder: Path, device: torch.device) -> torch.nn.Module:
+        from mediadiff.video.autoencoder import load_autoencoder
+
+        return load_autoencoder(folder, device=device)
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        prompt: str | Sequence[str],
+        negative_prompt: str | Sequence[str] | None = None,
+        num_frames: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        steps: int | None = None,
+        sampler: str | None = None,
+        guidance_scale: float | None = None,
+        seed: int | None = None,
+        num_videos: int = 1,
+        progress: bool = False,
+        guidance_rescale: float | None = None,
+        guidance_interval: tuple[float, float] | None = None,
+    ) -> VideoOutput:
+        """Generate ``num_videos`` clips per prompt.
+
+        prompt: one prompt or a list; clip ``i`` of the output comes from prompt ``i // num_videos``.
+        negative_prompt: replaces the empty prompt as the unconditional context (one for all, or one
+            per prompt).
+        num_frames, height, width, steps, sampler, guidance_scale, guidance_rescale (Lin et al. 2023),
+            guidance_interval (``(t_lo, t_hi)``, Kynkaanniemi et al. 2024): None takes ``self.defaults``.
+        seed: clip ``i`` starts from noise seeded with ``seed + i`` (None: a random seed, reported in
+            ``VideoOutput.seeds``); the same seed gives the same clip (up to float rounding) whether
+            generated alone or in a batch.
+        progress: a tqdm bar over the sampling steps.
+        Returns a :class:`VideoOutput` with uint8 ``frames [b f h w 3]``, ``b = len(prompts) * num_videos``.
+        """
+        return self.generate(
+            prompt,
+            negative_prompt,
+            seed=seed,
+            num_per_prompt=num_videos,
+            count_name="num_videos",
+            progress=progress,
+            num_frames=num_frames,
+            height=height,
+            width=width,
+            steps=steps,
+            sampler=sampler,
+            guidance_scale=guidance_scale,
+            guidance_rescale=guidance_rescale,
+            guidance_interval=guidance_interval,
+        )

@@ -1,0 +1,685 @@
+"""The modality-free pipeline: text encoder and prompt cache, device and precision, folder format, shipped
+models, prompt / seed handling, sampling settings, and one sampling call given a latent shape.
+
+A modality is a small subclass of :class:`DiffusionPipeline` (see :class:`~mediadiff.pipelines.video.
+VideoPipeline`) that says what is its own:
+
+================================  =====================================================================
+class attribute / method          what the subclass supplies
+================================  =====================================================================
+``modality``                      its name in the CLI and the registry (``"video"``)
+``SIZE_DEFAULTS``                 its size settings and their fallbacks (``num_frames``, ``height``...)
+``EXTRA_DEFAULTS``                other saved defaults (``fps``), checked by :meth:`check_defaults`
+``BACKBONES``                     backbone type name -> module that defines it (the folder registry)
+``SHIPPED_MODELS``                shipped model name -> folder under ``mediadiff/weights/``
+``DEFAULT_MODEL``                 the shipped model used when none is named
+``load_autoencoder(folder)``      rebuild the ``autoencoder/`` folder
+``latent_shape(settings)``        the latent ``(c, ...)`` of one item for the resolved size settings
+``decode(z, settings, ...)``      latents -> the modality's output object (e.g. uint8 frames)
+``output_extensions()``           the file formats its output saves to
+``__call__``                      its public signature; forwards to :meth:`generate`
+================================  =====================================================================
+
+Sampling (:meth:`DiffusionPipeline.sample_latents`) is classifier-free guidance (Ho & Salimans 2022,
+Eq. 6) over one batched backbone call, with the guidance rescale of Lin et al. 2023 (Eq. 15-16) and
+the guidance interval of Kynkaanniemi et al. 2024, any sampler of :data:`mediadiff.diffusion.SAMPLERS`,
+noise for item ``i`` from its own CPU generator seeded ``seeds[i]``, so an item is the same alone or
+in a batch and on any device (up to float rounding: batched matrix products sum in another order).
+
+A pipeline folder::
+
+    pipeline.json     {"type": <class name>, "format": 1, "prediction", "schedule", "text_encoder",
+                       "defaults", "info"}
+    backbone/         config.json + model.safetensors (fp32, or fp16 / bf16 to keep shipped weights small)
+    autoencoder/      config.json (+ model.safetensors when it has weights)
+    text_encoder/     a copy of a local text-encoder folder (absent when the reference is "minilm",
+                      the encoder bundled with mediadiff)
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import os
+import secrets
+import shutil
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch
+
+from mediadiff.diffusion import PREDICTIONS, SAMPLERS, Schedule, build_schedule, cfg, randn, sample
+from mediadiff.text.context import Context, match_context, pack_context, pad_context
+from mediadiff.utils import atomic_write_text, cpu_bf16_supported, staged_dir
+
+__all__ = [
+    "CONTEXT_CACHE_SIZE",
+    "FORMAT",
+    "PIPELINE_NAME",
+    "SAMPLING_DEFAULTS",
+    "WEIGHTS_DIR",
+    "DiffusionPipeline",
+    "as_prompts",
+    "sample_latents",
+]
+
+PIPELINE_NAME = "pipeline.json"
+FORMAT = 1  # version of the folder layout; bumped when a reader of the old one would misread the new
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+CONTEXT_CACHE_SIZE = 256  # prompts whose text encoding a pipeline keeps
+TEXT_ENCODER_DIR = "text_encoder"
+STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+SAMPLING_DEFAULTS: dict[str, Any] = {
+    "steps": 20,
+    "sampler": "dpmpp_2m",
+    "guidance_scale": 4.0,
+    "guidance_rescale": 0.0,  # phi of Lin et al. 2023, Eq. 16 (0: plain CFG)
+    "guidance_interval": (0.0, 1.0),  # t range where guidance applies (Kynkaanniemi et al. 2024)
+}
+"""Sampling settings every modality shares; a pipeline's saved ``defaults`` override them key by key."""
+
+P = TypeVar("P", bound="DiffusionPipeline")
+
+
+# ----------------------------------------------------------------------------------------- sampling
+
+
+@torch.inference_mode()
+def sample_latents(
+    backbone: torch.nn.Module,
+    schedule: Schedule,
+    latent: Sequence[int],
+    cond: Context,
+    uncond: Context,
+    *,
+    seeds: Sequence[int],
+    prediction: str = "flow",
+    sampler: str = "dpmpp_2m",
+    steps: int = 20,
+    guidance_scale: float = 4.0,
+    guidance_rescale: float = 0.0,
+    guidance_interval: tuple[float, float] = (0.0, 1.0),
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+    sampler_options: dict[str, Any] | None = None,
+) -> torch.Tensor:
+    """Sample one latent of shape ``latent`` (``(c, ...)``, no batch) per seed from ready text contexts.
+
+    cond: ``{"context": [b l d], "context_mask": [b l]}`` on ``device``; uncond: the same with batch
+    ``b`` or 1 (one unconditional context shared by all items). Item ``i`` starts from noise drawn by a
+    CPU generator seeded with ``seeds[i]``, which then drives the stochastic samplers' fresh noise too,
+    so an item is the same alone or in a batch and on any device. ``guidance_scale`` 1 skips the
+    unconditional pass. Runs under whatever autocast state the caller is in. Returns ``[b c ...]``.
+    """
+    device = torch.device(device)
+    n = len(seeds)
+    if cond["context"].shape[0] != n:
+        raise ValueError(f"sample_latents: {n} seeds but {cond['context'].shape[0]} conditional contexts")
+    cond, uncond = match_context(cond, uncond)
+    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    noise = randn((n, *latent), generators, device=device)  # [b c ...]
+    guided = cfg(
+        backbone, cond, uncond, scale=guidance_scale, rescale=guidance_rescale, interval=guidance_interval
+    )
+    options = {"generator": generators, **(sampler_options or {})}  # deterministic samplers ignore it
+    return sample(
+        guided, noise, schedule, prediction, sampler, steps, progress=progress, **options
+    )  # [b c ...]
+
+
+# ----------------------------------------------------------------------------------------- arguments
+
+
+def as_prompts(value: Any, name: str, who: str, allow_empty: bool = False) -> list[str]:
+    """A prompt or a list of prompts as a non-empty list of strings; ``who`` starts the error message."""
+    prompts = [value] if isinstance(value, str) else value
+    if not isinstance(prompts, (list, tuple)) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ValueError(f"{who}: {name} must be a string or a non-empty list of strings, got {value!r}")
+    if not allow_empty and not all(p.strip() for p in prompts):
+        raise ValueError(f"{who}: {name} must not be empty (the empty prompt is the unconditional one)")
+    return list(prompts)
+
+
+def _positive_int(value: Any, name: str, who: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{who}: {name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _number(value: Any, name: str, who: str, lo: float, hi: float = float("inf")) -> float:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.floating, np.integer))
+    if not ok or not np.isfinite(value) or not lo <= value <= hi:
+        bound = f">= {lo:g}" if hi == float("inf") else f"in [{lo:g}, {hi:g}]"
+        raise ValueError(f"{who}: {name} must be a finite number {bound}, got {value!r}")
+    return float(value)
+
+
+# ----------------------------------------------------------------------------------------- pipeline
+
+
+class DiffusionPipeline:
+    """A text-conditioned diffusion model ready to sample: backbone, autoencoder, text encoder, schedule.
+
+    Args:
+        backbone: ``backbone(x, t, context, context_mask) -> prediction`` over latents ``[b c ...]``
+            (a :class:`~mediadiff.nn.pretrained.ConfigModel`, so it can be saved).
+        autoencoder: ``latent_shape``, ``decode`` (and ``save_pretrained``).
+        text_encoder: ``encode(prompts) -> (tokens [b l d], mask [b l])``, e.g. a
+            :class:`~mediadiff.text.encoder.TextEncoder`.
+        schedule: the schedule the backbone was trained with (``to_config`` for saving).
+        prediction: what the backbone predicts: ``eps | x0 | v | flow``.
+        defaults: saved settings (keys of :data:`SAMPLING_DEFAULTS`, the subclass's ``SIZE_DEFAULTS``
+            and ``EXTRA_DEFAULTS``); missing keys fall back to those.
+        text_encoder_ref: how a saved folder finds the text encoder again: ``"minilm"`` (the encoder
+            bundled with mediadiff) or a local folder (copied into the saved pipeline). None: taken
+            from the encoder's own folder (``text_encoder.path``) when it has one.
+        info: free-form JSON-able dict saved with the pipeline (recipe, steps, training time, eval).
+
+    ``autocast`` (attribute): bf16 autocast while sampling and decoding (True), fp32 (False), or
+    None: bf16 on a CUDA device that supports it and on a CPU with native bf16 (AVX-512 BF16 / AMX),
+    where it measured faster for the shipped models, else fp32.
+    """
+
+    modality: ClassVar[str] = ""
+    SIZE_DEFAULTS: ClassVar[dict[str, int]] = {}
+    EXTRA_DEFAULTS: ClassVar[dict[str, Any]] = {}
+    BACKBONES: ClassVar[dict[str, str]] = {}
+    SHIPPED_MODELS: ClassVar[dict[str, str]] = {}
+    DEFAULT_MODEL: ClassVar[str | None] = None
+    # the command line (mediadiff generate / eval MODALITY)
+    ITEM: ClassVar[str] = "item"  # what one output is called ("clip")
+    EXAMPLE_PROMPT: ClassVar[str] = ""
+    CLI_DESCRIPTION: ClassVar[str] = ""
+    EVAL_MODULE: ClassVar[str | None] = None  # module with add_arguments(parser) and run(args, load)
+    EVAL_DESCRIPTION: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        backbone: torch.nn.Module,
+        autoencoder: torch.nn.Module,
+        text_encoder: Any,
+        schedule: Schedule,
+        *,
+        prediction: str = "flow",
+        defaults: dict[str, Any] | None = None,
+        text_encoder_ref: str | os.PathLike | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        who = type(self).__name__
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"{who}: unknown prediction {prediction!r}; known: {list(PREDICTIONS)}")
+        known = self.default_settings()
+        unknown = sorted(set(defaults or {}) - set(known))
+        if unknown:
+            raise ValueError(f"{who}: unknown defaults {unknown}; known: {sorted(known)}")
+        self.backbone = backbone
+        self.autoencoder = autoencoder
+        self.text_encoder = text_encoder
+        self.schedule = schedule
+        self.prediction = prediction
+        self.defaults: dict[str, Any] = {**known, **(defaults or {})}
+        if isinstance(self.defaults["guidance_interval"], list):  # JSON gives lists
+            self.defaults["guidance_interval"] = tuple(self.defaults["guidance_interval"])
+        self.text_encoder_ref = None if text_encoder_ref is None else str(text_encoder_ref)
+        self.info: dict[str, Any] = dict(info or {})
+        self.autocast: bool | None = None
+        self._contexts: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+
+        context_dim = getattr(getattr(backbone, "config", None), "context_dim", None)
+        text_dim = getattr(text_encoder, "dim", None)
+        if context_dim is not None and text_dim is not None and context_dim != text_dim:
+            raise ValueError(
+                f"{who}: the text encoder gives {text_dim}-d tokens but the backbone takes "
+                f"context_dim={context_dim}"
+            )
+        self.resolve()  # the saved defaults must be valid
+        self.check_defaults(self.defaults)
+
+    @classmethod
+    def default_settings(cls) -> dict[str, Any]:
+        """Every setting a saved pipeline may hold, with its fallback value."""
+        return {**cls.SIZE_DEFAULTS, **SAMPLING_DEFAULTS, **cls.EXTRA_DEFAULTS}
+
+    def check_defaults(self, defaults: dict[str, Any]) -> None:
+        """Check the modality's ``EXTRA_DEFAULTS`` values (the subclass's own rules); raise ValueError."""
+
+    # ------------------------------------------------------------------------------------ device
+
+    @property
+    def device(self) -> torch.device:
+        """Where the backbone (and so sampling) runs."""
+        return next(self.backbone.parameters()).device
+
+    def to(self: P, device: torch.device | str) -> P:
+        """Move backbone, autoencoder and text encoder to ``device``; returns self."""
+        self.backbone.to(device)
+        self.autoencoder.to(device)
+        if hasattr(self.text_encoder, "to"):
+            self.text_encoder.to(device)
+        self._contexts = OrderedDict(
+            (k, (t.to(device), m.to(device))) for k, (t, m) in self._contexts.items()
+        )
+        return self
+
+    def use_bf16(self) -> bool:
+        """Whether sampling runs under bf16 autocast (see the ``autocast`` attribute)."""
+        if self.autocast is not None:
+            return bool(self.autocast)
+        if self.device.type == "cuda":
+            return torch.cuda.is_bf16_supported()
+        if self.device.type == "cpu":
+            return cpu_bf16_supported()
+        return False
+
+    def autocast_context(self) -> Any:
+        """The autocast context of sampling and decoding (see :meth:`use_bf16`)."""
+        return torch.autocast(self.device.type, torch.bfloat16, enabled=self.use_bf16())
+
+    # ------------------------------------------------------------------------------------ settings
+
+    def resolve(self, **settings: Any) -> dict[str, Any]:
+        """Fill unset (None) settings from ``defaults`` and check them; one clear ``ValueError`` each.
+
+        Takes the subclass's size settings (``SIZE_DEFAULTS``) and ``steps``, ``sampler``,
+        ``guidance_scale``, ``guidance_rescale``, ``guidance_interval``; returns all of them resolved.
+        """
+        who = type(self).__name__
+        names = (*self.SIZE_DEFAULTS, *SAMPLING_DEFAULTS)
+        unknown = sorted(set(settings) - set(names))
+        if unknown:
+            raise TypeError(f"{who}.resolve: unknown settings {unknown}; known: {list(names)}")
+        s = {k: self.defaults[k] if settings.get(k) is None else settings[k] for k in names}
+        for name in (*self.SIZE_DEFAULTS, "steps"):
+            s[name] = _positive_int(s[name], name, who)
+        if s["sampler"] not in SAMPLERS:
+            raise ValueError(f"{who}: unknown sampler {s['sampler']!r}; choose from {sorted(SAMPLERS)}")
+        s["guidance_scale"] = _number(s["guidance_scale"], "guidance_scale", who, 0.0)
+        s["guidance_rescale"] = _number(s["guidance_rescale"], "guidance_rescale", who, 0.0, 1.0)
+        interval = s["guidance_interval"]
+        if not isinstance(interval, (tuple, list)) or len(interval) != 2:
+            raise ValueError(f"{who}: guidance_interval must be a pair (lo, hi) of times, got {interval!r}")
+        lo, hi = (_number(v, "guidance_interval", who, 0.0, 1.0) for v in interval)
+        if lo > hi:
+            raise ValueError(f"{who}: guidance_interval must have lo <= hi, got {interval!r}")
+        s["guidance_interval"] = (lo, hi)
+        self.latent_shape(s)  # the size must suit the autoencoder and the backbone
+        return s
+
+    def latent_shape(self, settings: dict[str, Any]) -> tuple[int, ...]:
+        """The latent ``(c, ...)`` of one item for resolved size ``settings``; ValueError if they do not suit."""
+        raise NotImplementedError(f"{type(self).__name__} must define latent_shape")
+
+    def check_latent(self, latent: Sequence[int], axes: Sequence[str], sizes: Sequence[int]) -> None:
+        """Check that each latent axis suits the backbone: a positive multiple of what it needs per axis.
+
+        latent: ``(c, n_1, ...)``; axes / sizes: the setting name and value behind each ``n_i`` (for the
+        message). The backbone says what it needs with ``size_multiples()`` (one int per axis after the
+        channels); a backbone without it checks its own input.
+        """
+        multiples = self.backbone_multiples(len(axes))
+        name = type(self.backbone).__name__
+        for axis, size, lat, m in zip(axes, sizes, latent[1:], multiples):
+            if lat < 1 or lat % m:
+                ratio = size // lat if lat >= 1 and size % lat == 0 else None  # pixels per latent step
+                hint = f"; use a {axis} that is a multiple of {ratio * m}" if ratio else ""
+                raise ValueError(
+                    f"{type(self).__name__}: {axis}={size} gives {lat} latent {axis.replace('num_', '')}, "
+                    f"but the {name} needs a positive multiple of {m}{hint}"
+                )
+
+    def backbone_multiples(self, num_axes: int) -> tuple[int, ...]:
+        """What each latent axis must be a multiple of: the backbone's ``size_multiples()``, else 1s."""
+        get = getattr(self.backbone, "size_multiples", None)
+        multiples = tuple(int(m) for m in get()) if callable(get) else ()
+        return multiples if len(multiples) == num_axes else (1,) * num_axes
+
+    # ------------------------------------------------------------------------------------ text
+
+    def _encode_one(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(tokens [l d], mask [l])`` of one prompt, encoded alone (so independent of any batch), cached."""
+        hit = self._contexts.get(prompt)
+        if hit is not None:
+            self._contexts.move_to_end(prompt)
+            return hit
+        tokens, mask = pack_context(*self.text_encoder.encode([prompt]))  # [1 l d], [1 l]
+        entry = (tokens[0].to(self.device), mask[0].to(self.device))  # [l d], [l]
+        self._contexts[prompt] = entry
+        if len(self._contexts) > CONTEXT_CACHE_SIZE:
+            self._contexts.popitem(last=False)
+        return entry
+
+    def encode(self, prompts: Sequence[str]) -> Context:
+        """Backbone kwargs for ``prompts``: ``{"context": [b l d], "context_mask": [b l]}`` on the device.
+
+        Each distinct prompt is encoded once, alone, and kept (the last :data:`CONTEXT_CACHE_SIZE`
+        prompts, the unconditional ``""`` among them), so repeated prompts cost no text-encoder time.
+        """
+        parts = [self._encode_one(p) for p in prompts]
+        tokens, mask = pad_context([t for t, _ in parts], [m for _, m in parts])  # [b l d], [b l]
+        return {"context": tokens, "context_mask": mask}
+
+    def clear_cache(self) -> None:
+        """Forget the cached text encodings."""
+        self._contexts.clear()
+
+    # ------------------------------------------------------------------------------------ generate
+
+    def prepare(
+        self,
+        prompt: str | Sequence[str],
+        negative_prompt: str | Sequence[str] | None,
+        seed: int | None,
+        num_per_prompt: int,
+        count_name: str = "num",
+    ) -> tuple[list[str], list[int], Context, Context]:
+        """Check the prompts, negative prompts, seed and count; returns ``(prompts, seeds, cond, uncond)``
+        with one entry per generated item (item ``i`` from prompt ``i // num_per_prompt``, seed ``seed + i``).
+
+        ``seed`` None draws a random seed (reported in the seeds). A negative prompt replaces the empty
+        prompt as the unconditional context: one for all prompts, or one per prompt.
+        """
+        who = type(self).__name__
+        prompts = as_prompts(prompt, "prompt", who)
+        if isinstance(num_per_prompt, bool) or not isinstance(num_per_prompt, int) or num_per_prompt < 1:
+            raise ValueError(f"{who}: {count_name} must be a positive integer, got {num_per_prompt!r}")
+        negatives = None
+        if negative_prompt is not None:
+            negatives = as_prompts(negative_prompt, "negative_prompt", who, allow_empty=True)
+            if len(negatives) == 1:
+                negatives = negatives * len(prompts)
+            if len(negatives) != len(prompts):
+                raise ValueError(
+                    f"{who}: {len(prompts)} prompts but {len(negatives)} negative prompts "
+                    "(give one negative prompt, or one per prompt)"
+                )
+        if seed is None:
+            seed = secrets.randbelow(2**31)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"{who}: seed must be a non-negative integer, got {seed!r}")
+        item_prompts = [p for p in prompts for _ in range(num_per_prompt)]
+        seeds = [int(seed) + i for i in range(len(item_prompts))]
+        cond = self.encode(item_prompts)  # [b l d], [b l]
+        if negatives is None:
+            uncond = self.encode([""])  # [1 l d], [1 l]: one unconditional context for every item
+        else:
+            uncond = self.encode([n for n in negatives for _ in range(num_per_prompt)])  # [b l d], [b l]
+        return item_prompts, seeds, cond, uncond
+
+    def sample_latents(
+        self,
+        settings: dict[str, Any],
+        cond: Context,
+        uncond: Context,
+        seeds: Sequence[int],
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """One latent per seed for resolved ``settings`` (:meth:`resolve`), in the caller's autocast."""
+        return sample_latents(
+            self.backbone,
+            self.schedule,
+            self.latent_shape(settings),
+            cond,
+            uncond,
+            seeds=seeds,
+            prediction=self.prediction,
+            sampler=settings["sampler"],
+            steps=settings["steps"],
+            guidance_scale=settings["guidance_scale"],
+            guidance_rescale=settings["guidance_rescale"],
+            guidance_interval=settings["guidance_interval"],
+            device=self.device,
+            progress=progress,
+        )  # [b c ...]
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompt: str | Sequence[str],
+        negative_prompt: str | Sequence[str] | None = None,
+        *,
+        seed: int | None = None,
+        num_per_prompt: int = 1,
+        count_name: str = "num",
+        progress: bool = False,
+        **settings: Any,
+    ) -> Any:
+        """Resolve ``settings``, encode the prompts, sample and decode; returns the subclass's output."""
+        settings = self.resolve(**settings)
+        prompts, seeds, cond, uncond = self.prepare(prompt, negative_prompt, seed, num_per_prompt, count_name)
+        with self.autocast_context():
+            z = self.sample_latents(settings, cond, uncond, seeds, progress)  # [b c ...]
+            return self.decode(z.float(), settings, prompts, seeds)
+
+    def decode(self, z: torch.Tensor, settings: dict[str, Any], prompts: list[str], seeds: list[int]) -> Any:
+        """Latents ``[b c ...]`` -> the modality's output object (inside the sampling autocast)."""
+        raise NotImplementedError(f"{type(self).__name__} must define decode")
+
+    @classmethod
+    def output_extensions(cls) -> tuple[str, ...]:
+        """Every extension the output's ``save`` accepts."""
+        return ()
+
+    # ------------------------------------------------------------------------------------ command line
+
+    @classmethod
+    def add_cli_arguments(cls, parser: Any) -> None:
+        """Add the modality's own ``mediadiff generate`` flags (its size settings) to ``parser``."""
+
+    @classmethod
+    def cli_settings(cls, args: Any) -> dict[str, Any]:
+        """The size settings of parsed ``mediadiff generate`` flags (None: the model's); ValueError if bad."""
+        return {}
+
+    def describe(self, settings: dict[str, Any]) -> str:
+        """The modality's part of the line ``mediadiff generate`` prints for an output (its size)."""
+        return ", ".join(f"{k} {settings[k]}" for k in self.SIZE_DEFAULTS)
+
+    # ------------------------------------------------------------------------------------ save / load
+
+    def save_pretrained(self, folder: str | os.PathLike, dtype: str | torch.dtype | None = None) -> Path:
+        """Write the pipeline to ``folder`` (see the module docstring for the layout); returns it.
+
+        The folder is built under a temporary sibling name, fsynced and renamed into place, so
+        ``folder`` is never half-written (an older ``folder`` is replaced whole). ``dtype``
+        (``"float16"``, ``"bfloat16"`` or None for float32) is the storage type of the backbone
+        weights; loading always gives float32 modules. The autoencoder keeps its own precision.
+        """
+        folder = Path(folder).expanduser()
+        storage = self._storage_dtype(dtype)
+        ref, source = self._text_encoder_source()
+        with staged_dir(folder) as tmp:
+            backbone = self.backbone
+            if storage != torch.float32:
+                backbone = copy.deepcopy(backbone).to(device="cpu", dtype=storage)
+            backbone.save_pretrained(tmp / "backbone")
+            self.autoencoder.save_pretrained(tmp / "autoencoder")
+            if source is not None:
+                _copy_text_encoder(source, tmp / TEXT_ENCODER_DIR)
+            spec = {
+                "type": type(self).__name__,
+                "format": FORMAT,
+                "prediction": self.prediction,
+                "schedule": self.schedule.to_config(),
+                "text_encoder": ref,
+                "defaults": self.defaults,
+                "info": self.info,
+            }
+            atomic_write_text(tmp / PIPELINE_NAME, json.dumps(spec, indent=2) + "\n")
+        return folder
+
+    @classmethod
+    def _storage_dtype(cls, dtype: str | torch.dtype | None) -> torch.dtype:
+        if dtype is None:
+            return torch.float32
+        if isinstance(dtype, torch.dtype) and dtype in STORAGE_DTYPES.values():
+            return dtype
+        if isinstance(dtype, str) and dtype in STORAGE_DTYPES:
+            return STORAGE_DTYPES[dtype]
+        raise ValueError(
+            f"{cls.__name__}.save_pretrained: dtype must be one of {list(STORAGE_DTYPES)} or None, got {dtype!r}"
+        )
+
+    def _text_encoder_source(self) -> tuple[str, Path | None]:
+        """``(reference stored in pipeline.json, folder to copy or None)`` for the text encoder."""
+        from mediadiff.text import default_encoder_path
+
+        who = f"{type(self).__name__}.save_pretrained"
+        own = getattr(self.text_encoder, "path", None)
+        own = Path(own).resolve() if own is not None else None
+        ref = self.text_encoder_ref
+        if ref is None:
+            if own is None:
+                raise ValueError(
+                    f"{who}: the text encoder ({type(self.text_encoder).__name__}) has no folder, so a "
+                    "saved pipeline could not rebuild it; use a TextEncoder "
+                    "(mediadiff.text.load_text_encoder) or pass text_encoder_ref"
+                )
+            ref = "minilm" if own == default_encoder_path().resolve() else str(own)
+        if ref in ("minilm", "all-MiniLM-L6-v2"):
+            if own is not None and own != default_encoder_path().resolve():
+                raise ValueError(
+                    f"{who}: text_encoder_ref is 'minilm' but the text encoder was loaded from {own}"
+                )
+            return "minilm", None
+        source = Path(ref).expanduser().resolve()
+        if not (source / "config.json").is_file():
+            raise ValueError(
+                f"{who}: text_encoder_ref {ref!r} is neither 'minilm' nor a local text-encoder folder "
+                "(with config.json)"
+            )
+        if own is not None and own != source:
+            raise ValueError(
+                f"{who}: text_encoder_ref is {source} but the text encoder was loaded from {own}"
+            )
+        return TEXT_ENCODER_DIR, source
+
+    @classmethod
+    def read_spec(cls, folder: Path) -> dict[str, Any]:
+        """``pipeline.json`` of ``folder``, checked to be this class's, of this format, complete."""
+        spec_path = folder / PIPELINE_NAME
+        try:
+            spec = json.loads(spec_path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{spec_path}: not valid JSON ({err})") from None
+        if not isinstance(spec, dict) or spec.get("type") != cls.__name__:
+            kind = spec.get("type") if isinstance(spec, dict) else None
+            raise ValueError(f"{spec_path}: not a {cls.__name__} (type {kind!r})")
+        if spec.get("format") != FORMAT:
+            raise ValueError(
+                f"{spec_path}: folder format {spec.get('format')!r}; this mediadiff reads format {FORMAT}"
+            )
+        missing = [k for k in ("prediction", "schedule", "text_encoder") if k not in spec]
+        if missing:
+            raise ValueError(f"{spec_path}: missing {missing}")
+        return spec
+
+    @classmethod
+    def from_pretrained(
+        cls: type[P], name_or_folder: str | os.PathLike | None = None, device: torch.device | str = "cpu"
+    ) -> P:
+        """Load a pipeline folder, or a model shipped in the package by name (``SHIPPED_MODELS``;
+        None: ``DEFAULT_MODEL``).
+
+        Modules load in float32, frozen (``requires_grad_(False)``) and in eval mode, on ``device``.
+        Raises ``FileNotFoundError`` naming the shipped models for an unknown name or a missing folder.
+        """
+        folder = cls.resolve_model(cls.DEFAULT_MODEL if name_or_folder is None else name_or_folder)
+        spec = cls.read_spec(folder)
+        device = torch.device(device)
+        backbone = cls.load_backbone(folder / "backbone", device)
+        autoencoder = cls.load_autoencoder(folder / "autoencoder", device)
+        autoencoder.eval().requires_grad_(False)
+        from mediadiff.text import load_text_encoder
+
+        ref = spec["text_encoder"]
+        if ref == TEXT_ENCODER_DIR:
+            text_encoder = load_text_encoder(folder / TEXT_ENCODER_DIR, device=device)
+        elif ref == "minilm":
+            text_encoder = load_text_encoder("minilm", device=device)
+        else:
+            raise ValueError(
+                f"{folder / PIPELINE_NAME}: text_encoder must be 'minilm' or {TEXT_ENCODER_DIR!r}, got {ref!r}"
+            )
+        return cls(
+            backbone,
+            autoencoder,
+            text_encoder,
+            build_schedule(spec["schedule"]),
+            prediction=spec["prediction"],
+            defaults=spec.get("defaults"),
+            text_encoder_ref=ref if ref == "minilm" else None,
+            info=spec.get("info"),
+        )
+
+    @classmethod
+    def load_backbone(cls, folder: Path, device: torch.device) -> torch.nn.Module:
+        """Rebuild the backbone a ``backbone/`` folder names (``BACKBONES``), float32, frozen, in eval mode."""
+        config_path = folder / "config.json"
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{config_path}: missing; the pipeline folder has no backbone")
+        kind = json.loads(config_path.read_text()).get("type")
+        if kind not in cls.BACKBONES:
+            raise ValueError(f"{config_path}: unknown backbone type {kind!r}; known: {sorted(cls.BACKBONES)}")
+        model_cls = getattr(importlib.import_module(cls.BACKBONES[kind]), kind)
+        model = model_cls.from_pretrained(folder, device=device).float()
+        return model.eval().requires_grad_(False)
+
+    @classmethod
+    def load_autoencoder(cls, folder: Path, device: torch.device) -> torch.nn.Module:
+        """Rebuild the ``autoencoder/`` folder on ``device``."""
+        raise NotImplementedError(f"{cls.__name__} must define load_autoencoder")
+
+    # ------------------------------------------------------------------------------------ shipped models
+
+    @classmethod
+    def installed_models(cls) -> list[str]:
+        """Names of ``SHIPPED_MODELS`` whose folders are present in this installation."""
+        return [n for n, sub in cls.SHIPPED_MODELS.items() if (WEIGHTS_DIR / sub / PIPELINE_NAME).is_file()]
+
+    @classmethod
+    def resolve_model(cls, name_or_folder: str | os.PathLike) -> Path:
+        """The pipeline folder of a shipped model name or a folder path; ``FileNotFoundError`` if none."""
+        name = str(name_or_folder)
+        shipped = f"shipped: {cls.installed_models() or 'none installed'}"
+        writer = f"{cls.__name__}.save_pretrained"
+        if name in cls.SHIPPED_MODELS:
+            folder = WEIGHTS_DIR / cls.SHIPPED_MODELS[name]
+            if not (folder / PIPELINE_NAME).is_file():
+                raise FileNotFoundError(
+                    f"model {name!r} is not installed ({folder / PIPELINE_NAME} missing); {shipped}; "
+                    f"or give a folder written by {writer}"
+                )
+            return folder
+        folder = Path(name).expanduser()
+        if folder.is_dir():
+            if not (folder / PIPELINE_NAME).is_file():
+                raise FileNotFoundError(
+                    f"{folder} is not a pipeline folder (no {PIPELINE_NAME}); give a folder written by "
+                    f"{writer}, or a shipped model: {sorted(cls.SHIPPED_MODELS)}"
+                )
+            return folder
+        raise FileNotFoundError(
+            f"model {name!r} not found: neither a shipped model ({shipped}) nor a folder; "
+            f"give a folder written by {writer}"
+        )
+
+    def __repr__(self) -> str:
+        n = sum(p.numel() for p in self.backbone.parameters())
+        return (
+            f"{type(self).__name__}(backbone={type(self.backbone).__name__} {n / 1e6:.2f}M, "
+            f"autoencoder={type(self.autoencoder).__name__}, schedule={self.schedule!r}, "
+            f"prediction={self.prediction!r}, defaults={self.defaults})"
+        )
+
+
+def _copy_text_encoder(source: Path, target: Path) -> None:
+    """Copy the files a text encoder loads from (top-level config, tokenizer and weight files)."""
+    target.mkdir()
+    for p in sorted(source.iterdir()):
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in (".md", ".lock"):
+            shutil.copy2(p, target / p.name)
