@@ -94,6 +94,8 @@ def test_generate_several_clips_sizes_and_negative(model_dir, tmp_path, capsys):
         (["--num-frames", "6"], "video needs 1 + k * 4 frames (1, 5, 9, ...)"),
         (["--size", "12x16"], "height=12 gives 3 latent height, but the DiT needs a positive multiple of 2"),
         (["--cfg", "-1"], "--cfg must be >= 0"),
+        (["--cfg-rescale", "2"], "--cfg-rescale must be in [0, 1]"),
+        (["--cfg-interval", "0.9", "0.1"], "--cfg-interval must be LO HI with 0 <= LO <= HI <= 1"),
         (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
         (["--model", "no/such/folder"], "model 'no/such/folder' not found"),
         (["--model", "shapes-nope"], "model 'shapes-nope' not found"),
@@ -125,6 +127,21 @@ def test_generate_on_cuda(model_dir, tmp_path, capsys):
                        "--model", str(model_dir), "--device", "cuda", "--seed", "0")  # fmt: skip
     assert code == 0, err
     assert (tmp_path / "c.mp4").stat().st_size > 0
+
+
+def test_guidance_rescale_and_interval_flags(model_dir, tmp_path, capsys):
+    target = tmp_path / "r.mp4"
+    code, out, err = run(capsys, "generate", "video", "a red ball", "-o", str(target), "--model", str(model_dir),
+                         "--seed", "4", "--cfg-rescale", "0.7", "--cfg-interval", "0.2", "0.9")  # fmt: skip
+    assert code == 0, err
+    assert "cfg 4 (rescale 0.7) (t in [0.2, 0.9])" in out
+    from mediadiff.video.io import read_video
+
+    pipe = VideoPipeline.from_pretrained(model_dir)
+    frames = pipe("a red ball", seed=4, guidance_rescale=0.7, guidance_interval=(0.2, 0.9)).frames[0]
+    plain = pipe("a red ball", seed=4).frames[0]
+    back = read_video(target).astype(float)
+    assert abs(back - frames).mean() < abs(back - plain).mean()  # the file holds the rescaled clip
 
 
 def test_parse_size():
