@@ -112,7 +112,7 @@ def test_an_interrupted_or_damaged_cache_is_detected_and_never_used(tmp_path):
     p_crash = {**p, "dataset": Crashing(p["dataset"], at=9)}
     with pytest.raises(RuntimeError, match="worker died"):
         LatentCache.build(path, p_crash["dataset"], autoencoder=p["autoencoder"], text_encoder=p["text_encoder"],
-                          progress=False, batch_size=2, shard_size=2, fingerprint={"v": 1})  # fmt: skip
+                          progress=False, batch_size=2, shard_size=2, fingerprint={"v": 1}, data_key="video")  # fmt: skip
     assert not path.exists() and not list(tmp_path.iterdir())  # nothing half-written is left in place
     # a hard crash (no cleanup) leaves a temporary folder; a folder without meta.json is incomplete
     cache = open_or_build(path, p)
@@ -134,3 +134,28 @@ def test_an_interrupted_or_damaged_cache_is_detected_and_never_used(tmp_path):
     torch.testing.assert_close(repaired[5]["latent"], cache[5]["latent"])
     rebuilt = open_or_build(broken, p)
     assert rebuilt.key == cache.key
+
+
+def test_the_data_key_is_named_by_the_dataset_or_the_caller_never_assumed(tmp_path):
+    class Plain(torch.utils.data.Dataset):  # no data_key attribute: the caller must name it
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return {"audio": torch.zeros(2, 8), "text": "a tone"}
+
+    with pytest.raises(ValueError, match=r"name the data key of Plain.*keys \['audio', 'text'\]"):
+        LatentCache.build(tmp_path / "a", Plain(), autoencoder=None, text_encoder=None, progress=False)
+    with pytest.raises(KeyError, match=r"Plain items have no 'video' \(keys: \['audio', 'text'\]\)"):
+        LatentCache.build(tmp_path / "b", Plain(), autoencoder=None, text_encoder=None, data_key="video")
+    cache = LatentCache.build(tmp_path / "c", Plain(), autoencoder=None, text_encoder=None, data_key="audio",
+                              progress=False)  # fmt: skip
+    assert cache.meta["fingerprint"]["data_key"] == "audio" and cache[0]["latent"].shape == (2, 8)
+    config = TrainConfig(output_dir=str(tmp_path / "run"), max_steps=1, batch_size=2, mixed_precision="no")
+    model = TinyBackbone(channels=2, width=8, depth=1, context_dim=None, dims=1)
+    with pytest.raises(ValueError, match="pass data_key="):
+        Trainer(model, FlowSchedule(), Plain(), config, prediction="flow")
+    trainer = Trainer(model, FlowSchedule(), Plain(), config, prediction="flow", data_key="audio")
+    assert trainer.data_key == "audio" and trainer.fit()["step"] == 1
+    # a cache given as the dataset: its items are latents, the key is the one it was built with
+    assert Trainer(model, FlowSchedule(), cache, config, prediction="flow").data_key == "audio"

@@ -1,15 +1,15 @@
 """Precomputed autoencoder latents and text embeddings, on disk in safetensors shards.
 
-Encoding clips and captions is often the most expensive part of a training step and gives the same
+Encoding the data and its captions is often the most expensive part of a training step and gives the same
 answer every epoch, so it is done once::
 
-    cache = LatentCache.open_or_build("cache/shapes", dataset, autoencoder=vae, text_encoder=te)
-    item = cache[0]   # {"latent": [c' f' h' w'], "tokens": [l d], "mask": [l]}
+    cache = LatentCache.open_or_build("cache/run", dataset, autoencoder=ae, text_encoder=te, data_key="x")
+    item = cache[0]   # {"latent": [c ...], "tokens": [l d], "mask": [l]}
 
 A cache is keyed by a fingerprint of everything that produced it: the autoencoder (class, config
 including latent scale and shift, a hash of its weights), the text encoder (its ``fingerprint()``),
 the dataset (class, length, config or ``fingerprint()``, and a content hash of probe items, which
-also pins frames / size / sample rate), the data key and the recipe's extra values. Opening a cache
+also pins the data's shape: lengths, sizes, rates), the data key and the recipe's extra values. Opening a cache
 whose fingerprint differs names the parts that differ and either rebuilds it or refuses; it is never
 used silently. A build writes into a temporary folder and renames it into place when every shard is
 on disk, and ``meta.json`` lists each shard's size, so a crashed or truncated build is detected.
@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from mediadiff.text.context import encode_context, pad_context
 from mediadiff.utils import publish_dir
 
-from .data import collate_raw
+from .data import collate_raw, resolve_data_key
 
 __all__ = [
     "CACHE_VERSION",
@@ -161,8 +161,8 @@ def dataset_fingerprint(dataset: Any, data_key: str, probes: int = 3) -> dict[st
     """Identity of a dataset without reading all of it.
 
     Class, length, its ``fingerprint()`` or config when it has one, and a sha256 of ``probes`` items
-    spread over the dataset (their data tensor bytes, shape and caption): a change of frames, size,
-    sample rate, files or captions changes it.
+    spread over the dataset (their data tensor bytes, shape and caption): a change of the
+    data's shape, its files or captions changes it.
     """
     n = len(dataset)
     if n == 0:
@@ -178,7 +178,10 @@ def dataset_fingerprint(dataset: Any, data_key: str, probes: int = 3) -> dict[st
     for i in sorted({round(k * (n - 1) / max(1, probes - 1)) for k in range(probes)}):
         item = dataset[i]
         if data_key not in item:
-            raise KeyError(f"dataset items have no {data_key!r} (keys: {sorted(item)}); set data_key")
+            raise KeyError(
+                f"{type(dataset).__name__} items have no {data_key!r} (keys: {sorted(item)}); "
+                "pass the data_key they have"
+            )
         x = item[data_key]
         shapes.append(list(x.shape))
         h.update(f"{i}|{x.dtype}|{list(x.shape)}|{item.get('text', '')}|".encode())
@@ -193,10 +196,15 @@ def cache_fingerprint(
     *,
     autoencoder: Any | None,
     text_encoder: Any | None,
-    data_key: str = "video",
+    data_key: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """All parts of a cache's identity (see the module docstring)."""
+    """All parts of a cache's identity (see the module docstring).
+
+    data_key: the tensor of the dataset's items (None: the dataset's ``data_key``, see
+    :func:`~mediadiff.train.data.resolve_data_key`).
+    """
+    data_key = resolve_data_key(dataset, data_key)
     return {
         "version": CACHE_VERSION,
         "data_key": data_key,
@@ -327,7 +335,7 @@ class LatentCache(Dataset):
         *,
         autoencoder: Any | None,
         text_encoder: Any | None,
-        data_key: str = "video",
+        data_key: str | None = None,
         extra: dict[str, Any] | None = None,
         fingerprint: dict[str, Any] | None = None,
         batch_size: int = 8,
@@ -341,8 +349,10 @@ class LatentCache(Dataset):
 
         ``autoencoder.encode`` and ``text_encoder.encode`` run on ``device`` in batches of
         ``batch_size`` without gradients; ``shard_size`` items go in each safetensors file.
+        ``data_key``: the tensor of the items (None: the dataset's own ``data_key``).
         """
         path = Path(path)
+        data_key = resolve_data_key(dataset, data_key)
         if fingerprint is None:
             fingerprint = cache_fingerprint(
                 dataset, autoencoder=autoencoder, text_encoder=text_encoder, data_key=data_key, extra=extra
@@ -395,7 +405,7 @@ class LatentCache(Dataset):
         *,
         autoencoder: Any | None,
         text_encoder: Any | None,
-        data_key: str = "video",
+        data_key: str | None = None,
         extra: dict[str, Any] | None = None,
         on_mismatch: str = "rebuild",
         is_main_process: bool = True,
@@ -412,6 +422,7 @@ class LatentCache(Dataset):
         """
         if on_mismatch not in ("rebuild", "error"):
             raise ValueError(f"on_mismatch must be 'rebuild' or 'error', got {on_mismatch!r}")
+        data_key = resolve_data_key(dataset, data_key)
         fingerprint = cache_fingerprint(
             dataset, autoencoder=autoencoder, text_encoder=text_encoder, data_key=data_key, extra=extra
         )

@@ -19,6 +19,7 @@ __all__ = [
     "ResumableSampler",
     "collate_cached",
     "collate_raw",
+    "resolve_data_key",
 ]
 
 
@@ -85,13 +86,34 @@ class ResumableSampler(Sampler[int]):
         return (self.samples_per_epoch - self.offset) // self.world_size
 
 
+def resolve_data_key(dataset: Any, data_key: str | None = None) -> str:
+    """The key of the tensor in ``dataset``'s items: ``data_key`` when given, else ``dataset.data_key``.
+
+    There is no default: the recipe or the dataset names it (a video dataset ``"video"``, an audio one
+    ``"audio"``). Neither given is a ``ValueError`` that names the keys the items have.
+    """
+    key = data_key if data_key is not None else getattr(dataset, "data_key", None)
+    if key is None:
+        try:
+            keys = f"its items have the keys {sorted(dataset[0])}"
+        except Exception as err:
+            keys = f"its first item could not be read ({type(err).__name__}: {err})"
+        raise ValueError(
+            f"name the data key of {type(dataset).__name__}: pass data_key=... (the recipe) or give the "
+            f"dataset a data_key attribute; {keys}"
+        )
+    if not isinstance(key, str):
+        raise TypeError(f"data_key must be a string, got {type(key).__name__} {key!r}")
+    return key
+
+
 def collate_raw(items: Sequence[dict[str, Any]], key: str) -> dict[str, Any]:
     """Batch raw dataset items: ``{"data": [b ...] stacked items[key], "text": [b] captions}``."""
     if not items:
         raise ValueError("cannot collate an empty batch")
     if key not in items[0]:
         raise KeyError(
-            f"dataset items have no {key!r} (keys: {sorted(items[0])}); set the trainer's data_key"
+            f"dataset items have no {key!r} (keys: {sorted(items[0])}); pass the data_key they have"
         )
     data = torch.stack([it[key] for it in items])  # [b ...]
     return {"data": data, "text": [str(it.get("text", "")) for it in items]}

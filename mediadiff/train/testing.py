@@ -4,7 +4,9 @@ In the spirit of ``accelerate.test_utils``: each one is a working model of its k
 train on a CPU in seconds, and exactly the shape of contract the full-size parts of mediadiff fill.
 
 - :class:`MovingSquares` - clips ``[3 f h w]`` in [-1, 1] of a coloured square moving in a
-  direction, captioned ("a red square moving left"); deterministic per index.
+  direction, captioned ("a red square moving left"); deterministic per index; ``data_key = "video"``.
+- :class:`Bumps` - 1-D signals ``[c l]`` of one bump, captioned by its sign and place ("a high bump
+  on the left"); deterministic per index; ``data_key = "signal"``.
 - :class:`TinyAutoencoder` - a strided 3D-conv autoencoder, ``encode``/``decode``/``latent_shape``
   and a ``config`` with the latent scale and shift.
 - :class:`HashTextEncoder` - a tokenizer-free text encoder: words hashed (crc32) into an embedding
@@ -19,13 +21,13 @@ import hashlib
 import math
 import zlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-__all__ = ["HashTextEncoder", "MovingSquares", "TinyAutoencoder", "TinyBackbone"]
+__all__ = ["Bumps", "HashTextEncoder", "MovingSquares", "TinyAutoencoder", "TinyBackbone"]
 
 COLOURS = {
     "red": (1.0, -1.0, -1.0),
@@ -42,6 +44,8 @@ class MovingSquares(Dataset):
 
     Item ``i``: ``{"video": [3 f h w] float in [-1, 1], "text": "a <colour> square moving <direction>"}``.
     """
+
+    data_key = "video"  # the tensor of the items (what the trainer and the cache read)
 
     def __init__(
         self, num_items: int = 64, num_frames: int = 8, size: int = 16, square: int = 4, seed: int = 0
@@ -77,6 +81,42 @@ class MovingSquares(Dataset):
             yf, xf = (y + dy * f) % (span + 1), (x + dx * f) % (span + 1)
             video[:, f, yf : yf + self.square, xf : xf + self.square] = rgb
         return {"video": video, "text": f"a {colour} square moving {direction}"}
+
+
+class Bumps(Dataset):
+    """``num_items`` 1-D signals with one bump, high or low, at the left, middle or right.
+
+    Item ``i``: ``{"signal": [c l] float, "text": "a high bump on the left"}`` (or low; or in the
+    middle, on the right): a Gaussian bump (width ``length / 16``, its place jittered by ``length / 32``) of sign +1 or -1,
+    scaled by ``(k + 1) / c`` in channel ``k``, plus noise of std 0.05. The six captions cycle with
+    the index; everything else is drawn from ``(seed, index)``.
+    """
+
+    data_key = "signal"
+    SIGNS: ClassVar[dict[str, float]] = {"high": 1.0, "low": -1.0}
+    PLACES: ClassVar[dict[str, float]] = {"on the left": 0.2, "in the middle": 0.5, "on the right": 0.8}
+
+    def __init__(self, num_items: int = 64, channels: int = 2, length: int = 32, seed: int = 0):
+        if length < 8 or channels < 1:
+            raise ValueError(f"Bumps needs length >= 8 and channels >= 1, got {length}, {channels}")
+        self.config = {"num_items": num_items, "channels": channels, "length": length, "seed": seed}
+        self.num_items, self.channels, self.length, self.seed = self.config.values()
+
+    def __len__(self) -> int:
+        return self.num_items
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < self.num_items:
+            raise IndexError(f"Bumps index {index} out of range [0, {self.num_items})")
+        g = torch.Generator().manual_seed(self.seed * 100_003 + index)
+        sign = list(self.SIGNS)[index % len(self.SIGNS)]
+        place = list(self.PLACES)[(index // len(self.SIGNS)) % len(self.PLACES)]
+        centre = self.PLACES[place] * self.length + (torch.rand((), generator=g) - 0.5) * self.length / 16
+        x = torch.arange(self.length, dtype=torch.float32)  # [l]
+        bump = self.SIGNS[sign] * torch.exp(-0.5 * ((x - centre) / (self.length / 16)) ** 2)  # [l]
+        gains = torch.arange(1, self.channels + 1, dtype=torch.float32)[:, None] / self.channels  # [c 1]
+        signal = gains * bump + 0.05 * torch.randn(self.channels, self.length, generator=g)  # [c l]
+        return {"signal": signal, "text": f"a {sign} bump {place}"}
 
 
 class TinyAutoencoder(nn.Module):

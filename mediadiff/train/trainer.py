@@ -1,7 +1,7 @@
 """One trainer for every modality, on ``accelerate``.
 
-The trainer knows tensors, not media: a dataset item holds a tensor under ``data_key`` (``video``,
-``audio``, ...) and a caption under ``text``; an optional autoencoder turns the tensor into latents and
+The trainer knows tensors, not media: a dataset item holds a tensor under its data key (which the
+recipe or the dataset names) and a caption under ``text``; an optional autoencoder turns the tensor into latents and
 an optional text encoder turns captions into context tokens; the backbone is trained with
 :func:`mediadiff.diffusion.diffusion_loss`. What a sample looks like on disk is the recipe's business:
 it hands in a ``sample_fn`` that writes files.
@@ -55,7 +55,7 @@ from .checkpoint import (
     set_rng_state,
 )
 from .config import TrainConfig
-from .data import ResumableSampler, collate_cached, collate_raw
+from .data import ResumableSampler, collate_cached, collate_raw, resolve_data_key
 from .memory import GIB, ActivationEstimate, DryRunReport, count_parameters, total_memory_bytes
 from .precision import resolve_mixed_precision
 
@@ -74,6 +74,7 @@ class SampleContext:
     step: int
     out_dir: Path  # <output_dir>/samples/step-XXXXXXXX, already created
     device: torch.device
+    mixed_precision: str = "no"  # the run's precision (no | bf16 | fp16); sample_fn runs under its autocast
 
 
 def ema_decay_at(updates: int, decay: float, warmup: bool = True) -> float:
@@ -136,6 +137,8 @@ class Trainer:
     schedule / prediction: the diffusion process and what the model predicts (``eps | x0 | v | flow``).
     dataset: a map-style dataset of dicts with a tensor under ``data_key`` and a caption under
         ``text``, or a :class:`~mediadiff.train.cache.LatentCache`.
+    data_key: the key of that tensor; None: the dataset's own ``data_key`` attribute (no default:
+        the recipe or the dataset names it; see :func:`~mediadiff.train.data.resolve_data_key`).
     autoencoder: ``encode(x) -> z`` (normalised latents); None trains on the data itself.
     text_encoder: ``encode(prompts) -> (tokens [b l d], mask [b l])``; None trains unconditionally.
     cache_dir: precompute latents and text embeddings there once (built on first use, rebuilt or
@@ -154,7 +157,7 @@ class Trainer:
         config: TrainConfig,
         *,
         prediction: str,
-        data_key: str = "video",
+        data_key: str | None = None,
         autoencoder: Any | None = None,
         text_encoder: Any | None = None,
         cache_dir: str | os.PathLike | None = None,
@@ -171,7 +174,10 @@ class Trainer:
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.config = config
         self.schedule, self.prediction = schedule, prediction
-        self.data_key = data_key
+        if isinstance(dataset, LatentCache):  # items are latents already; the key is the cache's
+            self.data_key = data_key or dataset.meta["fingerprint"].get("data_key")
+        else:
+            self.data_key = resolve_data_key(dataset, data_key)
         self.t_sampler, self.weighting, self.loss_kwargs = t_sampler, weighting, dict(loss_kwargs or {})
         self.sample_fn = sample_fn
         self.out = Path(config.output_dir)
@@ -575,7 +581,9 @@ class Trainer:
             model.eval()
             devices = [self.device.index or 0] if self.device.type == "cuda" else []
             with torch.random.fork_rng(devices=devices), torch.no_grad(), self.accelerator.autocast():
-                result = self.sample_fn(SampleContext(model, self.step, out_dir, self.device))
+                result = self.sample_fn(
+                    SampleContext(model, self.step, out_dir, self.device, self.mixed_precision)
+                )
             model.train(was_training)
             measured: dict[str, Any] = {}
             if isinstance(result, dict):  # {"paths": [...], "metrics": {...}}: a periodic evaluation
