@@ -1,4 +1,5 @@
-"""A factorised space-time U-Net for video diffusion (pixel space or latents).
+"""A factorised space-time U-Net for video diffusion (pixel space or latents): the 3-D configuration
+of :class:`mediadiff.nn.unet.UNet`.
 
 Layout ``[b c f h w]``. Every residual block runs a 2-D spatial then a 1-D temporal convolution
 (Make-A-Video, Singer et al. 2022, Sec. 3.2; Video Diffusion Models, Ho et al. 2022, Sec. 3), with
@@ -6,7 +7,8 @@ the timestep and pooled text injected by AdaGN (Dhariwal & Nichol 2021, Sec. 3).
 resolutions it adds per-frame spatial self-attention with cross-attention to text tokens, and
 per-pixel temporal self-attention over frames with frame-index position embeddings. The U-Net
 downsamples space only, so any frame count works; height and width must divide by
-``2 ** (len(channel_mult) - 1)``.
+``2 ** (len(channel_mult) - 1)``. The levels, skips and resampling are the skeleton's; this file
+chooses the factorised convolutions, the space/time attention per level and the coordinate channels.
 """
 
 from __future__ import annotations
@@ -14,28 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from einops import rearrange, repeat
 from torch import nn
 
 from mediadiff.nn import (
-    AttentionPool,
-    ConfigModel,
-    Downsample,
     FactorizedConv3d,
-    FixedStandardize,
     ResBlock,
-    TimestepEmbedding,
-    TokenAdapter,
-    TransformerBlock,
-    Upsample,
-    check_backbone_inputs,
-    checkpoint,
-    group_norm,
-    pool_context,
     sinusoidal_embedding,
     zero_module,
 )
+from mediadiff.nn.unet import AxisAttention, UNet, check_unet_config
 
 __all__ = ["PRESETS", "SpatialAttention", "TemporalAttention", "UNet3D", "UNet3DConfig", "space_time_coords"]
 
@@ -65,23 +54,7 @@ class UNet3DConfig:
     gradient_checkpointing: bool = False  # recompute each stage in the backward pass to save memory
 
     def __post_init__(self) -> None:
-        if self.context_pool not in ("mean", "attention"):
-            raise ValueError(
-                f"UNet3DConfig.context_pool must be 'mean' or 'attention', got {self.context_pool!r}"
-            )
-        levels = len(self.channel_mult)
-        if levels < 1 or any(m < 1 for m in self.channel_mult):
-            raise ValueError(f"UNet3DConfig.channel_mult must be positive ints, got {self.channel_mult}")
-        for name in ("attention_levels", "temporal_attention_levels"):
-            if len(getattr(self, name)) != levels:
-                raise ValueError(
-                    f"UNet3DConfig.{name} needs one flag per level ({levels}), got {getattr(self, name)}"
-                )
-        for mult in self.channel_mult:
-            if (self.channels * mult) % self.head_dim:
-                raise ValueError(
-                    f"UNet3DConfig: level width {self.channels * mult} is not divisible by head_dim {self.head_dim}"
-                )
+        check_unet_config(self, ("attention_levels", "temporal_attention_levels"))
 
 
 PRESETS: dict[str, UNet3DConfig] = {
@@ -106,55 +79,33 @@ PRESETS: dict[str, UNet3DConfig] = {
 }
 
 
-class SpatialAttention(nn.Module):
+class SpatialAttention(AxisAttention):
     """Per-frame attention: tokens are the ``h*w`` pixels of each frame; self-attention, cross-attention to
     the text tokens, MLP (the spatial transformer of latent diffusion, Rombach et al. 2022, Sec. 3.3).
     Residual, with a zero-initialised output projection."""
 
     def __init__(self, channels: int, head_dim: int, context_dim: int, mlp_ratio: float, groups: int) -> None:
-        super().__init__()
-        self.norm = group_norm(channels, groups)
-        self.proj_in = nn.Linear(channels, channels)
-        self.block = TransformerBlock(
-            channels, channels // head_dim, context_dim=context_dim, mlp_ratio=mlp_ratio, qk_norm=True
+        super().__init__(
+            3, channels, head_dim, axes=(1, 2), context_dim=context_dim, mlp_ratio=mlp_ratio, groups=groups
         )
-        self.proj_out = zero_module(nn.Linear(channels, channels))
-
-    def forward(
-        self, x: torch.Tensor, context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """x: [b c f h w], context: [b l d], context_mask: [b l] -> [b c f h w]."""
-        b, _, f, h, w = x.shape
-        y = rearrange(self.norm(x), "b c f h w -> (b f) (h w) c")  # [b*f h*w c]
-        if context is not None:
-            context = repeat(context, "b l d -> (b f) l d", f=f)  # [b*f l d]
-            if context_mask is not None:
-                context_mask = repeat(context_mask, "b l -> (b f) l", f=f)  # [b*f l]
-        y = self.proj_out(self.block(self.proj_in(y), context, context_mask))  # [b*f h*w c]
-        return x + rearrange(y, "(b f) (h w) c -> b c f h w", b=b, h=h, w=w)
 
 
-class TemporalAttention(nn.Module):
+class TemporalAttention(AxisAttention):
     """Per-pixel attention over frames (Ho et al. 2022, "Video Diffusion Models", Sec. 3), with a frame-index
     embedding: sin-cos features of the frame index through a learned linear layer, added to the tokens,
     so any number of frames works. Residual, with a zero-initialised output projection."""
 
     def __init__(self, channels: int, head_dim: int, mlp_ratio: float, groups: int) -> None:
-        super().__init__()
-        self.norm = group_norm(channels, groups)
-        self.proj_in = nn.Linear(channels, channels)
-        self.frame_embed = nn.Linear(channels, channels)
-        self.block = TransformerBlock(channels, channels // head_dim, mlp_ratio=mlp_ratio, qk_norm=True)
-        self.proj_out = zero_module(nn.Linear(channels, channels))
+        super().__init__(3, channels, head_dim, axes=(0,), mlp_ratio=mlp_ratio, groups=groups)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [b c f h w] -> [b c f h w]."""
-        _, c, f, h, w = x.shape
-        y = rearrange(self.norm(x), "b c f h w -> (b h w) f c")  # [b*h*w f c]
+    def init_positions(self, channels: int) -> None:
+        self.frame_embed = nn.Linear(channels, channels)
+
+    def embed_positions(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """y: [b*h*w f c] tokens of x: [b c f h w] -> [b*h*w f c] plus the frame-index embedding."""
+        _, c, f = x.shape[:3]
         frames = sinusoidal_embedding(torch.arange(f, device=x.device), c).to(y.dtype)  # [f c]
-        y = self.proj_in(y) + self.frame_embed(frames)  # [b*h*w f c]
-        y = self.proj_out(self.block(y))  # [b*h*w f c]
-        return x + rearrange(y, "(b h w) f c -> b c f h w", h=h, w=w)
+        return y + self.frame_embed(frames)  # [b*h*w f c]
 
 
 def space_time_coords(x: torch.Tensor) -> torch.Tensor:
@@ -173,27 +124,7 @@ def space_time_coords(x: torch.Tensor) -> torch.Tensor:
     return grid.expand(b, -1, -1, -1, -1)  # [b 3 f h w]
 
 
-class _Stage(nn.ModuleList):
-    """Layers applied in order, each given what it takes (ADM's ``TimestepEmbedSequential``)."""
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        emb: torch.Tensor,
-        context: torch.Tensor | None,
-        context_mask: torch.Tensor | None,
-    ) -> torch.Tensor:
-        for layer in self:
-            if isinstance(layer, ResBlock):
-                x = layer(x, emb)
-            elif isinstance(layer, SpatialAttention):
-                x = layer(x, context, context_mask)
-            else:  # TemporalAttention, Downsample, Upsample
-                x = layer(x)
-        return x
-
-
-class UNet3D(ConfigModel):
+class UNet3D(UNet):
     """Factorised space-time U-Net: ``forward(x [b c f h w], t [b], context [b l d], context_mask [b l]) -> [b c' f h w]``.
 
     The embedding ``time_embed(t) + context_embed(pool_context(context))`` modulates every residual
@@ -202,126 +133,55 @@ class UNet3D(ConfigModel):
     ``UNet3D.from_preset("tiny" | "S" | "B", **overrides)``.
     """
 
+    dims = 3
     config_class = UNet3DConfig
     presets = PRESETS
 
-    def __init__(self, config: UNet3DConfig | dict | None = None, **overrides) -> None:
-        super().__init__(config, **overrides)
+    def input_channels(self) -> int:
+        return self.config.in_channels + (3 if self.config.coord_channels else 0)
+
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [b c f h w] -> [b c+3 f h w] with coordinate channels if ``coord_channels``, else x."""
+        if self.config.coord_channels:
+            return torch.cat([x, space_time_coords(x)], dim=1)  # [b c+3 f h w]
+        return x
+
+    def input_conv(self, in_channels: int, out_channels: int) -> nn.Module:
+        return FactorizedConv3d(
+            in_channels, out_channels, temporal_kernel_size=self.config.temporal_kernel_size
+        )
+
+    def output_conv(self, in_channels: int, out_channels: int) -> nn.Module:
+        return zero_module(nn.Conv3d(in_channels, out_channels, (1, 3, 3), padding=(0, 1, 1)))  # per frame
+
+    def res_block(self, in_channels: int, out_channels: int, emb_dim: int) -> nn.Module:
         cfg = self.config
-        ch = cfg.channels
-        emb_dim = 4 * ch
-        self.gradient_checkpointing = cfg.gradient_checkpointing
-        self.time_embed = TimestepEmbedding(emb_dim)
-        self.pooled_norm = FixedStandardize(cfg.context_dim) if cfg.pooled_context_norm else None
-        self.context_adapter = (
-            TokenAdapter(cfg.context_dim, cfg.context_adapter_hidden) if cfg.context_adapter_hidden else None
-        )
-        self.context_pool = (
-            AttentionPool(cfg.context_dim, cfg.context_dim, cfg.context_pool_heads)
-            if cfg.context_pool == "attention"
-            else None
-        )
-        self.context_embed = nn.Sequential(
-            nn.Linear(cfg.context_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+        return ResBlock(
+            3,
+            in_channels,
+            out_channels,
+            emb_dim,
+            dropout=cfg.dropout,
+            groups=cfg.norm_groups,
+            factorized=True,
+            temporal_kernel_size=cfg.temporal_kernel_size,
         )
 
-        def res(cin: int, cout: int) -> ResBlock:
-            return ResBlock(
-                3,
-                cin,
-                cout,
-                emb_dim,
-                dropout=cfg.dropout,
-                groups=cfg.norm_groups,
-                factorized=True,
-                temporal_kernel_size=cfg.temporal_kernel_size,
+    def level_attention(self, width: int, level: int) -> list[nn.Module]:
+        cfg = self.config
+        layers: list[nn.Module] = []
+        if cfg.attention_levels[level]:
+            layers.append(
+                SpatialAttention(width, cfg.head_dim, cfg.context_dim, cfg.mlp_ratio, cfg.norm_groups)
             )
+        if cfg.temporal_attention_levels[level]:
+            layers.append(TemporalAttention(width, cfg.head_dim, cfg.mlp_ratio, cfg.norm_groups))
+        return layers
 
-        def attn(width: int, level: int) -> list[nn.Module]:
-            layers: list[nn.Module] = []
-            if cfg.attention_levels[level]:
-                layers.append(
-                    SpatialAttention(width, cfg.head_dim, cfg.context_dim, cfg.mlp_ratio, cfg.norm_groups)
-                )
-            if cfg.temporal_attention_levels[level]:
-                layers.append(TemporalAttention(width, cfg.head_dim, cfg.mlp_ratio, cfg.norm_groups))
-            return layers
-
-        widths = [ch * m for m in cfg.channel_mult]
-        last = len(widths) - 1
-        in_ch = cfg.in_channels + (3 if cfg.coord_channels else 0)
-        self.conv_in = FactorizedConv3d(in_ch, ch, temporal_kernel_size=cfg.temporal_kernel_size)
-        self.down = nn.ModuleList()
-        skips = [ch]
-        cur = ch
-        for level, width in enumerate(widths):
-            for _ in range(cfg.num_res_blocks):
-                self.down.append(_Stage([res(cur, width), *attn(width, level)]))
-                cur = width
-                skips.append(cur)
-            if level != last:
-                self.down.append(_Stage([Downsample(3, cur, factor=(1, 2, 2))]))
-                skips.append(cur)
-        self.mid = _Stage([res(cur, cur), *attn(cur, last), res(cur, cur)])
-        self.up = nn.ModuleList()
-        for level in reversed(range(len(widths))):
-            width = widths[level]
-            for i in range(cfg.num_res_blocks + 1):
-                layers = [res(cur + skips.pop(), width), *attn(width, level)]
-                cur = width
-                if level != 0 and i == cfg.num_res_blocks:
-                    layers.append(Upsample(3, cur, factor=(1, 2, 2)))
-                self.up.append(_Stage(layers))
-        self.norm_out = group_norm(cur, cfg.norm_groups)
-        self.conv_out = zero_module(
-            nn.Conv3d(cur, cfg.out_channels or cfg.in_channels, (1, 3, 3), padding=(0, 1, 1))
-        )
+    def level_factor(self, level: int) -> tuple[int, ...]:
+        return (1, 2, 2)  # space halves per level, time is kept
 
     @property
     def downsample_factor(self) -> int:
-        """Height and width must be multiples of this."""
+        """Height and width must be multiples of this (``size_multiples()`` is ``(1, k, k)``)."""
         return 2 ** (len(self.config.channel_mult) - 1)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        t: torch.Tensor | float,
-        context: torch.Tensor | None = None,
-        context_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """x: [b c f h w], t: [b] in [0, 1], context: [b l context_dim], context_mask: [b l] bool -> [b c' f h w]."""
-        cfg = self.config
-        t, context_mask = check_backbone_inputs(
-            "UNet3D",
-            x,
-            t,
-            context,
-            context_mask,
-            ndim=5,
-            channels=cfg.in_channels,
-            context_dim=cfg.context_dim,
-        )
-        k = self.downsample_factor
-        if x.shape[3] % k or x.shape[4] % k:
-            raise ValueError(
-                f"UNet3D: height and width must be multiples of {k} (2 ** (levels - 1)), got {list(x.shape[3:])}"
-            )
-        emb = self.time_embed(t)  # [b e]
-        if context is not None:
-            if self.context_adapter is not None:
-                context = self.context_adapter(context, context_mask)  # [b l d]
-            pooled = pool_context(context, context_mask, self.context_pool, self.pooled_norm)  # [b d]
-            emb = emb + self.context_embed(pooled)  # [b e]
-        use_ckpt = self.gradient_checkpointing and self.training
-        if cfg.coord_channels:
-            x = torch.cat([x, space_time_coords(x)], dim=1)  # [b c+3 f h w]
-        h = self.conv_in(x)  # [b ch f h w]
-        hs = [h]
-        for stage in self.down:
-            h = checkpoint(stage, h, emb, context, context_mask, enabled=use_ckpt)  # [b c_l f h_l w_l]
-            hs.append(h)
-        h = checkpoint(self.mid, h, emb, context, context_mask, enabled=use_ckpt)
-        for stage in self.up:
-            h = torch.cat([h, hs.pop()], dim=1)  # [b c+c_skip f h_l w_l]
-            h = checkpoint(stage, h, emb, context, context_mask, enabled=use_ckpt)
-        return self.conv_out(F.silu(self.norm_out(h)))  # [b c' f h w]

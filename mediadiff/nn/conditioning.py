@@ -1,0 +1,91 @@
+"""Timestep and text conditioning shared by every backbone, whatever its layout.
+
+A backbone sees the text twice: its tokens ``[b l d]`` through cross-attention, and one pooled
+vector added to the timestep embedding, which then modulates every block (AdaGN in a U-Net,
+Dhariwal & Nichol 2021, Sec. 3; adaLN in a DiT, Peebles & Xie 2023, Sec. 3.2; both FiLM, Perez et
+al. 2018). The pooled vector is the masked mean of the tokens (or :class:`AttentionPool`, Saharia
+et al. 2022, Sec. 2.2), optionally standardised by fitted buffers (:class:`FixedStandardize`); an
+optional :class:`TokenAdapter` rewrites the tokens first, and both paths read its output.
+
+:class:`TextConditioned` holds these layers as attributes of the backbone itself (``time_embed``,
+``pooled_norm``, ``context_adapter``, ``context_pool``, ``context_embed``), so a saved backbone's
+state-dict keys do not depend on which class built them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .attention import AttentionPool, TokenAdapter, pool_context
+from .embeddings import TimestepEmbedding
+from .standardize import FixedStandardize
+
+__all__ = ["CONTEXT_POOLS", "TextConditioned", "check_context_pool"]
+
+CONTEXT_POOLS = ("mean", "attention")  # text tokens -> one vector: masked mean, or nn.AttentionPool
+
+
+def check_context_pool(owner: str, pool: str) -> None:
+    """Raise a ValueError naming ``owner`` (e.g. ``"DiTConfig"``) unless ``pool`` is one of :data:`CONTEXT_POOLS`."""
+    if pool not in CONTEXT_POOLS:
+        raise ValueError(f"{owner}.context_pool must be 'mean' or 'attention', got {pool!r}")
+
+
+class TextConditioned(nn.Module):
+    """Mixin of a backbone conditioned on ``t`` and text: ``init_conditioning`` builds the layers,
+    ``condition(t, context, context_mask) -> (emb, context)`` runs them.
+
+    ``emb = time_embed(t) + context_embed(pool_context(context))`` (the pooled text in the
+    timestep path, as SD3 and Imagen do); without a context ``emb`` is the time embedding alone and
+    the backbone runs unconditionally.
+    """
+
+    time_embed: TimestepEmbedding
+    pooled_norm: FixedStandardize | None
+    context_adapter: TokenAdapter | None
+    context_pool: AttentionPool | None
+    context_embed: nn.Sequential
+
+    def init_conditioning(
+        self,
+        emb_dim: int,
+        context_dim: int,
+        *,
+        pooled_norm: bool = False,
+        pool: str = "mean",
+        pool_heads: int = 4,
+        adapter_hidden: int = 0,
+    ) -> None:
+        """Build the conditioning layers on ``self``.
+
+        emb_dim: width of the embedding the blocks read; context_dim: text-token width;
+        pooled_norm: a :class:`FixedStandardize` on the pooled vector (identity until fitted);
+        pool: ``"mean"`` or ``"attention"`` (:class:`AttentionPool` with ``pool_heads`` queries);
+        adapter_hidden: > 0 puts a :class:`TokenAdapter` of that hidden width on the tokens.
+        """
+        check_context_pool(type(self).__name__, pool)
+        self.time_embed = TimestepEmbedding(emb_dim)
+        self.pooled_norm = FixedStandardize(context_dim) if pooled_norm else None
+        self.context_adapter = TokenAdapter(context_dim, adapter_hidden) if adapter_hidden else None
+        self.context_pool = (
+            AttentionPool(context_dim, context_dim, pool_heads) if pool == "attention" else None
+        )
+        self.context_embed = nn.Sequential(
+            nn.Linear(context_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+        )
+
+    def condition(
+        self, t: torch.Tensor, context: torch.Tensor | None, context_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """t: [b], context: [b l d] or None, context_mask: [b l] bool or None -> (emb [b e], context [b l d]).
+
+        The returned context is the (adapted) tokens the cross-attention layers read.
+        """
+        emb = self.time_embed(t)  # [b e]
+        if context is not None:
+            if self.context_adapter is not None:
+                context = self.context_adapter(context, context_mask)  # [b l d]
+            pooled = pool_context(context, context_mask, self.context_pool, self.pooled_norm)  # [b d]
+            emb = emb + self.context_embed(pooled)  # [b e]
+        return emb, context
