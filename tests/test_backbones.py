@@ -255,3 +255,31 @@ def test_space_time_coords_and_coord_channels_unet(tmp_path):
     loaded = UNet3D.from_pretrained(tmp_path / "m").eval()
     assert loaded.config.coord_channels
     assert torch.equal(loaded(x, t, ctx), out)
+
+
+def test_size_multiples_and_the_attributes_a_pipeline_reads():
+    unet = UNet3D.from_preset(
+        "tiny",
+        context_dim=CTX,
+        channel_mult=(1, 2, 2),
+        attention_levels=(False,) * 3,
+        temporal_attention_levels=(False,) * 3,
+    )
+    assert unet.size_multiples() == (1, 4, 4) and unet.downsample_factor == 4
+    dit = make("dit", patch=(2, 1, 2))
+    assert dit.size_multiples() == (2, 1, 2) == dit.config.patch
+    assert DiTConfig(rope_axes_dims=(8, 4, 4)).rope_axes_dims == (8, 4, 4)
+    with pytest.raises(ValueError, match="three positive ints"):
+        DiTConfig(patch=(2, 2))
+
+
+@pytest.mark.parametrize("path", ["t2v_shapes_dit", "t2v_shapes_unet3d"])
+def test_shipped_backbones_load_strictly(path):
+    from pathlib import Path
+
+    import mediadiff
+
+    folder = Path(mediadiff.__file__).parent / "weights" / path / "backbone"
+    spec = json.loads((folder / "config.json").read_text())
+    model = {"DiT": DiT, "UNet3D": UNet3D}[spec["type"]].from_pretrained(folder)  # strict=True inside
+    assert model.size_multiples()[0] == (model.config.patch[0] if spec["type"] == "DiT" else 1)
