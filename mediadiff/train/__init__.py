@@ -4,6 +4,7 @@
   bf16 autocast, EMA, condition dropout, periodic samples, metrics as JSON lines, checkpoints, resume).
 - :class:`TrainConfig`, :func:`recipe_parser`, :func:`config_from_args` - the command line all recipes share.
 - :class:`LatentCache` - latents and text embeddings computed once, on disk, keyed by a fingerprint.
+- :class:`Recipe`, :class:`Parts` - the skeleton of a recipe script: flags, seeded build, cache, export, train.
 
 Names are imported on first use, so ``import mediadiff.train`` stays light (no accelerate, no diffusers).
 """
@@ -24,6 +25,10 @@ _EXPORTS = {
     "config_from_args": "config",
     "recipe_parser": "config",
     "ResumableSampler": "data",
+    "resolve_data_key": "data",
+    "Parts": "recipe",
+    "Recipe": "recipe",
+    "pipeline_sample_fn": "recipe",
     "DryRunReport": "memory",
     "resolve_mixed_precision": "precision",
     "NonFiniteLossError": "trainer",

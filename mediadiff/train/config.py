@@ -3,8 +3,8 @@
 A recipe builds its parser with :func:`recipe_parser`, adds its own flags, and turns the parsed
 arguments into a :class:`TrainConfig` with :func:`config_from_args`::
 
-    parser = recipe_parser("Train a tiny latent video model.", max_steps=2000, batch_size=8)
-    parser.add_argument("--frames", type=int, default=8)
+    parser = recipe_parser("Train a tiny latent model.", max_steps=2000, batch_size=8)
+    parser.add_argument("--items", type=int, default=64)
     args = parser.parse_args()
     config = config_from_args(args)
 """

@@ -89,8 +89,8 @@ class ResumableSampler(Sampler[int]):
 def resolve_data_key(dataset: Any, data_key: str | None = None) -> str:
     """The key of the tensor in ``dataset``'s items: ``data_key`` when given, else ``dataset.data_key``.
 
-    There is no default: the recipe or the dataset names it (a video dataset ``"video"``, an audio one
-    ``"audio"``). Neither given is a ``ValueError`` that names the keys the items have.
+    There is no default: the recipe or the dataset names it. Neither given is a ``ValueError`` that
+    names the keys the items have.
     """
     key = data_key if data_key is not None else getattr(dataset, "data_key", None)
     if key is None:

@@ -1,15 +1,21 @@
-"""Prompt-following on Shapes during training: a recipe's periodic evaluation.
+"""Prompt-following on Shapes during training: a recipe's periodic evaluation, and what Shapes recipes share.
 
-:func:`periodic_eval` returns a trainer ``sample_fn`` that generates one clip per prompt of a fixed
-held-out set of Shapes captions (seed :data:`EVAL_SEED`, never trained on), reads colour, shape and
-direction back with the analytic detector (:mod:`mediadiff.video.detect`), writes a GIF grid and
-returns the accuracies, which the trainer logs to ``metrics.jsonl`` beside the loss: the curve of
-accuracy against steps shows where a recipe stands.
+:func:`periodic_eval` returns ``evaluate(pipeline, ctx)`` for a recipe's periodic evaluation
+(``mediadiff.train.recipe.Parts.evaluate``): it generates one clip per prompt of a fixed held-out set
+of Shapes captions (seed :data:`EVAL_SEED`, never trained on) through a pipeline around the
+in-training weights, reads colour, shape and direction back with the analytic detector
+(:mod:`mediadiff.video.detect`), writes a GIF grid and returns the accuracies, which the trainer
+logs to ``metrics.jsonl`` beside the loss: the curve of accuracy against steps shows where a recipe
+stands. :func:`score_prompt_following` is the scorer itself, over any ``generate(prompts, seeds)``.
+
+This module imports neither the trainer nor the pipelines: a pipeline is anything called as
+``pipeline(prompts, seed=s, ...)`` that returns uint8 ``.frames [b f h w 3]`` (clip ``i`` from seed ``s + i``).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +23,18 @@ import numpy as np
 import torch
 
 from .detect import detect_batch, score
-from .generate import generate_video
 from .shapes import Shapes
 
-__all__ = ["EVAL_SEED", "eval_items", "periodic_eval", "save_grid"]
+__all__ = [
+    "EVAL_SEED",
+    "eval_items",
+    "periodic_eval",
+    "pipeline_generate",
+    "save_grid",
+    "score_prompt_following",
+]
+
+Generate = Callable[[Sequence[str], Sequence[int]], np.ndarray]  # (prompts, seeds) -> uint8 [b f h w 3]
 
 EVAL_SEED = 12345  # Shapes seed of every evaluation set; training recipes refuse it
 
@@ -50,59 +64,75 @@ def save_grid(frames: torch.Tensor | np.ndarray, path: str | Path, columns: int 
     return path
 
 
+def pipeline_generate(pipeline: Any, **settings: Any) -> Generate:
+    """``generate(prompts, seeds) -> uint8 clips [b f h w 3]`` through a video pipeline's call.
+
+    ``settings`` go to every call (``num_frames``, ``height``, ``width``, ``steps``, ``sampler``,
+    ``guidance_scale``). Consecutive seeds make one batched call (clip ``i`` uses seed ``seeds[0] + i``);
+    other seeds one call per clip, so clip ``i`` always comes from ``seeds[i]``.
+    """
+
+    def generate(prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
+        prompts, seeds = list(prompts), [int(s) for s in seeds]
+        if seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+            return np.asarray(pipeline(prompts, seed=seeds[0], **settings).frames)
+        clips = [np.asarray(pipeline([p], seed=s, **settings).frames) for p, s in zip(prompts, seeds)]
+        return np.concatenate(clips)
+
+    return generate
+
+
+def score_prompt_following(
+    generate: Generate, items: Sequence[dict], out_dir: str | Path, batch_size: int = 24
+) -> dict[str, Any]:
+    """Generate a clip per item (its caption, seeded by its index), score it against the item's labels.
+
+    Returns ``{"paths": [grid.gif], "metrics": {"colour_acc", "shape_acc", "direction_acc", "all_acc"}}``
+    and writes ``grid.gif`` and ``prompts.txt`` into ``out_dir``.
+    """
+    clips = []
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
+        clips.append(generate([it["text"] for it in chunk], [it["index"] for it in chunk]))
+    frames = np.concatenate(clips)  # [num f h w 3]
+    acc = score(detect_batch(frames), list(items))
+    path = save_grid(frames, Path(out_dir) / "grid.gif")
+    (Path(out_dir) / "prompts.txt").write_text("\n".join(it["text"] for it in items) + "\n")
+    return {"paths": [path], "metrics": {f"{k}_acc": round(v, 4) for k, v in acc.items()}}
+
+
 def periodic_eval(
-    text_encoder: Any,
-    autoencoder: torch.nn.Module,
-    schedule: Any,
     *,
     num_frames: int,
     size: int,
     num: int = 24,
-    prediction: str = "flow",
     sampler: str = "dpmpp_2m",
     steps: int = 20,
     guidance_scale: float = 4.0,
     batch_size: int = 24,
-):
-    """A trainer ``sample_fn``: ``num`` clips from held-out captions, their detector accuracies and a GIF grid."""
+) -> Callable[[Any, Any], dict[str, Any]]:
+    """``evaluate(pipeline, ctx)``: ``num`` clips from held-out captions, their detector accuracies, a GIF grid.
+
+    ``pipeline``: a video pipeline around the in-training weights; ``ctx``: anything with an
+    ``out_dir`` (the trainer's ``SampleContext``). See :func:`score_prompt_following`.
+    """
     items = eval_items(num, num_frames, size)
+    settings = {
+        "num_frames": num_frames, "height": size, "width": size, "steps": steps, "sampler": sampler,
+        "guidance_scale": guidance_scale,
+    }  # fmt: skip
 
-    def sample_fn(ctx) -> dict:
-        clips = []
-        for start in range(0, num, batch_size):
-            chunk = items[start : start + batch_size]
-            clips.append(
-                generate_video(
-                    ctx.model,
-                    schedule,
-                    text_encoder,
-                    autoencoder,
-                    [it["text"] for it in chunk],
-                    num_frames=num_frames,
-                    height=size,
-                    width=size,
-                    prediction=prediction,
-                    sampler=sampler,
-                    steps=steps,
-                    guidance_scale=guidance_scale,
-                    seeds=[it["index"] for it in chunk],
-                    device=ctx.device,
-                )
-            )
-        frames = torch.cat(clips)  # [num f h w 3]
-        acc = score(detect_batch(frames.numpy()), items)
-        path = save_grid(frames, Path(ctx.out_dir) / "grid.gif")
-        (Path(ctx.out_dir) / "prompts.txt").write_text("\n".join(it["text"] for it in items) + "\n")
-        return {"paths": [path], "metrics": {f"{k}_acc": round(v, 4) for k, v in acc.items()}}
+    def evaluate(pipeline: Any, ctx: Any) -> dict[str, Any]:
+        return score_prompt_following(pipeline_generate(pipeline, **settings), items, ctx.out_dir, batch_size)
 
-    return sample_fn
+    return evaluate
 
 
 # --- what the Shapes recipes share -----------------------------------------------------------------
 
 
 def add_shapes_recipe_args(group: Any, context_pool: str = "mean", pooled_norm: bool = False) -> None:
-    """The flags every Shapes recipe takes: data seed, text encoder, conditioning, evaluation, export.
+    """The flags every Shapes recipe takes: data seed, text encoder, conditioning, evaluation.
 
     ``context_pool`` and ``pooled_norm``: the recipe's defaults for ``--context-pool`` and
     ``--pooled-norm`` (what its shipped model was trained with).
@@ -131,18 +161,17 @@ def add_shapes_recipe_args(group: Any, context_pool: str = "mean", pooled_norm: 
     )
     group.add_argument("--eval-num", type=int, default=24, help="clips per periodic evaluation")
     group.add_argument("--guidance", type=float, default=4.0, help="CFG scale of the periodic evaluation")
-    group.add_argument(
-        "--export",
-        default=None,
-        metavar="FOLDER",
-        help="write the newest checkpoint of --output-dir (EMA weights) as a pipeline folder and exit",
-    )
 
 
 def check_train_seed(seed: int) -> None:
     """Refuse to train on the evaluation stream."""
     if seed == EVAL_SEED:
         raise SystemExit(f"--data-seed {EVAL_SEED} is the evaluation stream; train on another seed")
+
+
+def check_shapes_args(args: Any) -> None:
+    """A Shapes recipe's check of its parsed flags (``Recipe(check=...)``): not the evaluation stream."""
+    check_train_seed(args.data_seed)
 
 
 def fit_pooled_norm(backbone: torch.nn.Module, text_encoder: Any, seed: int, num: int = 2000) -> None:
@@ -154,31 +183,6 @@ def fit_pooled_norm(backbone: torch.nn.Module, text_encoder: Any, seed: int, num
     captions = [data[i]["text"] for i in range(num)]
     tokens, mask = text_encoder.encode(captions + [""] * (num // 10))  # [n l d], [n l]
     backbone.pooled_norm.fit(masked_mean(tokens, mask))  # [n d]
-
-
-def export_shapes_run(
-    args: Any,
-    parts: dict,
-    autoencoder: torch.nn.Module,
-    schedule: Any,
-    recipe: str,
-    num_frames: int,
-    size: int,
-) -> Path:
-    """``--export``: the run's newest EMA checkpoint as a pipeline folder with the recipe's defaults."""
-    from .pipeline import export_run
-
-    defaults = {"num_frames": num_frames, "height": size, "width": size, "guidance_scale": args.guidance}
-    return export_run(
-        args.output_dir,
-        args.export,
-        parts["backbone"],
-        autoencoder,
-        parts["text_encoder"],
-        schedule,
-        defaults=defaults,
-        info={"recipe": recipe},
-    )
 
 
 def load_text_adapter(path: str) -> dict[str, torch.Tensor]:

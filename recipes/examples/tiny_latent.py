@@ -22,59 +22,40 @@ import torch
 
 from mediadiff.diffusion import FlowSchedule, cfg, randn, sample
 from mediadiff.text import pack_context
-from mediadiff.train import SampleContext, Trainer, config_from_args, recipe_parser
+from mediadiff.train import SampleContext
+from mediadiff.train.recipe import Parts, Recipe
 from mediadiff.train.testing import HashTextEncoder, MovingSquares, TinyAutoencoder, TinyBackbone
 
 PROMPTS = ["a red square moving right", "a blue square moving down"]
 
 
-def build_parser():
-    """The shared training flags plus this recipe's data, model and cache flags."""
-    parser = recipe_parser(
-        __doc__.splitlines()[0],
-        max_steps=300,
-        batch_size=8,
-        lr=1e-3,
-        warmup_steps=20,
-        checkpoint_every=100,
-        sample_every=0,
-        output_dir="runs/tiny_latent",
-    )
-    g = parser.add_argument_group("tiny_latent")
+def add_args(g) -> None:
+    """This recipe's data and model flags (the cache flags come with the Recipe)."""
     g.add_argument("--items", type=int, default=64, help="clips in the dataset")
     g.add_argument("--frames", type=int, default=8)
     g.add_argument("--size", type=int, default=16, help="height and width in pixels")
     g.add_argument("--width", type=int, default=32, help="backbone channels")
     g.add_argument("--ae-width", type=int, default=16, help="autoencoder channels")
-    g.add_argument("--cache", default=None, help="latent + text cache folder (built on first use)")
-    g.add_argument(
-        "--cache-mismatch",
-        choices=["rebuild", "error"],
-        default="rebuild",
-        help="what to do with a cache built by other parts",
-    )
     g.add_argument("--guidance", type=float, default=3.0, help="CFG scale of the samples")
-    return parser
 
 
-def build(args) -> dict:
+def build(args) -> Parts:
     """Dataset, autoencoder, text encoder and backbone (identical in every process: seeded)."""
-    torch.manual_seed(args.seed)
     dataset = MovingSquares(args.items, num_frames=args.frames, size=args.size)
     autoencoder = TinyAutoencoder(latent_channels=4, width=args.ae_width, levels=1)
     text_encoder = HashTextEncoder(dim=16, seed=args.seed)
     backbone = TinyBackbone(channels=4, width=args.width, depth=2, context_dim=16, dims=3)
-    return {
-        "dataset": dataset,
-        "autoencoder": autoencoder,
-        "text_encoder": text_encoder,
-        "backbone": backbone,
-    }
+    parts = Parts(
+        dataset, backbone, FlowSchedule(), "flow", data_key="video", autoencoder=autoencoder,
+        text_encoder=text_encoder,
+    )  # fmt: skip
+    parts.sample_fn = make_sample_fn(parts, args)
+    return parts
 
 
-def make_sample_fn(parts: dict, args):
+def make_sample_fn(parts: Parts, args):
     """Write one GIF per prompt, sampled with CFG from the (EMA) model."""
-    schedule, autoencoder, text_encoder = FlowSchedule(), parts["autoencoder"], parts["text_encoder"]
+    schedule, autoencoder, text_encoder = parts.schedule, parts.autoencoder, parts.text_encoder
     latent = autoencoder.latent_shape((3, args.frames, args.size, args.size))
 
     def write(ctx: SampleContext) -> list[Path]:
@@ -101,26 +82,13 @@ def make_sample_fn(parts: dict, args):
     return write
 
 
-def main(argv: list[str] | None = None):
-    """Parse the command line, build the parts, then train (or ``--dry-run``)."""
-    args = build_parser().parse_args(argv)
-    config = config_from_args(args, items=args.items, frames=args.frames, size=args.size, width=args.width)
-    parts = build(args)
-    trainer = Trainer(
-        parts["backbone"],
-        FlowSchedule(),
-        parts["dataset"],
-        config,
-        prediction="flow",
-        data_key="video",
-        autoencoder=parts["autoencoder"],
-        text_encoder=parts["text_encoder"],
-        cache_dir=args.cache,
-        cache_on_mismatch=args.cache_mismatch,
-        sample_fn=make_sample_fn(parts, args),
-        t_sampler="logit_normal",
-    )
-    return trainer.run(dry_run=args.dry_run, memory_gb=args.memory_gb)
+RECIPE = Recipe(
+    "recipes/examples/tiny_latent.py", __doc__, add_args=add_args, build=build, cache=True,
+    defaults=dict(max_steps=300, batch_size=8, lr=1e-3, warmup_steps=20, checkpoint_every=100,
+                  sample_every=0, output_dir="runs/tiny_latent"),
+    extra=lambda args: {"items": args.items, "frames": args.frames, "size": args.size, "width": args.width},
+)  # fmt: skip
+main = RECIPE.main
 
 
 if __name__ == "__main__":

@@ -14,36 +14,23 @@ and named in the log; they never stop a run.
     python recipes/video/folder.py --data my_videos --autoencoder runs/my_vae/final --output-dir runs/my_t2v
     python recipes/video/folder.py --data my_videos --cache cache/my_videos   # encode once, then train
     mediadiff train recipes/video/folder.py --data my_videos --resume
+    python recipes/video/folder.py --data my_videos --output-dir runs/my_t2v --export runs/my_t2v/pipeline
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from mediadiff.diffusion import FlowSchedule
+from mediadiff.pipelines import VideoPipeline, export_run
 from mediadiff.text import load_text_encoder
-from mediadiff.train import SampleContext, Trainer, config_from_args, recipe_parser
+from mediadiff.train.recipe import Parts, Recipe
 from mediadiff.video import SHAPES_VAE_DIR, DiT, VideoFolder, load_autoencoder
-from mediadiff.video.generate import generate_video
 from mediadiff.video.shapes_eval import install_text_adapter, load_text_adapter, save_grid
 
 
-def build_parser():
-    """The shared training flags plus this recipe's data, model and sampling flags."""
-    parser = recipe_parser(
-        __doc__.splitlines()[0],
-        max_steps=10_000,
-        batch_size=16,
-        lr=2e-4,
-        warmup_steps=500,
-        checkpoint_every=500,
-        sample_every=1000,
-        ema_decay=0.999,
-        output_dir="runs/folder_dit",
-    )
-    g = parser.add_argument_group("folder")
+def add_args(g) -> None:
+    """This recipe's data, model and sampling flags (the cache and export flags come with the Recipe)."""
     g.add_argument("--data", required=True, help="folder of captioned videos")
     g.add_argument("--frames", type=int, default=17, help="frames per clip (1 + 4k for the causal VAE)")
     g.add_argument("--size", type=int, default=64, help="height and width of the clips in pixels")
@@ -53,7 +40,6 @@ def build_parser():
     g.add_argument("--heads", type=int, default=4, help="attention heads")
     g.add_argument("--autoencoder", default=str(SHAPES_VAE_DIR), help="video autoencoder folder")
     g.add_argument("--text-encoder", default="minilm", help='"minilm" or a local encoder folder')
-    g.add_argument("--cache", default=None, help="encode the folder once into this latent cache")
     g.add_argument(
         "--text-adapter",
         default=None,
@@ -61,12 +47,10 @@ def build_parser():
     )
     g.add_argument("--prompt", action="append", default=None, help="sample prompt (repeatable)")
     g.add_argument("--guidance", type=float, default=4.0, help="CFG scale of the samples")
-    return parser
 
 
-def build(args) -> dict:
-    """Dataset, frozen autoencoder and text encoder, and the backbone (seeded: same in every process)."""
-    torch.manual_seed(args.seed)
+def build(args) -> Parts:
+    """Dataset, frozen autoencoder and text encoder, the backbone and the sample grid."""
     autoencoder = load_autoencoder(args.autoencoder).eval().requires_grad_(False)
     text_encoder = load_text_encoder(args.text_encoder)
     try:
@@ -88,73 +72,46 @@ def build(args) -> dict:
     )
     if adapter:
         install_text_adapter(backbone, adapter)
-    return {
-        "dataset": dataset,
-        "autoencoder": autoencoder,
-        "text_encoder": text_encoder,
-        "backbone": backbone,
-    }
+    prompts = args.prompt or list(dict.fromkeys(c for _, c in dataset.items if c))[:4] or [""]
 
-
-def make_sample_fn(parts: dict, args, schedule):
-    """Write a GIF grid for the sample prompts, generated with CFG from the (EMA) model."""
-    prompts = args.prompt or list(dict.fromkeys(c for _, c in parts["dataset"].items if c))[:4] or [""]
-
-    def write(ctx: SampleContext) -> list[Path]:
-        frames = generate_video(
-            ctx.model,
-            schedule,
-            parts["text_encoder"],
-            parts["autoencoder"],
-            prompts,
-            num_frames=args.frames,
-            height=args.size,
-            width=args.size,
-            guidance_scale=args.guidance,
-            device=ctx.device,
-        )  # [n f h w 3]
+    def write_grid(pipeline, ctx) -> list[Path]:
+        """A GIF grid for the sample prompts, generated with CFG by the (EMA) model."""
+        frames = pipeline(prompts, seed=0).frames  # [n f h w 3]
         (Path(ctx.out_dir) / "prompts.txt").write_text("\n".join(prompts) + "\n")
         return [save_grid(frames, Path(ctx.out_dir) / "grid.gif", columns=4)]
 
-    return write
+    def report_skipped(trainer) -> None:
+        if dataset.skipped:
+            trainer.log(f"skipped {dataset.skipped} unreadable file(s): " + ", ".join(dataset.skipped_files))
+
+    defaults = {
+        "num_frames": args.frames,
+        "height": args.size,
+        "width": args.size,
+        "guidance_scale": args.guidance,
+    }
+    return Parts(
+        dataset, backbone, FlowSchedule(), "flow", data_key="video", autoencoder=autoencoder,
+        text_encoder=text_encoder, pipeline_defaults=defaults, evaluate=write_grid, on_end=report_skipped,
+    )  # fmt: skip
 
 
-def main(argv: list[str] | None = None):
-    """Parse the command line, build the parts, then train (or ``--dry-run``)."""
-    args = build_parser().parse_args(argv)
-    config = config_from_args(
-        args,
-        data=str(Path(args.data).resolve()),
-        frames=args.frames,
-        size=args.size,
-        stride=args.stride,
-        width=args.width,
-        depth=args.depth,
-        heads=args.heads,
-        autoencoder=args.autoencoder,
-        text_encoder=args.text_encoder,
-        text_adapter=args.text_adapter,
-    )
-    parts = build(args)
-    schedule = FlowSchedule()
-    trainer = Trainer(
-        parts["backbone"],
-        schedule,
-        parts["dataset"],
-        config,
-        prediction="flow",
-        data_key="video",
-        autoencoder=parts["autoencoder"],
-        text_encoder=parts["text_encoder"],
-        cache_dir=args.cache,
-        sample_fn=make_sample_fn(parts, args, schedule),
-        t_sampler="logit_normal",
-    )
-    result = trainer.run(dry_run=args.dry_run, memory_gb=args.memory_gb)
-    dataset = parts["dataset"]
-    if dataset.skipped:
-        trainer.log(f"skipped {dataset.skipped} unreadable file(s): " + ", ".join(dataset.skipped_files))
-    return result
+def extra(args) -> dict:
+    """What config.json records of this recipe's flags."""
+    return {
+        "data": str(Path(args.data).resolve()), "frames": args.frames, "size": args.size, "stride": args.stride,
+        "width": args.width, "depth": args.depth, "heads": args.heads, "autoencoder": args.autoencoder,
+        "text_encoder": args.text_encoder, "text_adapter": args.text_adapter,
+    }  # fmt: skip
+
+
+RECIPE = Recipe(
+    "recipes/video/folder.py", __doc__, add_args=add_args, build=build, extra=extra,
+    defaults=dict(max_steps=10_000, batch_size=16, lr=2e-4, warmup_steps=500, checkpoint_every=500,
+                  sample_every=1000, ema_decay=0.999, output_dir="runs/folder_dit"),
+    cache=True, pipeline=VideoPipeline, export=export_run,
+)  # fmt: skip
+main = RECIPE.main
 
 
 if __name__ == "__main__":

@@ -20,16 +20,14 @@ analytic detector's colour/shape/direction accuracies go to ``metrics.jsonl``.
 
 from __future__ import annotations
 
-import torch
-
 from mediadiff.diffusion import FlowSchedule
+from mediadiff.pipelines import VideoPipeline, export_run
 from mediadiff.text import load_text_encoder
-from mediadiff.train import Trainer, config_from_args, recipe_parser
+from mediadiff.train.recipe import Parts, Recipe
 from mediadiff.video import SHAPES_VAE_DIR, DiT, Shapes, load_autoencoder
 from mediadiff.video.shapes_eval import (
     add_shapes_recipe_args,
-    check_train_seed,
-    export_shapes_run,
+    check_shapes_args,
     fit_pooled_norm,
     install_text_adapter,
     load_text_adapter,
@@ -39,20 +37,8 @@ from mediadiff.video.shapes_eval import (
 FRAMES, SIZE = 17, 64
 
 
-def build_parser():
-    """The shared training flags plus this recipe's data, model and evaluation flags."""
-    parser = recipe_parser(
-        __doc__.splitlines()[0],
-        max_steps=2900,
-        batch_size=32,
-        lr=3e-4,
-        warmup_steps=200,
-        checkpoint_every=300,
-        sample_every=600,
-        ema_decay=0.999,
-        output_dir="runs/shapes_dit",
-    )
-    g = parser.add_argument_group("shapes_dit")
+def add_args(g) -> None:
+    """This recipe's data, model and evaluation flags (the cache and export flags come with the Recipe)."""
     g.add_argument(
         "--items", type=int, default=24_000, help="Shapes clips encoded into the cache (one epoch)"
     )
@@ -60,23 +46,16 @@ def build_parser():
     g.add_argument("--depth", type=int, default=6, help="DiT blocks")
     g.add_argument("--heads", type=int, default=4, help="attention heads")
     g.add_argument("--autoencoder", default=str(SHAPES_VAE_DIR), help="video autoencoder folder")
-    g.add_argument("--cache", default=None, help="latent + text cache folder (default: OUTPUT_DIR/cache)")
-    g.add_argument(
-        "--cache-only", action="store_true", help="encode the latent cache and exit (align_text.py reads it)"
-    )
     g.add_argument(
         "--text-adapter",
         default=None,
         help="frozen TokenAdapter weights from recipes/video/align_text.py, put in front of the text pathway",
     )
     add_shapes_recipe_args(g)
-    return parser
 
 
-def build(args) -> dict:
-    """Dataset, frozen autoencoder and text encoder, and the backbone (seeded: same in every process)."""
-    check_train_seed(args.data_seed)
-    torch.manual_seed(args.seed)
+def build(args) -> Parts:
+    """Dataset, frozen autoencoder and text encoder, the backbone and the periodic evaluation."""
     autoencoder = load_autoencoder(args.autoencoder).eval().requires_grad_(False)
     text_encoder = load_text_encoder(args.text_encoder)
     adapter = load_text_adapter(args.text_adapter) if args.text_adapter else None
@@ -97,66 +76,40 @@ def build(args) -> dict:
     dataset = Shapes(length=args.items, num_frames=FRAMES, size=SIZE, seed=args.data_seed)
     if args.pooled_norm:
         fit_pooled_norm(backbone, text_encoder, args.data_seed)
+    return Parts(
+        dataset, backbone, FlowSchedule(), "flow", data_key="video", autoencoder=autoencoder,
+        text_encoder=text_encoder, t_sampler=args.t_sampler,
+        pipeline_defaults={"num_frames": FRAMES, "height": SIZE, "width": SIZE, "guidance_scale": args.guidance},
+        evaluate=periodic_eval(num_frames=FRAMES, size=SIZE, num=args.eval_num, guidance_scale=args.guidance),
+    )  # fmt: skip
+
+
+def extra(args) -> dict:
+    """What config.json records of this recipe's flags."""
     return {
-        "dataset": dataset,
-        "autoencoder": autoencoder,
-        "text_encoder": text_encoder,
-        "backbone": backbone,
+        "items": args.items,
+        "data_seed": args.data_seed,
+        "frames": FRAMES,
+        "t_sampler": args.t_sampler,
+        "pooled_norm": args.pooled_norm,
+        "context_pool": args.context_pool,
+        "text_adapter": args.text_adapter,
+        "size": SIZE,
+        "width": args.width,
+        "depth": args.depth,
+        "heads": args.heads,
+        "autoencoder": args.autoencoder,
+        "text_encoder": args.text_encoder,
     }
 
 
-def main(argv: list[str] | None = None):
-    """Parse the command line, build the parts, then train (or ``--dry-run``)."""
-    args = build_parser().parse_args(argv)
-    config = config_from_args(
-        args,
-        items=args.items,
-        data_seed=args.data_seed,
-        frames=FRAMES,
-        t_sampler=args.t_sampler,
-        pooled_norm=args.pooled_norm,
-        context_pool=args.context_pool,
-        text_adapter=args.text_adapter,
-        size=SIZE,
-        width=args.width,
-        depth=args.depth,
-        heads=args.heads,
-        autoencoder=args.autoencoder,
-        text_encoder=args.text_encoder,
-    )
-    parts = build(args)
-    schedule = FlowSchedule()
-    if args.export:
-        return export_shapes_run(
-            args, parts, parts["autoencoder"], schedule, "recipes/video/shapes_dit.py", FRAMES, SIZE
-        )
-    cache_dir = args.cache or f"{args.output_dir}/cache"
-    trainer = Trainer(
-        parts["backbone"],
-        schedule,
-        parts["dataset"],
-        config,
-        prediction="flow",
-        data_key="video",
-        autoencoder=parts["autoencoder"],
-        text_encoder=parts["text_encoder"],
-        cache_dir=cache_dir,
-        sample_fn=periodic_eval(
-            parts["text_encoder"],
-            parts["autoencoder"],
-            schedule,
-            num_frames=FRAMES,
-            size=SIZE,
-            num=args.eval_num,
-            guidance_scale=args.guidance,
-        ),
-        t_sampler=args.t_sampler,
-    )
-    if args.cache_only:
-        cache = trainer.training_data()  # opened, or encoded once
-        print(f"latent cache of {len(cache)} clips at {cache_dir}")
-        return cache
-    return trainer.run(dry_run=args.dry_run, memory_gb=args.memory_gb)
+RECIPE = Recipe(
+    "recipes/video/shapes_dit.py", __doc__, add_args=add_args, build=build, extra=extra,
+    defaults=dict(max_steps=2900, batch_size=32, lr=3e-4, warmup_steps=200, checkpoint_every=300,
+                  sample_every=600, ema_decay=0.999, output_dir="runs/shapes_dit"),
+    check=check_shapes_args, cache="{output_dir}/cache", pipeline=VideoPipeline, export=export_run,
+)  # fmt: skip
+main = RECIPE.main
 
 
 if __name__ == "__main__":

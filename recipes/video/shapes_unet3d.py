@@ -11,46 +11,30 @@ detector's colour/shape/direction accuracies go to ``metrics.jsonl``.
 
     python recipes/video/shapes_unet3d.py                  # the shipped model's recipe
     python recipes/video/shapes_unet3d.py --max-steps 200 --output-dir runs/unet_quick
+    python recipes/video/shapes_unet3d.py --coords --context-pool attention --output-dir runs/unet_variant
     mediadiff train recipes/video/shapes_unet3d.py --resume
     python recipes/video/shapes_unet3d.py --export mediadiff/weights/t2v_shapes_unet3d   # newest checkpoint -> pipeline
     python recipes/video/shapes_unet3d.py --dry-run --memory-gb 8
+
+The shipped model was made in three resumed sessions (resume is exact); the README tells what changed
+between them.
 """
 
 from __future__ import annotations
 
 import argparse
 
-import torch
-
 from mediadiff.diffusion import FlowSchedule
+from mediadiff.pipelines import VideoPipeline, export_run
 from mediadiff.text import load_text_encoder
-from mediadiff.train import Trainer, config_from_args, recipe_parser
-from mediadiff.video import IdentityAutoencoder, Shapes, UNet3D
-from mediadiff.video.shapes_eval import (
-    add_shapes_recipe_args,
-    check_train_seed,
-    export_shapes_run,
-    fit_pooled_norm,
-    periodic_eval,
-)
+from mediadiff.train.recipe import Parts, Recipe
+from mediadiff.video import IdentityAutoencoder, Shapes, UNet3D, shapes_eval
 
 FRAMES, SIZE = 8, 32
 
 
-def build_parser():
-    """The shared training flags plus this recipe's data, model and evaluation flags."""
-    parser = recipe_parser(
-        __doc__.splitlines()[0],
-        max_steps=2100,
-        batch_size=16,
-        lr=3e-4,
-        warmup_steps=200,
-        checkpoint_every=200,
-        sample_every=400,
-        ema_decay=0.999,
-        output_dir="runs/shapes_unet3d",
-    )
-    g = parser.add_argument_group("shapes_unet3d")
+def add_args(g) -> None:
+    """This recipe's model and evaluation flags (the export flag comes with the Recipe)."""
     g.add_argument("--channels", type=int, default=32, help="width of the first U-Net level")
     g.add_argument(
         "--channel-mult", type=int, nargs="+", default=[1, 2, 2], help="width multiplier per level"
@@ -61,14 +45,11 @@ def build_parser():
         default=False,
         help="give the U-Net (frame, row, column) coordinate channels (UNet3DConfig.coord_channels)",
     )
-    add_shapes_recipe_args(g)
-    return parser
+    shapes_eval.add_shapes_recipe_args(g)
 
 
-def build(args) -> dict:
-    """Dataset, text encoder and backbone (seeded: identical in every process)."""
-    check_train_seed(args.data_seed)
-    torch.manual_seed(args.seed)
+def build(args) -> Parts:
+    """Dataset, text encoder, the backbone in pixel space and the periodic evaluation."""
     text_encoder = load_text_encoder(args.text_encoder)
     levels = len(args.channel_mult)
     backbone = UNet3D(
@@ -89,52 +70,30 @@ def build(args) -> dict:
     # nominal epoch; clips are rendered on the fly, any index is valid
     dataset = Shapes(length=100_000, num_frames=FRAMES, size=SIZE, seed=args.data_seed)
     if args.pooled_norm:
-        fit_pooled_norm(backbone, text_encoder, args.data_seed)
-    return {"dataset": dataset, "text_encoder": text_encoder, "backbone": backbone}
+        shapes_eval.fit_pooled_norm(backbone, text_encoder, args.data_seed)
+    evaluate = shapes_eval.periodic_eval(
+        num_frames=FRAMES, size=SIZE, num=args.eval_num, guidance_scale=args.guidance
+    )
+    defaults = {"num_frames": FRAMES, "height": SIZE, "width": SIZE, "guidance_scale": args.guidance}
+    # pixel space: the identity "autoencoder" trains on the clips themselves and decodes them as they are
+    return Parts(
+        dataset, backbone, FlowSchedule(), "flow", data_key="video", autoencoder=IdentityAutoencoder(),
+        text_encoder=text_encoder, t_sampler=args.t_sampler, pipeline_defaults=defaults, evaluate=evaluate,
+    )  # fmt: skip
 
 
-def main(argv: list[str] | None = None):
-    """Parse the command line, build the parts, then train (or ``--dry-run``)."""
-    args = build_parser().parse_args(argv)
-    config = config_from_args(
-        args,
-        data_seed=args.data_seed,
-        frames=FRAMES,
-        t_sampler=args.t_sampler,
-        pooled_norm=args.pooled_norm,
-        context_pool=args.context_pool,
-        coords=args.coords,
-        size=SIZE,
-        channels=args.channels,
-        channel_mult=list(args.channel_mult),
-        text_encoder=args.text_encoder,
-    )
-    parts = build(args)
-    schedule = FlowSchedule()
-    if args.export:
-        return export_shapes_run(
-            args, parts, IdentityAutoencoder(), schedule, "recipes/video/shapes_unet3d.py", FRAMES, SIZE
-        )
-    trainer = Trainer(
-        parts["backbone"],
-        schedule,
-        parts["dataset"],
-        config,
-        prediction="flow",
-        data_key="video",
-        text_encoder=parts["text_encoder"],
-        sample_fn=periodic_eval(
-            parts["text_encoder"],
-            IdentityAutoencoder(),
-            schedule,
-            num_frames=FRAMES,
-            size=SIZE,
-            num=args.eval_num,
-            guidance_scale=args.guidance,
-        ),
-        t_sampler=args.t_sampler,
-    )
-    return trainer.run(dry_run=args.dry_run, memory_gb=args.memory_gb)
+RECIPE = Recipe(
+    "recipes/video/shapes_unet3d.py", __doc__, add_args=add_args, build=build,
+    defaults=dict(max_steps=2100, batch_size=16, lr=3e-4, warmup_steps=200, checkpoint_every=200,
+                  sample_every=400, ema_decay=0.999, output_dir="runs/shapes_unet3d"),
+    extra=lambda args: {  # what config.json records of the flags
+        "data_seed": args.data_seed, "frames": FRAMES, "t_sampler": args.t_sampler, "pooled_norm": args.pooled_norm,
+        "context_pool": args.context_pool, "coords": args.coords, "size": SIZE, "channels": args.channels,
+        "channel_mult": list(args.channel_mult), "text_encoder": args.text_encoder,
+    },
+    check=shapes_eval.check_shapes_args, pipeline=VideoPipeline, export=export_run,
+)  # fmt: skip
+main = RECIPE.main
 
 
 if __name__ == "__main__":

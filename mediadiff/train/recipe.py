@@ -1,0 +1,224 @@
+"""The skeleton every training recipe shares: command line, seeded build, cache, export and training.
+
+A recipe states what it builds; :class:`Recipe` runs it the same way for every modality::
+
+    RECIPE = Recipe(
+        "recipes/examples/tiny_latent.py",
+        __doc__,                                   # its first line is the --help description
+        defaults={"max_steps": 300, "lr": 1e-3},   # the recipe's TrainConfig defaults
+        add_args=add_args,                         # (argument group) -> None: the recipe's own flags
+        build=build,                               # (args) -> Parts, after torch.manual_seed(args.seed)
+        extra=lambda args: {"items": args.items},  # what config.json records under train.extra
+        cache=True,                                # --cache DIR, --cache-only, --cache-mismatch
+    )
+    main = RECIPE.main
+
+``RECIPE.main(argv)`` parses the shared flags (:func:`~mediadiff.train.config.recipe_parser`) and the
+recipe's, runs ``check(args)`` (before anything heavy), seeds torch with ``--seed`` and calls
+``build(args)``; then ``--export FOLDER`` writes the run's newest checkpoint as a pipeline,
+``--cache-only`` encodes the latent cache and returns it, ``--dry-run`` measures, and otherwise the
+:class:`~mediadiff.train.trainer.Trainer` trains.
+
+What is modality-specific comes in as arguments, never as an import: the pipeline class the recipe
+generates and exports with (``pipeline=``, called as ``pipeline(backbone, autoencoder, text_encoder,
+schedule, prediction=..., defaults=...)``), the export function (``export=``: the run folder's
+newest checkpoint into that pipeline, saved) and the periodic evaluation (``Parts.evaluate(pipeline, ctx)``,
+run on a pipeline around the in-training EMA weights, see :func:`pipeline_sample_fn`; or a plain
+``Parts.sample_fn``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import config_from_args, recipe_parser
+from .trainer import SampleContext, Trainer
+
+__all__ = ["Parts", "Recipe", "pipeline_sample_fn"]
+
+SampleFn = Callable[[SampleContext], Any]
+
+
+@dataclass
+class Parts:
+    """What a recipe's ``build(args)`` returns: everything one run trains, samples and exports with.
+
+    Built after ``torch.manual_seed(args.seed)``, so the backbone starts the same in every process.
+    """
+
+    dataset: Any  # map-style dataset of {data_key: tensor, "text": caption} items
+    backbone: torch.nn.Module  # backbone(x, t, context=None, context_mask=None) -> prediction
+    schedule: Any  # the diffusion schedule (mediadiff.diffusion)
+    prediction: str  # eps | x0 | v | flow
+    data_key: str | None = None  # the items' tensor; None: the dataset's own data_key
+    autoencoder: Any | None = None  # encode(x) -> latents; None: train on the data itself
+    text_encoder: Any | None = None  # encode(prompts) -> (tokens [b l d], mask [b l])
+    t_sampler: str | Callable = "logit_normal"
+    pipeline_defaults: dict[str, Any] | None = None  # sampling defaults of the recipe's pipeline
+    evaluate: Callable[[Any, SampleContext], Any] | None = None  # (pipeline, ctx) -> paths | {paths, metrics}
+    sample_fn: SampleFn | None = None  # or a trainer sample_fn that needs no pipeline
+    cache_extra: dict[str, Any] | None = None  # more values that key the latent cache
+    trainer_options: dict[str, Any] = field(default_factory=dict)  # more Trainer kwargs (weighting, ...)
+    on_end: Callable[[Trainer], None] | None = None  # after training, e.g. a report on the data
+
+
+def pipeline_sample_fn(make_pipeline: Callable[[torch.nn.Module], Any], evaluate: Callable) -> SampleFn:
+    """A trainer ``sample_fn`` that generates through a pipeline around the in-training weights.
+
+    Each call wraps ``ctx.model`` (the EMA weights, or the trained model without an EMA) with
+    ``make_pipeline(backbone)``, sets the pipeline's ``autocast`` from the run's precision (bf16
+    autocast in a bf16 run, fp32 otherwise) and returns ``evaluate(pipeline, ctx)``: paths, or
+    ``{"paths": [...], "metrics": {...}}`` (metrics go to ``metrics.jsonl``).
+    """
+
+    def sample_fn(ctx: SampleContext) -> Any:
+        pipeline = make_pipeline(ctx.model)
+        pipeline.autocast = ctx.mixed_precision == "bf16"
+        return evaluate(pipeline, ctx)
+
+    return sample_fn
+
+
+@dataclass
+class Recipe:
+    """A training recipe: what it builds (``build``), its flags and defaults; :meth:`main` runs it.
+
+    name: the script's path from the repository root, recorded in an exported pipeline's ``info``.
+    doc: the script's docstring; its first line describes the recipe in ``--help``.
+    defaults: the recipe's :class:`~mediadiff.train.config.TrainConfig` defaults (``max_steps``, ``lr``, ...).
+    add_args: adds the recipe's own flags to its argument group.
+    build: ``(args) -> Parts``.
+    extra: ``(args) -> dict`` recorded as ``config.extra`` in ``config.json`` and checkpoints.
+    check: ``(args) -> None`` run right after parsing; raises ``SystemExit`` on a bad combination.
+    cache: False: no cache flags; True: ``--cache DIR`` (off unless given), ``--cache-only`` and
+        ``--cache-mismatch``; a string: the same, with ``--cache`` defaulting to that folder, formatted
+        with the arguments (``"{output_dir}/cache"``).
+    pipeline: the pipeline class (or factory) the recipe samples and exports with; needed by
+        ``Parts.evaluate`` and by ``export``.
+    export: ``export(run_dir, folder, pipeline, info=...) -> Path``, the recipe's export function;
+        adds ``--export FOLDER``: the newest checkpoint's EMA weights as a pipeline folder.
+    """
+
+    name: str
+    doc: str
+    defaults: dict[str, Any]
+    add_args: Callable[[Any], None]
+    build: Callable[[argparse.Namespace], Parts]
+    extra: Callable[[argparse.Namespace], dict[str, Any]] = lambda args: {}
+    check: Callable[[argparse.Namespace], None] | None = None
+    cache: bool | str = False
+    pipeline: Callable[..., Any] | None = None
+    export: Callable[..., Path] | None = None
+
+    def parser(self) -> argparse.ArgumentParser:
+        """The shared training flags, then the recipe's own (and the cache and export flags)."""
+        parser = recipe_parser(self.doc.strip().splitlines()[0], **self.defaults)
+        group = parser.add_argument_group(Path(self.name).stem)
+        self.add_args(group)
+        if self.cache:
+            default = (
+                self.cache.replace("{output_dir}", "OUTPUT_DIR")
+                if isinstance(self.cache, str)
+                else "no cache"
+            )
+            group.add_argument(
+                "--cache",
+                default=None,
+                help=f"latent + text cache folder, encoded on first use (None: {default})",
+            )
+            group.add_argument("--cache-only", action="store_true", help="encode the latent cache and exit")
+            group.add_argument(
+                "--cache-mismatch",
+                choices=["rebuild", "error"],
+                default="rebuild",
+                help="what to do with a cache built by other parts",
+            )
+        if self.export is not None:
+            group.add_argument(
+                "--export",
+                default=None,
+                metavar="FOLDER",
+                help="write the newest checkpoint of --output-dir (EMA weights) as a pipeline folder and exit",
+            )
+        return parser
+
+    def cache_dir(self, args: argparse.Namespace) -> str | None:
+        """The cache folder of this run: ``--cache``, else the recipe's default (None: no cache)."""
+        if not self.cache:
+            return None
+        if args.cache:
+            return args.cache
+        return self.cache.format(**vars(args)) if isinstance(self.cache, str) else None
+
+    def make_pipeline(self, parts: Parts, backbone: torch.nn.Module | None = None) -> Any:
+        """The recipe's pipeline around ``backbone`` (default: ``parts.backbone``) and the other parts."""
+        if self.pipeline is None:
+            raise ValueError(f"{self.name}: the recipe names no pipeline class (Recipe(pipeline=...))")
+        return self.pipeline(
+            parts.backbone if backbone is None else backbone,
+            parts.autoencoder,
+            parts.text_encoder,
+            parts.schedule,
+            prediction=parts.prediction,
+            defaults=parts.pipeline_defaults,
+        )
+
+    def sample_fn(self, parts: Parts) -> SampleFn | None:
+        """The trainer's ``sample_fn``: ``parts.sample_fn``, or ``parts.evaluate`` on the recipe's pipeline."""
+        if parts.sample_fn is not None and parts.evaluate is not None:
+            raise ValueError(f"{self.name}: give Parts a sample_fn or an evaluate, not both")
+        if parts.evaluate is None:
+            return parts.sample_fn
+        return pipeline_sample_fn(lambda backbone: self.make_pipeline(parts, backbone), parts.evaluate)
+
+    def trainer(self, args: argparse.Namespace, parts: Parts) -> Trainer:
+        """The trainer of this run (its config from the shared flags and ``extra``)."""
+        return Trainer(
+            parts.backbone,
+            parts.schedule,
+            parts.dataset,
+            config_from_args(args, **self.extra(args)),
+            prediction=parts.prediction,
+            data_key=parts.data_key,
+            autoencoder=parts.autoencoder,
+            text_encoder=parts.text_encoder,
+            cache_dir=self.cache_dir(args),
+            cache_on_mismatch=getattr(args, "cache_mismatch", "rebuild"),
+            cache_extra=parts.cache_extra,
+            sample_fn=self.sample_fn(parts),
+            t_sampler=parts.t_sampler,
+            **parts.trainer_options,
+        )
+
+    def main(self, argv: list[str] | None = None) -> Any:
+        """Parse, check, seed and build; then export, encode the cache, dry-run or train.
+
+        Returns the exported folder (``--export``), the opened cache (``--cache-only``), the dry-run
+        report (``--dry-run``) or the training summary.
+        """
+        args = self.parser().parse_args(argv)
+        if self.check is not None:
+            self.check(args)
+        config_from_args(args, **self.extra(args))  # a bad setting fails before anything is built
+        torch.manual_seed(args.seed)
+        parts = self.build(args)
+        if getattr(args, "export", None):
+            info = {"recipe": self.name}
+            return self.export(args.output_dir, args.export, self.make_pipeline(parts), info=info)
+        trainer = self.trainer(args, parts)
+        if getattr(args, "cache_only", False):
+            if self.cache_dir(args) is None:
+                raise SystemExit("--cache-only needs --cache DIR")
+            cache = trainer.training_data()  # opened, or encoded once
+            trainer.log(f"latent cache of {len(cache)} items at {cache.path}")
+            return cache
+        result = trainer.run(dry_run=args.dry_run, memory_gb=args.memory_gb)
+        if parts.on_end is not None:
+            parts.on_end(trainer)
+        return result
