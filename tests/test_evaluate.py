@@ -9,18 +9,9 @@ import pytest
 import torch
 from scipy import linalg
 
+from mediadiff.eval import accuracy_report, feature_fd, format_table, frechet_distance, wilson_interval
 from mediadiff.video import evaluate as ev
-from mediadiff.video.evaluate import (
-    FEATURES,
-    accuracy_report,
-    clip_features,
-    evaluate,
-    feature_fd,
-    format_table,
-    frechet_distance,
-    real_clips,
-    wilson_interval,
-)
+from mediadiff.video.evaluate import CLASSES, FEATURES, ShapesTask, clip_features, evaluate, real_clips
 from mediadiff.video.generate import to_frames
 from mediadiff.video.shapes import HELDOUT_TEMPLATES, TRAIN_TEMPLATES, Shapes, render
 from mediadiff.video.shapes_eval import EVAL_SEED
@@ -29,6 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 FRAMES, SIZE, NUM = 8, 32, 40
 NAMES = [ft.name for ft in FEATURES]
+RESOLUTION = [ft.resolution for ft in FEATURES]
 
 # --------------------------------------------------------------------------- Frechet distance
 
@@ -65,13 +57,13 @@ def test_feature_fd_standardises_by_the_reference():
     reference = rng.normal(size=(4000, len(FEATURES))) * 100.0  # large units everywhere
     shifted = reference.copy()
     shifted[:, 0] += reference[:, 0].std(ddof=1)  # one standard deviation along feature 0, same covariance
-    assert feature_fd(shifted, reference, reference) == pytest.approx(1.0, rel=1e-6)
+    assert feature_fd(shifted, reference, reference, RESOLUTION) == pytest.approx(1.0, rel=1e-6)
     # a constant real feature is scaled by its resolution: a shift of 3 resolutions counts 9
     flat = reference.copy()
     flat[:, 0] = 0.0
     moved = flat.copy()
     moved[:, 0] = 3 * FEATURES[0].resolution
-    assert feature_fd(moved, flat, flat) == pytest.approx(9.0, rel=1e-6)
+    assert feature_fd(moved, flat, flat, RESOLUTION) == pytest.approx(9.0, rel=1e-6)
 
 
 # --------------------------------------------------------------------------- accuracy
@@ -97,7 +89,7 @@ def test_accuracy_report_counts_per_class_and_confusions():
         {"colour": "blue", "shape": "circle", "direction": "up"},
     ]
     found = [det("red", "square", "left"), det("green", "circle", "none"), det("blue", "triangle", "up")]
-    rep = accuracy_report(found, labels)
+    rep = accuracy_report([d.as_dict() for d in found], labels, CLASSES)
     assert rep["accuracy"]["colour"]["correct"] == 2 and rep["accuracy"]["all"]["correct"] == 1
     assert rep["per_class"]["colour"]["red"] == {
         "n": 2,
@@ -338,7 +330,9 @@ def test_run_writes_table_json_and_grid_for_a_pipeline_folder(tmp_path, capsys):
     assert report["machine"]["torch_threads"] == 1 and report["timing"]["seconds_per_clip"] > 0
     assert set(report["splits"]) == {"train", "heldout"} and "autoencoder" in report
     assert len(report["splits"]["heldout"]["clips"]) == 3 and (tmp_path / "g-heldout.gif").is_file()
-    assert format_table(report).count("\n") == 5  # header, rule, real, autoencoder, two splits
+    assert (
+        format_table(report, ShapesTask.row_names).count("\n") == 5
+    )  # header, rule, real, autoencoder, two splits
 
     assert ev.run(parser.parse_args(["--model", str(tmp_path / "nowhere")])) == 2
     assert "not found" in capsys.readouterr().err

@@ -1,5 +1,10 @@
 """``mediadiff eval video``: does a text-to-video model follow Shapes prompts, and do its clips look real?
 
+This module is the Shapes side of the shared harness (:mod:`mediadiff.eval`): :class:`ShapesTask` (the
+attributes colour, shape and direction, the detector, the feature space below, the prompts and the real
+clips), the video autoencoder round trip, and the command's options; the loop, the statistics, the
+table and the JSON report are :mod:`mediadiff.eval`'s.
+
 Prompts
     ``num`` captions per split from the Shapes evaluation stream (seed :data:`~.shapes_eval.EVAL_SEED`,
     never trained on): split ``train`` phrases them with the training templates, split ``heldout``
@@ -77,71 +82,51 @@ A clip without any object has colour, size, shape and motion features 0 and posi
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from scipy import ndimage
 
-from .detect import Detection, box_stats, detect
+from mediadiff.eval import Feature, Generate, Reconstruct, run_command
+from mediadiff.eval import add_arguments as add_eval_arguments
+from mediadiff.eval import evaluate as evaluate_task
+from mediadiff.eval import pipeline_generator as eval_pipeline_generator
+
+from .detect import box_stats, detect
 from .shapes import COLOURS, DIRECTIONS, SHAPES, Shapes
 from .shapes_eval import EVAL_SEED, eval_items, save_grid
 
 __all__ = [
+    "CLASSES",
     "FEATURES",
     "REAL_SEEDS",
     "SPLITS",
-    "Feature",
-    "Generate",
-    "Reconstruct",
-    "accuracy_report",
+    "ShapesTask",
     "add_arguments",
     "clip_features",
     "evaluate",
-    "feature_fd",
     "features",
-    "format_table",
-    "frechet_distance",
     "main",
-    "marginal_fd",
     "pipeline_generator",
     "pipeline_reconstructor",
     "real_clips",
     "run",
-    "wilson_interval",
 ]
 
 REAL_SEEDS = (777, 778)  # Shapes seeds of the two real sets (reference, and floor partner); never trained on
 SPLITS = ("train", "heldout")  # caption template sets, reported separately
-GRID_CLIPS = 32  # clips per split in the optional GIF grid
+CLASSES = {"colour": COLOURS, "shape": SHAPES, "direction": DIRECTIONS}  # what the detector reads back
 DESCRIPTION = (
     "Generate clips for Shapes prompts (training and held-out phrasings), read colour, shape and direction "
     "back with an analytic detector, and measure the Frechet distance to real clips against a real-vs-real floor."
 )
 
-Generate = Callable[[list[str], list[int]], np.ndarray]
-"""A model under evaluation: ``generate(prompts, seeds) -> uint8 [b f h w 3]``, clip ``i`` from ``seeds[i]``."""
-Reconstruct = Callable[[np.ndarray], np.ndarray]
-"""An autoencoder round trip: uint8 ``[b f h w 3]`` -> uint8 ``[b f h w 3]``."""
-
-
-@dataclass(frozen=True)
-class Feature:
-    """One dimension of the FD feature space."""
-
-    name: str
-    resolution: float  # smallest difference that matters; the standardising scale never goes below it
-    doc: str
-
-
-FEATURES: tuple[Feature, ...] = (
+FEATURES: tuple[Feature, ...] = (  # the FD feature space of a Shapes clip
     Feature("colour_r", 0.02, "mean red of the object's pixels"),
     Feature("colour_g", 0.02, "mean green of the object's pixels"),
     Feature("colour_b", 0.02, "mean blue of the object's pixels"),
@@ -270,114 +255,6 @@ def features(clips: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
     return np.stack([clip_features(c) for c in clips])  # [b d]
 
 
-# --------------------------------------------------------------------------- Frechet distance
-
-
-def _sqrt_psd(a: np.ndarray) -> np.ndarray:
-    """Symmetric square root of a symmetric positive semi-definite matrix (negative rounding clipped)."""
-    values, vectors = np.linalg.eigh((a + a.T) / 2)
-    return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
-
-
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
-    """Frechet (2-Wasserstein squared) distance between N(mu1, sigma1) and N(mu2, sigma2).
-
-    ``|mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))`` (Dowson & Landau 1982; Heusel et al. 2017,
-    Eq. 6). ``Tr (S1 S2)^(1/2)`` is computed as ``Tr (S1^(1/2) S2 S1^(1/2))^(1/2)``: the same
-    eigenvalues, but of a symmetric PSD matrix, so two symmetric eigen-decompositions replace a
-    general matrix square root and stay real and stable when a covariance is singular.
-    """
-    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
-    sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
-    d = mu1.shape[0]
-    if mu2.shape != (d,) or sigma1.shape != (d, d) or sigma2.shape != (d, d):
-        raise ValueError(
-            f"frechet_distance: means {mu1.shape} {mu2.shape} and covariances {sigma1.shape} "
-            f"{sigma2.shape} do not describe two Gaussians of the same dimension"
-        )
-    root1 = _sqrt_psd(sigma1)  # [d d]
-    middle = np.linalg.eigvalsh(root1 @ sigma2 @ root1)  # [d] eigenvalues of S1 S2
-    cross = np.sqrt(np.clip(middle, 0.0, None)).sum()
-    diff = mu1 - mu2
-    return float(max(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * cross, 0.0))
-
-
-def _standardiser(reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and scale of each feature on the reference set; a scale never falls below the resolution."""
-    resolution = np.array([ft.resolution for ft in FEATURES])  # [d]
-    return reference.mean(axis=0), np.maximum(reference.std(axis=0, ddof=1), resolution)
-
-
-def feature_fd(a: np.ndarray, b: np.ndarray, reference: np.ndarray) -> float:
-    """FD between feature sets ``a`` and ``b`` (``[n d]`` each), standardised by ``reference`` ``[m d]``."""
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
-        raise ValueError(
-            f"feature_fd: need two sets of >= 2 feature rows of one width, got {a.shape}, {b.shape}"
-        )
-    mean, scale = _standardiser(reference)
-    za, zb = (a - mean) / scale, (b - mean) / scale  # [n d] standardised
-    return frechet_distance(za.mean(0), np.cov(za, rowvar=False), zb.mean(0), np.cov(zb, rowvar=False))
-
-
-def marginal_fd(a: np.ndarray, b: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    """Per-feature 1-D FD, ``(m_a - m_b)^2 + (s_a - s_b)^2`` in standardised units: which features differ."""
-    mean, scale = _standardiser(reference)
-    za, zb = (a - mean) / scale, (b - mean) / scale  # [n d]
-    one = (za.mean(0) - zb.mean(0)) ** 2 + (za.std(0, ddof=1) - zb.std(0, ddof=1)) ** 2  # [d]
-    return {ft.name: round(float(v), 4) for ft, v in zip(FEATURES, one)}
-
-
-# --------------------------------------------------------------------------- accuracy
-
-
-def wilson_interval(correct: int, total: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (Wilson 1927); 95% at the default ``z``."""
-    if total <= 0:
-        return (0.0, 1.0)
-    p = correct / total
-    denom = 1 + z * z / total
-    centre = (p + z * z / (2 * total)) / denom
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def _rate(correct: int, total: int) -> dict[str, Any]:
-    lo, hi = wilson_interval(correct, total)
-    value = correct / total if total else float("nan")
-    return {"n": total, "correct": correct, "accuracy": round(value, 4), "ci95": [round(lo, 4), round(hi, 4)]}
-
-
-def accuracy_report(detections: Sequence[Detection], labels: Sequence[dict]) -> dict[str, Any]:
-    """Accuracies (with Wilson intervals), per-class accuracies and confusion counts of the detections.
-
-    ``labels[i]`` holds the true ``colour``, ``shape`` and ``direction``. Returns
-    ``{"accuracy": {attr: rate}, "per_class": {attr: {class: rate}}, "confusion": {attr: {true: {read: n}}}}``
-    where ``attr`` runs over colour, shape, direction (and ``"all"`` in ``accuracy``).
-    """
-    if len(detections) != len(labels) or not labels:
-        raise ValueError(f"accuracy_report: {len(detections)} detections for {len(labels)} labels")
-    classes = {"colour": COLOURS, "shape": SHAPES, "direction": DIRECTIONS}
-    report: dict[str, Any] = {"accuracy": {}, "per_class": {}, "confusion": {}}
-    for attr, names in classes.items():
-        hits = [getattr(d, attr) == y[attr] for d, y in zip(detections, labels)]
-        report["accuracy"][attr] = _rate(sum(hits), len(hits))
-        report["per_class"][attr] = {
-            c: _rate(sum(h for h, y in zip(hits, labels) if y[attr] == c), sum(y[attr] == c for y in labels))
-            for c in names
-        }
-        confusion: dict[str, dict[str, int]] = {c: {} for c in names}
-        for d, y in zip(detections, labels):
-            row = confusion[y[attr]]
-            row[getattr(d, attr)] = row.get(getattr(d, attr), 0) + 1
-        report["confusion"][attr] = confusion
-    every = [all(getattr(d, k) == y[k] for k in classes) for d, y in zip(detections, labels)]
-    report["accuracy"]["all"] = _rate(sum(every), len(every))
-    return report
-
-
-# --------------------------------------------------------------------------- the evaluation
-
-
 def real_clips(num: int, num_frames: int, size: int, seed: int, start: int = 0) -> np.ndarray:
     """Shapes clips ``start .. start+num-1`` of ``seed`` as uint8 ``[num f size size 3]``.
 
@@ -391,57 +268,53 @@ def real_clips(num: int, num_frames: int, size: int, seed: int, start: int = 0) 
     return to_frames(videos).numpy()  # [num f h w 3]
 
 
-@dataclass
-class _Read:
-    """Features and detector readings of a set of clips, gathered chunk by chunk."""
+# --------------------------------------------------------------------------- the Shapes task
 
-    feats: list[np.ndarray]
-    found: list[Detection]
 
-    @classmethod
-    def empty(cls) -> _Read:
-        return cls([], [])
+@dataclass(frozen=True)
+class ShapesTask:
+    """Shapes as an :class:`~mediadiff.eval.EvalTask`: clips uint8 ``[f size size 3]``, read by the analytic
+    detector, described by :data:`FEATURES`; prompts from the evaluation stream (seed ``EVAL_SEED``)."""
 
-    def add(self, clips: np.ndarray) -> None:
-        self.feats.append(features(clips))  # [c d]
-        self.found += [detect(c) for c in clips]
+    num_frames: int
+    size: int
+
+    name: ClassVar[str] = "video"
+    real_name: ClassVar[str] = "Shapes"
+    classes: ClassVar[dict[str, tuple[str, ...]]] = CLASSES
+    feature_table: ClassVar[tuple[Feature, ...]] = FEATURES
+    splits: ClassVar[tuple[str, ...]] = SPLITS
+    row_names: ClassVar[dict[str, str]] = {
+        "train": "train-template prompts",
+        "heldout": "held-out-template prompts",
+    }
+    prompt_seed: ClassVar[int] = EVAL_SEED
+    real_seeds: ClassVar[tuple[int, int]] = REAL_SEEDS
+    clip_dtype: ClassVar[Any] = np.uint8
+    grid_suffix: ClassVar[str] = ".gif"
 
     @property
-    def matrix(self) -> np.ndarray:
-        return np.concatenate(self.feats)  # [n d]
+    def clip_shape(self) -> tuple[int, ...]:
+        return (self.num_frames, self.size, self.size, 3)
 
+    @property
+    def info(self) -> dict[str, int]:
+        return {"num_frames": self.num_frames, "size": self.size}
 
-def _check_clips(clips: Any, expected: tuple[int, ...], who: str) -> np.ndarray:
-    clips = np.asarray(clips)
-    if clips.shape != expected or clips.dtype != np.uint8:
-        raise ValueError(f"evaluate: {who} returned {clips.dtype} {clips.shape}, expected uint8 {expected}")
-    return clips
+    def features(self, clips: np.ndarray) -> np.ndarray:
+        return features(clips)  # [b d]
 
+    def read(self, clips: np.ndarray) -> list[dict[str, str]]:
+        return [{k: getattr(d, k) for k in CLASSES} for d in (detect(c) for c in clips)]
 
-def _read_real(
-    num: int, num_frames: int, size: int, seed: int, reconstruct: Reconstruct | None = None, chunk: int = 50
-) -> tuple[_Read, _Read | None]:
-    """Read ``num`` real clips of ``seed`` (and their autoencoder round trips), in chunks to bound memory."""
-    real, rebuilt = _Read.empty(), (_Read.empty() if reconstruct is not None else None)
-    for start in range(0, num, chunk):
-        clips = real_clips(min(chunk, num - start), num_frames, size, seed, start)  # [c f h w 3]
-        real.add(clips)
-        if reconstruct is not None:
-            rebuilt.add(_check_clips(reconstruct(clips), clips.shape, "reconstruct"))
-    return real, rebuilt
+    def items(self, num: int, split: str) -> list[dict[str, Any]]:
+        return eval_items(num, self.num_frames, self.size, templates=split)
 
+    def real(self, num: int, seed: int, start: int = 0) -> np.ndarray:
+        return real_clips(num, self.num_frames, self.size, seed, start)  # [num f h w 3]
 
-def _row(read: _Read, labels: Sequence[dict], reference: np.ndarray, floor: float) -> dict[str, Any]:
-    """Accuracy report, FD to the reference, FD / floor and per-feature FDs of one set of clips."""
-    feats = read.matrix  # [n d]
-    fd = feature_fd(feats, reference, reference)
-    row = accuracy_report(read.found, labels)
-    row.update(
-        fd=round(fd, 4),
-        fd_ratio=round(fd / floor, 3) if floor > 0 else float("inf"),
-        fd_marginal=marginal_fd(feats, reference, reference),
-    )
-    return row
+    def save_grid(self, clips: np.ndarray, path: Path) -> None:
+        save_grid(clips, path)  # GIF of [k f h w 3]
 
 
 def evaluate(
@@ -457,171 +330,34 @@ def evaluate(
     grid: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Generate ``num`` clips per split, score prompt following and FD against real clips; returns the report.
-
-    ``generate(prompts, seeds)`` must return uint8 ``[b num_frames size size 3]``. The report holds:
-
-    - ``splits[split]``: accuracies, per-class accuracies and confusions (:func:`accuracy_report`), the FD
-      to the reference real set (seed ``real_seeds[0]``), ``fd_ratio = fd / floor_fd``, the per-feature
-      1-D FDs, and every clip's caption, labels and reading;
-    - ``real``: the same for the real clips the prompts describe (Shapes seed :data:`EVAL_SEED`, items
-      ``0..num-1``); their FD to the reference is ``floor_fd``: they share the generated sets' label
-      mix, so a perfect model scores ``fd_ratio`` about 1 whatever that mix;
-    - ``real_vs_real_fd``: FD between two independent real sets (``real_seeds``), for the chance spread;
-    - ``autoencoder`` (when ``reconstruct`` is given, ``uint8 clips -> uint8 clips``): the same for the
-      prompts' real clips after an autoencoder round trip, what a latent model can reach at best;
-    - ``timing``: generation seconds (and per clip), the autoencoder round trips' seconds, and the
-      seconds of everything else (rendering real clips, features, detection, FD, the grid).
-
-    ``grid``: write the first :data:`GRID_CLIPS` clips of each split as a GIF grid (``NAME-SPLIT.gif``
-    when there are several splits) with their prompts beside it (``.txt``).
-    """
-    from tqdm.auto import tqdm
-
-    if num < 2:
-        raise ValueError(f"evaluate: num must be >= 2 (a covariance needs two clips), got {num}")
-    if batch_size < 1:
-        raise ValueError(f"evaluate: batch_size must be >= 1, got {batch_size}")
-    if not splits or any(s not in SPLITS for s in splits):
-        raise ValueError(f"evaluate: splits must be among {SPLITS}, got {list(splits)}")
-    if len(set(real_seeds)) != 2 or EVAL_SEED in real_seeds:
-        raise ValueError(f"evaluate: real_seeds must be two seeds other than {EVAL_SEED}, got {real_seeds}")
-
-    if grid is not None and Path(grid).suffix.lower() != ".gif":
-        raise ValueError(f"evaluate: grid must be a .gif path, got {str(grid)!r}")
-    autoencoder_s = 0.0
-    if reconstruct is not None:
-        inner = reconstruct
-
-        def reconstruct(clips: np.ndarray) -> np.ndarray:
-            nonlocal autoencoder_s
-            t = time.perf_counter()
-            out = inner(clips)
-            autoencoder_s += time.perf_counter() - t
-            return out
-
-    t0 = time.perf_counter()
-    reference = _read_real(num, num_frames, size, real_seeds[0])[0].matrix  # [num d]
-    partner = _read_real(num, num_frames, size, real_seeds[1])[0].matrix  # [num d]
-    prompt_real, rebuilt = _read_real(num, num_frames, size, EVAL_SEED, reconstruct)
-    floor = feature_fd(prompt_real.matrix, reference, reference)
-    labels = eval_items(num, num_frames, size)  # the prompts' labels (the same for every split)
-    report: dict[str, Any] = {
-        "num": num,
-        "num_frames": num_frames,
-        "size": size,
-        "floor_fd": round(floor, 4),
-        "real_vs_real_fd": round(feature_fd(partner, reference, reference), 4),
-        "features": [ft.name for ft in FEATURES],
-        "real": _row(prompt_real, labels, reference, floor),
-    }
-    if rebuilt is not None:
-        report["autoencoder"] = _row(rebuilt, labels, reference, floor)
-    report["splits"] = {}
-    overhead, generation = time.perf_counter() - t0 - autoencoder_s, 0.0
-
-    bar = tqdm(total=num * len(splits), desc="eval video", unit="clip", disable=not progress)
-    for split in splits:
-        items = eval_items(num, num_frames, size, templates=split)
-        read, kept = _Read.empty(), []
-        for start in range(0, num, batch_size):
-            chunk = items[start : start + batch_size]
-            t1 = time.perf_counter()
-            clips = generate([it["text"] for it in chunk], [it["index"] for it in chunk])
-            generation += time.perf_counter() - t1
-            t1 = time.perf_counter()
-            clips = _check_clips(clips, (len(chunk), num_frames, size, size, 3), "generate")
-            read.add(clips)
-            kept += list(clips[: max(GRID_CLIPS - len(kept), 0)])
-            overhead += time.perf_counter() - t1
-            bar.update(len(chunk))
-        t1 = time.perf_counter()
-        row = _row(read, items, reference, floor)
-        row["clips"] = [
-            {
-                "index": it["index"],
-                "text": it["text"],
-                **{k: it[k] for k in ("colour", "shape", "direction")},
-                "read": {k: getattr(d, k) for k in ("colour", "shape", "direction")},
-            }
-            for it, d in zip(items, read.found)
-        ]
-        if grid is not None:
-            path = Path(grid)
-            if len(splits) > 1:
-                path = path.with_name(f"{path.stem}-{split}{path.suffix}")
-            save_grid(np.stack(kept), path)  # [k f h w 3]
-            path.with_suffix(".txt").write_text("\n".join(it["text"] for it in items[: len(kept)]) + "\n")
-            row["grid"] = str(path)
-        report["splits"][split] = row
-        overhead += time.perf_counter() - t1
-    bar.close()
-    report["timing"] = {
-        "generation_s": round(generation, 2),
-        "seconds_per_clip": round(generation / (num * len(splits)), 4),
-        "autoencoder_round_trip_s": round(autoencoder_s, 2),
-        "eval_overhead_s": round(overhead, 2),
-    }
-    return report
+    """:func:`mediadiff.eval.evaluate` on :class:`ShapesTask` ``(num_frames, size)``: ``generate(prompts, seeds)``
+    returns uint8 ``[b num_frames size size 3]``; the report as described there (and in this module's
+    docstring), with ``num_frames`` and ``size`` after ``num``; ``grid`` is a ``.gif`` path."""
+    return evaluate_task(
+        ShapesTask(num_frames, size),
+        generate,
+        num=num,
+        splits=splits,
+        batch_size=batch_size,
+        real_seeds=real_seeds,
+        reconstruct=reconstruct,
+        grid=grid,
+        progress=progress,
+    )
 
 
-# --------------------------------------------------------------------------- report
-
-_ROW_NAMES = {
-    "real": "real clips of the prompts (floor)",
-    "autoencoder": "autoencoder round trip of them",
-    "train": "train-template prompts",
-    "heldout": "held-out-template prompts",
-}
-
-
-def format_table(report: dict[str, Any]) -> str:
-    """The report as a plain-text table: reference rows, then one row per split; accuracies in % with
-    their 95% Wilson intervals."""
-
-    def pct(rate: dict) -> str:
-        lo, hi = rate["ci95"]
-        return f"{100 * rate['accuracy']:.1f} ({100 * lo:.0f}-{100 * hi:.0f})"
-
-    head = ["clips", "N", "colour %", "shape %", "direction %", "all %", "FD", "floor FD", "FD/floor"]
-    rows = [head]
-    named = [(k, report[k]) for k in ("real", "autoencoder") if k in report] + list(report["splits"].items())
-    for key, res in named:
-        acc = res["accuracy"]
-        rows.append(
-            [_ROW_NAMES.get(key, key), str(report["num"])]
-            + [pct(acc[k]) for k in ("colour", "shape", "direction", "all")]
-            + [f"{res['fd']:.2f}", f"{report['floor_fd']:.2f}", f"{res['fd_ratio']:.2f}"]
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = [
-        "  ".join(c.ljust(wd) if i == 0 else c.rjust(wd) for i, (c, wd) in enumerate(zip(r, widths)))
-        for r in rows
-    ]
-    lines.insert(1, "  ".join("-" * wd for wd in widths))
-    return "\n".join(lines)
+# --------------------------------------------------------------------------- a video pipeline
 
 
 def pipeline_generator(
     pipe: Any, *, steps: int | None = None, sampler: str | None = None, guidance_scale: float | None = None
 ) -> Generate:
-    """Wrap a :class:`~mediadiff.video.pipeline.VideoPipeline` as a :data:`Generate` callable.
-
-    The pipeline draws clip ``i`` of a call from seed ``seed + i``; consecutive seeds go in one batched
-    call, any other seeds one clip at a time.
-    """
-
-    def call(prompts: list[str], seed: int) -> np.ndarray:
-        frames = pipe(prompts, seed=seed, steps=steps, sampler=sampler, guidance_scale=guidance_scale).frames
-        return frames.numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)  # [b f h w 3]
-
-    def generate(prompts: list[str], seeds: list[int]) -> np.ndarray:
-        seeds = [int(s) for s in seeds]
-        if seeds == list(range(seeds[0], seeds[0] + len(seeds))):
-            return call(list(prompts), seeds[0])
-        return np.concatenate([call([p], s) for p, s in zip(prompts, seeds)])  # [b f h w 3]
-
-    return generate
+    """A video pipeline (anything called as a :class:`~mediadiff.video.pipeline.VideoPipeline`, returning
+    ``.frames`` uint8 ``[b f h w 3]``) as a :data:`~mediadiff.eval.Generate`; see
+    :func:`mediadiff.eval.pipeline_generator`."""
+    return eval_pipeline_generator(
+        pipe, output="frames", steps=steps, sampler=sampler, guidance_scale=guidance_scale
+    )
 
 
 def pipeline_reconstructor(pipe: Any) -> Reconstruct | None:
@@ -645,121 +381,41 @@ def pipeline_reconstructor(pipe: Any) -> Reconstruct | None:
     return reconstruct
 
 
+# --------------------------------------------------------------------------- the command
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``mediadiff eval video`` options to ``parser``; returns it."""
-    add = parser.add_argument
-    add(
-        "--model",
-        default=None,
-        metavar="NAME|FOLDER",
-        help="shipped model name or pipeline folder (default: the shipped default)",
+    return add_eval_arguments(
+        parser, splits=SPLITS, splits_help="caption template sets (default both)", grid_help="GIF grid"
     )
-    add("--num", type=int, default=200, metavar="N", help="clips per split (default 200)")
-    add("--steps", type=int, default=None, metavar="N", help="sampling steps (default: the model's)")
-    add("--sampler", default=None, metavar="NAME", help="sampler name (default: the model's)")
-    add(
-        "--cfg",
-        type=float,
-        default=None,
-        metavar="X",
-        help="classifier-free guidance scale (default: the model's)",
-    )
-    add("--batch-size", type=int, default=8, metavar="N", help="clips per generation call (default 8)")
-    add("--json", default=None, metavar="PATH", help="write the full report (every number, settings) as JSON")
-    add(
-        "--grid", default=None, metavar="PATH", help=f"GIF grid of the first {GRID_CLIPS} clips of each split"
-    )
-    add(
-        "--splits",
-        nargs="+",
-        default=list(SPLITS),
-        choices=SPLITS,
-        help="caption template sets (default both)",
-    )
-    add("--threads", type=int, default=None, metavar="N", help="torch CPU threads (default: torch's)")
-    add("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda when available")
-    return parser
 
 
-def _fail(message: str) -> int:
-    print(f"mediadiff eval video: {message}", file=sys.stderr)
-    return 2
-
-
-def run(args: argparse.Namespace) -> int:
-    """``mediadiff eval video``: load the pipeline, evaluate, print the table, write the JSON; exit code."""
-    from mediadiff.utils import atomic_write_bytes, machine
-
-    from .pipeline import VideoPipeline
-
-    for flag in ("num", "batch_size", "threads", "steps"):
-        value = getattr(args, flag)
-        if value is not None and value < (2 if flag == "num" else 1):
-            return _fail(f"--{flag.replace('_', '-')} must be >= {2 if flag == 'num' else 1}, got {value}")
-    if args.cfg is not None and args.cfg < 0:
-        return _fail(f"--cfg must be >= 0, got {args.cfg}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        return _fail("--device cuda: no CUDA device is available; use --device cpu")
-    if args.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(args.device)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    try:
-        pipe = VideoPipeline.from_pretrained(args.model, device=device)
-        settings = pipe.resolve(steps=args.steps, sampler=args.sampler, guidance_scale=args.cfg)
-    except (FileNotFoundError, ValueError) as err:
-        return _fail(str(err))
+def _shapes_task(settings: dict[str, Any]) -> tuple[ShapesTask, str]:
+    """The task for a pipeline's resolved settings, and its clip format in words; Shapes clips are square."""
     if settings["height"] != settings["width"]:
-        return _fail(f"Shapes clips are square; the model makes {settings['height']}x{settings['width']}")
+        raise ValueError(f"Shapes clips are square; the model makes {settings['height']}x{settings['width']}")
     size, num_frames = settings["height"], settings["num_frames"]
-    try:
-        report = evaluate(
-            pipeline_generator(pipe, steps=args.steps, sampler=args.sampler, guidance_scale=args.cfg),
-            num=args.num,
-            num_frames=num_frames,
-            size=size,
-            splits=args.splits,
-            batch_size=args.batch_size,
-            reconstruct=pipeline_reconstructor(pipe),
-            grid=args.grid,
-        )
-    except ValueError as err:
-        return _fail(str(err))
-    report = {
-        "settings": {
-            "model": args.model if args.model is not None else "default",
-            "sampler": settings["sampler"],
-            "steps": settings["steps"],
-            "cfg": settings["guidance_scale"],
-            "num": args.num,
-            "num_frames": num_frames,
-            "size": size,
-            "batch_size": args.batch_size,
-            "splits": list(args.splits),
-            "prompts": f"Shapes seed {EVAL_SEED} items 0..{args.num - 1}, captions from each split's templates",
-            "noise_seeds": f"clip i of every split starts from noise seed i (0..{args.num - 1})",
-            "real_seeds": {"reference": REAL_SEEDS[0], "second_real_set": REAL_SEEDS[1], "floor": EVAL_SEED},
-            "autocast_bf16": pipe.use_bf16(),
-        },
-        "machine": machine(device),
-        **report,
-    }
-    timing = report["timing"]
-    print(
-        f"model {report['settings']['model']}: {settings['sampler']} {settings['steps']} steps, cfg "
-        f"{settings['guidance_scale']:g}, {num_frames}x{size}x{size}; {timing['seconds_per_clip']:.3f} s per clip "
-        f"on {device} ({torch.get_num_threads()} threads); eval work {timing['eval_overhead_s']:.1f} s"
+    return ShapesTask(num_frames, size), f"{num_frames}x{size}x{size}"
+
+
+def run(args: argparse.Namespace, load: Callable[..., Any] | None = None) -> int:
+    """``mediadiff eval video``: load the pipeline, evaluate, print the table, write the JSON; exit code.
+
+    ``load(name_or_folder, device=)`` returns the pipeline (default: ``VideoPipeline.from_pretrained``).
+    """
+    if load is None:
+        from .pipeline import VideoPipeline
+
+        load = VideoPipeline.from_pretrained
+    return run_command(
+        args,
+        name="video",
+        load=load,
+        task=_shapes_task,
+        generator=pipeline_generator,
+        reconstructor=pipeline_reconstructor,
     )
-    print(format_table(report))
-    print(
-        f"two independent real sets (Shapes seeds {REAL_SEEDS[0]}, {REAL_SEEDS[1]}): FD {report['real_vs_real_fd']:.2f}"
-    )
-    if args.json:
-        atomic_write_bytes(args.json, (json.dumps(report, indent=1) + "\n").encode())
-        print(f"wrote {args.json}")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
