@@ -59,7 +59,7 @@ def test_out_channels_patch_and_scalar_t():
 
 def test_clear_errors_for_bad_sizes_and_inputs():
     unet, dit = make("unet"), make("dit", patch=(2, 2, 2))
-    with pytest.raises(ValueError, match=r"multiples of \[1, 2, 2\]"):
+    with pytest.raises(ValueError, match=r"multiples of the downsampling factors \[1, 2, 2\]"):
         unet(torch.randn(1, 3, 5, 7, 8), torch.rand(1))
     with pytest.raises(ValueError, match="multiples of the patch size"):
         dit(torch.randn(1, 8, 5, 8, 8), torch.rand(1))

@@ -14,12 +14,15 @@ state-dict keys do not depend on which class built them.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
 from .attention import AttentionPool, TokenAdapter, pool_context
 from .embeddings import TimestepEmbedding
 from .standardize import FixedStandardize
+from .utils import check_backbone_inputs
 
 __all__ = ["CONTEXT_POOLS", "TextConditioned", "check_context_pool"]
 
@@ -34,13 +37,15 @@ def check_context_pool(owner: str, pool: str) -> None:
 
 class TextConditioned(nn.Module):
     """Mixin of a backbone conditioned on ``t`` and text: ``init_conditioning`` builds the layers,
-    ``condition(t, context, context_mask) -> (emb, context)`` runs them.
+    ``check_inputs`` validates ``(x, t, context, context_mask)`` and ``condition(t, context,
+    context_mask) -> (emb, context)`` runs them.
 
     ``emb = time_embed(t) + context_embed(pool_context(context))`` (the pooled text in the
     timestep path, as SD3 and Imagen do); without a context ``emb`` is the time embedding alone and
     the backbone runs unconditionally.
     """
 
+    multiples_of: ClassVar[str] = "the downsampling factors"  # what size_multiples() are, for errors
     time_embed: TimestepEmbedding
     pooled_norm: FixedStandardize | None
     context_adapter: TokenAdapter | None
@@ -73,6 +78,33 @@ class TextConditioned(nn.Module):
         )
         self.context_embed = nn.Sequential(
             nn.Linear(context_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+        )
+
+    def size_multiples(self) -> tuple[int, ...]:
+        """What each axis of x after the channel axis must be a multiple of (one entry per axis)."""
+        raise NotImplementedError
+
+    def check_inputs(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor | float,
+        context: torch.Tensor | None,
+        context_mask: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Validate the backbone's arguments against ``self.config`` (``in_channels``, ``context_dim``)
+        and :meth:`size_multiples`; returns ``(t [b], context_mask)``."""
+        multiples = self.size_multiples()
+        return check_backbone_inputs(
+            type(self).__name__,
+            x,
+            t,
+            context,
+            context_mask,
+            ndim=2 + len(multiples),
+            channels=self.config.in_channels,
+            context_dim=self.config.context_dim,
+            multiples=multiples,
+            multiples_of=self.multiples_of,
         )
 
     def condition(

@@ -21,7 +21,7 @@ from .conditioning import TextConditioned, check_context_pool
 from .pretrained import ConfigModel
 from .rope import RotaryEmbedding, grid_positions
 from .transformer import AdaLNZeroBlock, AdaLNZeroOut
-from .utils import check_backbone_inputs, checkpoint
+from .utils import checkpoint
 
 __all__ = ["DiffusionTransformer", "DiffusionTransformerConfig", "patchify", "unpatchify"]
 
@@ -95,6 +95,7 @@ class DiffusionTransformer(ConfigModel, TextConditioned):
     """
 
     config_class = DiffusionTransformerConfig
+    multiples_of = "the patch size"
 
     def __init__(self, config: DiffusionTransformerConfig | dict | None = None, **overrides) -> None:
         super().__init__(config, **overrides)
@@ -140,21 +141,7 @@ class DiffusionTransformer(ConfigModel, TextConditioned):
     ) -> torch.Tensor:
         """x: [b c *s], t: [b] in [0, 1], context: [b l context_dim], context_mask: [b l] bool -> [b c' *s]."""
         cfg = self.config
-        name = type(self).__name__
-        t, context_mask = check_backbone_inputs(
-            name,
-            x,
-            t,
-            context,
-            context_mask,
-            ndim=2 + len(cfg.patch),
-            channels=cfg.in_channels,
-            context_dim=cfg.context_dim,
-        )
-        if any(s % p for s, p in zip(x.shape[2:], cfg.patch)):
-            raise ValueError(
-                f"{name}: sizes {list(x.shape[2:])} of x after the channel axis must be multiples of the patch size {list(cfg.patch)}"
-            )
+        t, context_mask = self.check_inputs(x, t, context, context_mask)
         tokens, grid = patchify(x, cfg.patch)  # [b n c*prod(patch)]
         tokens = self.patch_in(tokens)  # [b n width]
         rope = self.rope(grid_positions(*grid, device=x.device))  # (cos, sin) [n dh/2]

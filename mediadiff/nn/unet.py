@@ -30,7 +30,7 @@ from .conv import Downsample, ResBlock, Upsample, conv_nd
 from .modulation import group_norm
 from .pretrained import ConfigModel
 from .transformer import TransformerBlock
-from .utils import check_backbone_inputs, checkpoint, zero_module
+from .utils import checkpoint, zero_module
 
 __all__ = ["AxisAttention", "UNet", "UNetConfig", "UNetStage", "check_unet_config"]
 
@@ -301,24 +301,7 @@ class UNet(ConfigModel, TextConditioned):
         context_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x: [b c *s], t: [b] in [0, 1], context: [b l context_dim], context_mask: [b l] bool -> [b c' *s]."""
-        cfg = self.config
-        name = type(self).__name__
-        t, context_mask = check_backbone_inputs(
-            name,
-            x,
-            t,
-            context,
-            context_mask,
-            ndim=self.dims + 2,
-            channels=cfg.in_channels,
-            context_dim=cfg.context_dim,
-        )
-        multiples = self.size_multiples()
-        if any(s % k for s, k in zip(x.shape[2:], multiples)):
-            raise ValueError(
-                f"{name}: sizes {list(x.shape[2:])} of x after the channel axis must be multiples of "
-                f"{list(multiples)} (the downsampling factors between levels)"
-            )
+        t, context_mask = self.check_inputs(x, t, context, context_mask)
         emb, context = self.condition(t, context, context_mask)  # [b e], [b l d]
         use_ckpt = self.gradient_checkpointing and self.training
         h = self.conv_in(self.prepare_input(x))  # [b ch *s]

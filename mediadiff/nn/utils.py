@@ -40,14 +40,22 @@ def check_backbone_inputs(
     ndim: int,
     channels: int,
     context_dim: int,
+    multiples: tuple[int, ...] | None = None,
+    multiples_of: str = "",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Validate ``backbone(x, t, context, context_mask)`` arguments; returns ``t`` as [b] and the mask.
 
     ``t`` may be a float or 0-d tensor (broadcast to the batch) or [b]. A ``None`` mask means every
-    context token is valid.
+    context token is valid. ``multiples``: what each axis of x after the channel axis must be a
+    multiple of, named in the error by ``multiples_of`` (e.g. ``"the patch size"``).
     """
     if x.ndim != ndim or x.shape[1] != channels:
         raise ValueError(f"{name}: x must be [b {channels} ...] with {ndim} dims, got {list(x.shape)}")
+    if multiples is not None and any(s % k for s, k in zip(x.shape[2:], multiples)):
+        raise ValueError(
+            f"{name}: sizes {list(x.shape[2:])} of x after the channel axis must be multiples of "
+            f"{multiples_of} {list(multiples)}"
+        )
     b = x.shape[0]
     t = torch.as_tensor(t, device=x.device)
     if t.ndim == 0:
