@@ -5,8 +5,8 @@ train on a CPU in seconds, and exactly the shape of contract the full-size parts
 
 - :class:`MovingSquares` - clips ``[3 f h w]`` in [-1, 1] of a coloured square moving in a
   direction, captioned ("a red square moving left"); deterministic per index; ``data_key = "video"``.
-- :class:`Bumps` - 1-D signals ``[c l]`` of one bump, captioned by its sign and place ("a high bump
-  on the left"); deterministic per index; ``data_key = "signal"``.
+- :class:`Bumps` - 1-D signals ``[c l]`` of one bump, captioned by its sign and width ("a high
+  narrow bump"); deterministic per index; ``data_key = "signal"``.
 - :class:`TinyAutoencoder` - a strided 3D-conv autoencoder, ``encode``/``decode``/``latent_shape``
   and a ``config`` with the latent scale and shift.
 - :class:`HashTextEncoder` - a tokenizer-free text encoder: words hashed (crc32) into an embedding
@@ -84,21 +84,21 @@ class MovingSquares(Dataset):
 
 
 class Bumps(Dataset):
-    """``num_items`` 1-D signals with one bump, high or low, at the left, middle or right.
+    """``num_items`` 1-D signals of one bump, high or low, narrow, medium or wide, at a random place.
 
-    Item ``i``: ``{"signal": [c l] float, "text": "a high bump on the left"}`` (or low; or in the
-    middle, on the right): a Gaussian bump (width ``length / 16``, its place jittered by ``length / 32``) of sign +1 or -1,
-    scaled by ``(k + 1) / c`` in channel ``k``, plus noise of std 0.05. The six captions cycle with
-    the index; everything else is drawn from ``(seed, index)``.
+    Item ``i``: ``{"signal": [c l] float, "text": "a high narrow bump"}``: a Gaussian bump of sign +1
+    or -1 and width ``length / 32``, ``/ 16`` or ``/ 8``, centred anywhere in the middle half, scaled
+    by ``(k + 1) / c`` in channel ``k``, plus noise of std 0.05. The six captions cycle with the
+    index; the place and the noise are drawn from ``(seed, index)``.
     """
 
     data_key = "signal"
     SIGNS: ClassVar[dict[str, float]] = {"high": 1.0, "low": -1.0}
-    PLACES: ClassVar[dict[str, float]] = {"on the left": 0.2, "in the middle": 0.5, "on the right": 0.8}
+    WIDTHS: ClassVar[dict[str, float]] = {"narrow": 1 / 32, "medium": 1 / 16, "wide": 1 / 8}
 
     def __init__(self, num_items: int = 64, channels: int = 2, length: int = 32, seed: int = 0):
-        if length < 8 or channels < 1:
-            raise ValueError(f"Bumps needs length >= 8 and channels >= 1, got {length}, {channels}")
+        if length < 16 or channels < 1:
+            raise ValueError(f"Bumps needs length >= 16 and channels >= 1, got {length}, {channels}")
         self.config = {"num_items": num_items, "channels": channels, "length": length, "seed": seed}
         self.num_items, self.channels, self.length, self.seed = self.config.values()
 
@@ -110,13 +110,13 @@ class Bumps(Dataset):
             raise IndexError(f"Bumps index {index} out of range [0, {self.num_items})")
         g = torch.Generator().manual_seed(self.seed * 100_003 + index)
         sign = list(self.SIGNS)[index % len(self.SIGNS)]
-        place = list(self.PLACES)[(index // len(self.SIGNS)) % len(self.PLACES)]
-        centre = self.PLACES[place] * self.length + (torch.rand((), generator=g) - 0.5) * self.length / 16
+        width = list(self.WIDTHS)[(index // len(self.SIGNS)) % len(self.WIDTHS)]
+        centre = (0.25 + 0.5 * torch.rand((), generator=g)) * self.length
         x = torch.arange(self.length, dtype=torch.float32)  # [l]
-        bump = self.SIGNS[sign] * torch.exp(-0.5 * ((x - centre) / (self.length / 16)) ** 2)  # [l]
+        bump = self.SIGNS[sign] * torch.exp(-0.5 * ((x - centre) / (self.WIDTHS[width] * self.length)) ** 2)
         gains = torch.arange(1, self.channels + 1, dtype=torch.float32)[:, None] / self.channels  # [c 1]
         signal = gains * bump + 0.05 * torch.randn(self.channels, self.length, generator=g)  # [c l]
-        return {"signal": signal, "text": f"a {sign} bump {place}"}
+        return {"signal": signal, "text": f"a {sign} {width} bump"}
 
 
 class TinyAutoencoder(nn.Module):

@@ -9,8 +9,9 @@ tokens, and the text-to-video backbones do not learn it. The adapter (a residual
 features the clips tell apart. ``shapes_dit.py --text-adapter FILE`` then puts the frozen adapter in
 front of the DiT's text pathway.
 
-The clips come as latents from a text-to-video recipe's latent cache (built by ``shapes_dit.py``; the
-tokens in it are the frozen encoder's), so nothing is re-encoded::
+The clips come as latents from a recipe's latent cache (built by ``shapes_dit.py``; the tokens in it
+are the frozen encoder's), so nothing is re-encoded. Any cache with text works, video or audio: the
+clip encoder takes latents with any number of axes (``[c f h w]``, ``[c l]``, ...)::
 
     python recipes/video/align_text.py --cache runs/shapes_dit/cache -o runs/align/adapter.safetensors
 
@@ -34,10 +35,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from mediadiff.nn import TokenAdapter, masked_mean
+from mediadiff.nn import TokenAdapter, conv_nd, masked_mean
 from mediadiff.train.cache import LatentCache
 from mediadiff.utils import atomic_path
-from mediadiff.video import Shapes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,26 +64,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class ClipEncoder(nn.Module):
-    """Latent clip [b c f h w] -> embedding [b dim]: three 3x3x3 convolutions (two halve h and w), mean."""
+    """Latents ``[b c ...]`` with ``dims`` axes -> embedding ``[b dim]``: three 3-wide convolutions, a mean.
 
-    def __init__(self, channels: int, dim: int, width: int = 64) -> None:
+    The second and third convolution halve the last two axes (h and w of a video latent, the length of
+    a 1-D one) and keep any before them (a video's frames); then the mean over all axes and a linear
+    head. ``dims`` 3 is the encoder the shipped adapter was aligned with (the same layers, in order).
+    """
+
+    def __init__(self, channels: int, dim: int, width: int = 64, dims: int = 3) -> None:
         super().__init__()
+        halve = tuple(2 if axis >= dims - 2 else 1 for axis in range(dims))  # 3-D: (1, 2, 2); 1-D: (2,)
         self.net = nn.Sequential(
-            nn.Conv3d(channels, width, 3, padding=1),
+            conv_nd(dims, channels, width, 3, padding=1),
             nn.SiLU(),
-            nn.Conv3d(width, 2 * width, 3, stride=(1, 2, 2), padding=1),
+            conv_nd(dims, width, 2 * width, 3, stride=halve, padding=1),
             nn.SiLU(),
-            nn.Conv3d(2 * width, 2 * width, 3, stride=(1, 2, 2), padding=1),
+            conv_nd(dims, 2 * width, 2 * width, 3, stride=halve, padding=1),
             nn.SiLU(),
         )
         self.head = nn.Linear(2 * width, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.net(x).mean((2, 3, 4)))  # [b c f h w] -> [b dim]
+        """``[b c ...] -> [b dim]``."""
+        return self.head(self.net(x).mean(tuple(range(2, x.ndim))))  # [b c ...] -> [b 2w] -> [b dim]
 
 
 def load_cache(path: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Every item of a latent cache: latents [n c f h w], tokens [n l d], mask [n l], dataset index [n]."""
+    """Every item of a latent cache: latents [n c ...], tokens [n l d], mask [n l], dataset index [n]."""
     cache = LatentCache(path)  # checks the build completed and the shards are whole
     if not cache.has_text:
         raise SystemExit(
@@ -120,13 +127,15 @@ def main(argv: list[str] | None = None) -> dict:
     train_n = n - args.holdout
     labels: dict[str, torch.Tensor] = {}
     if LatentCache(args.cache).meta["fingerprint"]["dataset"]["type"].endswith(".Shapes"):
+        from mediadiff.video import Shapes  # the class-share report: only on a Shapes cache
+
         shapes = Shapes(length=n, num_frames=2, size=16, seed=args.data_seed)  # labels only: tiny renders
         held = [shapes[int(i)] for i in index[train_n:]]
         labels = {k: torch.tensor([h[f"{k}_id"] for h in held]) for k in ("colour", "shape", "direction")}
 
     adapter = TokenAdapter(tokens.shape[-1], args.hidden)
     text_head = nn.Linear(tokens.shape[-1], args.embed_dim)
-    clip_encoder = ClipEncoder(latents.shape[1], args.embed_dim)
+    clip_encoder = ClipEncoder(latents.shape[1], args.embed_dim, dims=latents.ndim - 2)  # any number of axes
     log_scale = nn.Parameter(torch.tensor(math.log(10.0)))  # learned temperature, CLIP's init 1/0.07 ~ 14
     params = [*adapter.parameters(), *text_head.parameters(), *clip_encoder.parameters(), log_scale]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
