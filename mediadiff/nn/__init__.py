@@ -8,7 +8,7 @@ Nothing here knows a modality: video and audio backbones build from these pieces
 """
 
 from .attention import Attention, AttentionPool, TokenAdapter, attention, masked_mean, pool_context
-from .conditioning import CONTEXT_POOLS, TextConditioned, check_context_pool
+from .conditioning import CONTEXT_POOLS, TextConditioned, TextConditioningConfig
 from .conv import Downsample, FactorizedConv3d, ResBlock, Upsample, conv_nd
 from .dit import DiffusionTransformer, DiffusionTransformerConfig, patchify, unpatchify
 from .embeddings import TimestepEmbedding, sinusoidal_embedding
@@ -17,7 +17,7 @@ from .pretrained import ConfigModel
 from .rope import Rope, RotaryEmbedding, apply_rope, grid_positions, split_head_dim
 from .standardize import FixedStandardize
 from .transformer import AdaLNZeroBlock, AdaLNZeroOut, FeedForward, TransformerBlock
-from .unet import AxisAttention, UNet, UNetConfig, UNetStage, check_unet_config
+from .unet import AxisAttention, UNet, UNetConfig, UNetStage
 from .utils import check_backbone_inputs, checkpoint, zero_module
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "Rope",
     "RotaryEmbedding",
     "TextConditioned",
+    "TextConditioningConfig",
     "TimestepEmbedding",
     "TokenAdapter",
     "TransformerBlock",
@@ -50,8 +51,6 @@ __all__ = [
     "apply_rope",
     "attention",
     "check_backbone_inputs",
-    "check_context_pool",
-    "check_unet_config",
     "checkpoint",
     "conv_nd",
     "grid_positions",

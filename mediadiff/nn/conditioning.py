@@ -14,6 +14,7 @@ state-dict keys do not depend on which class built them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -24,15 +25,26 @@ from .embeddings import TimestepEmbedding
 from .standardize import FixedStandardize
 from .utils import check_backbone_inputs
 
-__all__ = ["CONTEXT_POOLS", "TextConditioned", "check_context_pool"]
+__all__ = ["CONTEXT_POOLS", "TextConditioned", "TextConditioningConfig"]
 
 CONTEXT_POOLS = ("mean", "attention")  # text tokens -> one vector: masked mean, or nn.AttentionPool
 
 
-def check_context_pool(owner: str, pool: str) -> None:
-    """Raise a ValueError naming ``owner`` (e.g. ``"DiTConfig"``) unless ``pool`` is one of :data:`CONTEXT_POOLS`."""
-    if pool not in CONTEXT_POOLS:
-        raise ValueError(f"{owner}.context_pool must be 'mean' or 'attention', got {pool!r}")
+@dataclass(frozen=True)
+class TextConditioningConfig:
+    """The text fields every backbone config shares (a base class, so they come first in its fields)."""
+
+    context_dim: int = 384  # text-encoder token width (384: all-MiniLM-L6-v2)
+    pooled_context_norm: bool = False  # standardise the pooled text by fitted buffers (nn.FixedStandardize)
+    context_pool: str = "mean"  # text -> one vector: "mean" over tokens, or "attention" (nn.AttentionPool)
+    context_pool_heads: int = 4  # learned queries of the attention pooling
+    context_adapter_hidden: int = 0  # >0: a TokenAdapter (hidden width) on the text tokens first
+
+    def __post_init__(self) -> None:
+        if self.context_pool not in CONTEXT_POOLS:
+            raise ValueError(
+                f"{type(self).__name__}.context_pool must be 'mean' or 'attention', got {self.context_pool!r}"
+            )
 
 
 class TextConditioned(nn.Module):
@@ -52,33 +64,19 @@ class TextConditioned(nn.Module):
     context_pool: AttentionPool | None
     context_embed: nn.Sequential
 
-    def init_conditioning(
-        self,
-        emb_dim: int,
-        context_dim: int,
-        *,
-        pooled_norm: bool = False,
-        pool: str = "mean",
-        pool_heads: int = 4,
-        adapter_hidden: int = 0,
-    ) -> None:
-        """Build the conditioning layers on ``self``.
-
-        emb_dim: width of the embedding the blocks read; context_dim: text-token width;
-        pooled_norm: a :class:`FixedStandardize` on the pooled vector (identity until fitted);
-        pool: ``"mean"`` or ``"attention"`` (:class:`AttentionPool` with ``pool_heads`` queries);
-        adapter_hidden: > 0 puts a :class:`TokenAdapter` of that hidden width on the tokens.
-        """
-        check_context_pool(type(self).__name__, pool)
+    def init_conditioning(self, emb_dim: int, config: TextConditioningConfig) -> None:
+        """Build the conditioning layers on ``self``: ``emb_dim`` is the width of the embedding the
+        blocks read; ``config`` gives the text width, pooling, pooled norm and token adapter."""
+        dim = config.context_dim
         self.time_embed = TimestepEmbedding(emb_dim)
-        self.pooled_norm = FixedStandardize(context_dim) if pooled_norm else None
-        self.context_adapter = TokenAdapter(context_dim, adapter_hidden) if adapter_hidden else None
+        self.pooled_norm = FixedStandardize(dim) if config.pooled_context_norm else None
+        self.context_adapter = (
+            TokenAdapter(dim, config.context_adapter_hidden) if config.context_adapter_hidden else None
+        )
         self.context_pool = (
-            AttentionPool(context_dim, context_dim, pool_heads) if pool == "attention" else None
+            AttentionPool(dim, dim, config.context_pool_heads) if config.context_pool == "attention" else None
         )
-        self.context_embed = nn.Sequential(
-            nn.Linear(context_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
-        )
+        self.context_embed = nn.Sequential(nn.Linear(dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
 
     def size_multiples(self) -> tuple[int, ...]:
         """What each axis of x after the channel axis must be a multiple of (one entry per axis)."""

@@ -17,7 +17,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .conditioning import TextConditioned, check_context_pool
+from .conditioning import TextConditioned, TextConditioningConfig
 from .pretrained import ConfigModel
 from .rope import RotaryEmbedding, grid_positions
 from .transformer import AdaLNZeroBlock, AdaLNZeroOut
@@ -54,7 +54,9 @@ def unpatchify(tokens: torch.Tensor, grid: tuple[int, ...], patch: tuple[int, ..
 
 
 @dataclass(frozen=True)
-class DiffusionTransformerConfig:
+class DiffusionTransformerConfig(TextConditioningConfig):
+    """A :class:`DiffusionTransformer`'s fields, after the text fields of :class:`TextConditioningConfig`."""
+
     in_channels: int = 8  # channels of x (e.g. the latent channels of an autoencoder)
     out_channels: int | None = None  # channels of the prediction; None: same as in_channels
     patch: tuple[int, ...] = (2,)  # patch size along each axis of x after the channel axis
@@ -62,19 +64,14 @@ class DiffusionTransformerConfig:
     depth: int = 12  # number of blocks
     heads: int = 6  # attention heads (head dim = width / heads, split across the RoPE axes)
     mlp_ratio: float = 4.0  # MLP hidden width / width
-    context_dim: int = 384  # text-encoder token width (384: all-MiniLM-L6-v2)
     qk_norm: bool = True  # RMSNorm on queries and keys (stable bf16 training)
     rope_axes_dims: tuple[int, ...] | None = None  # head channels per patch axis; None: even split
     rope_theta: float = 10000.0  # RoPE base period
-    pooled_context_norm: bool = False  # standardise the pooled text by fitted buffers (nn.FixedStandardize)
-    context_pool: str = "mean"  # text -> one vector: "mean" over tokens, or "attention" (nn.AttentionPool)
-    context_pool_heads: int = 4  # learned queries of the attention pooling
-    context_adapter_hidden: int = 0  # >0: a TokenAdapter (hidden width) on the text tokens first
     gradient_checkpointing: bool = False  # recompute each block in the backward pass to save memory
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         name = type(self).__name__
-        check_context_pool(name, self.context_pool)
         if len(self.patch) < 1 or any(p < 1 for p in self.patch):
             raise ValueError(f"{name}.patch must be positive ints, one per axis, got {self.patch}")
         if self.rope_axes_dims is not None and len(self.rope_axes_dims) != len(self.patch):
@@ -104,14 +101,7 @@ class DiffusionTransformer(ConfigModel, TextConditioned):
         self.out_channels = cfg.out_channels or cfg.in_channels
         self.gradient_checkpointing = cfg.gradient_checkpointing
         self.patch_in = nn.Linear(cfg.in_channels * patch_dim, cfg.width)
-        self.init_conditioning(
-            cfg.width,
-            cfg.context_dim,
-            pooled_norm=cfg.pooled_context_norm,
-            pool=cfg.context_pool,
-            pool_heads=cfg.context_pool_heads,
-            adapter_hidden=cfg.context_adapter_hidden,
-        )
+        self.init_conditioning(cfg.width, cfg)
         self.rope = RotaryEmbedding(
             cfg.width // cfg.heads, n_axes=len(cfg.patch), axes_dims=cfg.rope_axes_dims, theta=cfg.rope_theta
         )

@@ -25,14 +25,14 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
-from .conditioning import TextConditioned, check_context_pool
+from .conditioning import TextConditioned, TextConditioningConfig
 from .conv import Downsample, ResBlock, Upsample, conv_nd
 from .modulation import group_norm
 from .pretrained import ConfigModel
 from .transformer import TransformerBlock
 from .utils import checkpoint, zero_module
 
-__all__ = ["AxisAttention", "UNet", "UNetConfig", "UNetStage", "check_unet_config"]
+__all__ = ["AxisAttention", "UNet", "UNetConfig", "UNetStage"]
 
 
 class AxisAttention(nn.Module):
@@ -123,28 +123,12 @@ class UNetStage(nn.ModuleList):
         return x
 
 
-def check_unet_config(config: Any, level_flags: tuple[str, ...] = ("attention_levels",)) -> None:
-    """Validate the fields every U-Net config has (see :class:`UNetConfig`); ``level_flags`` names the
-    per-level tuples of flags that need one entry per level. Errors name the config class."""
-    name = type(config).__name__
-    check_context_pool(name, config.context_pool)
-    levels = len(config.channel_mult)
-    if levels < 1 or any(m < 1 for m in config.channel_mult):
-        raise ValueError(f"{name}.channel_mult must be positive ints, got {config.channel_mult}")
-    for flags in level_flags:
-        if len(getattr(config, flags)) != levels:
-            raise ValueError(
-                f"{name}.{flags} needs one flag per level ({levels}), got {getattr(config, flags)}"
-            )
-    for mult in config.channel_mult:
-        if (config.channels * mult) % config.head_dim:
-            raise ValueError(
-                f"{name}: level width {config.channels * mult} is not divisible by head_dim {config.head_dim}"
-            )
-
-
 @dataclass(frozen=True)
-class UNetConfig:
+class UNetConfig(TextConditioningConfig):
+    """A :class:`UNet`'s fields, after the text fields of :class:`TextConditioningConfig`. A modality's
+    config subclasses it, adds its own fields and names its per-level flags in ``level_flags``."""
+
+    level_flags: ClassVar[tuple[str, ...]] = ("attention_levels",)  # tuples with one flag per level
     in_channels: int = (
         1  # channels of x (1: a waveform or a spectrogram; the latent channels of an autoencoder)
     )
@@ -154,25 +138,33 @@ class UNetConfig:
     num_res_blocks: int = 2  # residual blocks per level on the way down (one more on the way up)
     attention_levels: tuple[bool, ...] = (False, True, True)  # self- + cross-attention over all positions
     head_dim: int = 32  # channels per attention head
-    context_dim: int = 384  # text-encoder token width (384: all-MiniLM-L6-v2)
     mlp_ratio: float = 4.0  # hidden width of attention blocks' MLP / width
     norm_groups: int = 32  # GroupNorm groups (gcd with the channel count)
     dropout: float = 0.0  # dropout inside residual blocks
-    pooled_context_norm: bool = False  # standardise the pooled text by fitted buffers (nn.FixedStandardize)
-    context_pool: str = "mean"  # text -> one vector: "mean" over tokens, or "attention" (nn.AttentionPool)
-    context_pool_heads: int = 4  # learned queries of the attention pooling
-    context_adapter_hidden: int = 0  # >0: a TokenAdapter (hidden width) on the text tokens first
     gradient_checkpointing: bool = False  # recompute each stage in the backward pass to save memory
 
     def __post_init__(self) -> None:
-        check_unet_config(self)
+        super().__post_init__()
+        name, levels = type(self).__name__, len(self.channel_mult)
+        if levels < 1 or any(m < 1 for m in self.channel_mult):
+            raise ValueError(f"{name}.channel_mult must be positive ints, got {self.channel_mult}")
+        for flags in self.level_flags:
+            if len(getattr(self, flags)) != levels:
+                raise ValueError(
+                    f"{name}.{flags} needs one flag per level ({levels}), got {getattr(self, flags)}"
+                )
+        for mult in self.channel_mult:
+            if (self.channels * mult) % self.head_dim:
+                raise ValueError(
+                    f"{name}: level width {self.channels * mult} is not divisible by head_dim {self.head_dim}"
+                )
 
 
 class UNet(ConfigModel, TextConditioned):
     """U-Net skeleton: ``forward(x [b c *s], t [b], context [b l d], context_mask [b l]) -> [b c' *s]``.
 
-    A subclass sets ``dims``, ``config_class`` (:class:`UNetConfig` or any config with its fields)
-    and ``presets``. Level ``i`` has width ``channels * channel_mult[i]``; between levels ``i`` and
+    A subclass sets ``dims``, ``config_class`` (:class:`UNetConfig` or a subclass of it) and
+    ``presets``. Level ``i`` has width ``channels * channel_mult[i]``; between levels ``i`` and
     ``i + 1`` the signal is downsampled by :meth:`level_factor` ``(i)`` per axis (and upsampled by
     it on the way back), so every axis must be a multiple of :meth:`size_multiples`. Every encoder
     stage's output is a skip, concatenated into the decoder stage at the same resolution. The
@@ -192,14 +184,7 @@ class UNet(ConfigModel, TextConditioned):
         ch = cfg.channels
         emb_dim = 4 * ch
         self.gradient_checkpointing = cfg.gradient_checkpointing
-        self.init_conditioning(
-            emb_dim,
-            cfg.context_dim,
-            pooled_norm=cfg.pooled_context_norm,
-            pool=cfg.context_pool,
-            pool_heads=cfg.context_pool_heads,
-            adapter_hidden=cfg.context_adapter_hidden,
-        )
+        self.init_conditioning(emb_dim, cfg)
         widths = [ch * m for m in cfg.channel_mult]
         last = len(widths) - 1
         self.conv_in = self.input_conv(self.input_channels(), ch)

@@ -14,6 +14,7 @@ chooses the factorised convolutions, the space/time attention per level and the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -24,37 +25,25 @@ from mediadiff.nn import (
     sinusoidal_embedding,
     zero_module,
 )
-from mediadiff.nn.unet import AxisAttention, UNet, check_unet_config
+from mediadiff.nn.unet import AxisAttention, UNet, UNetConfig
 
 __all__ = ["PRESETS", "SpatialAttention", "TemporalAttention", "UNet3D", "UNet3DConfig", "space_time_coords"]
 
 
 @dataclass(frozen=True)
-class UNet3DConfig:
+class UNet3DConfig(UNetConfig):
+    """:class:`~mediadiff.nn.unet.UNetConfig` over (frames, height, width), plus the temporal layers and
+    coordinate channels of video; the shared fields (widths, levels, text conditioning) are documented there."""
+
+    level_flags: ClassVar[tuple[str, ...]] = ("attention_levels", "temporal_attention_levels")
     in_channels: int = 3  # channels of x: 3 for RGB pixels, the latent channels of a video autoencoder
-    out_channels: int | None = None  # channels of the prediction; None: same as in_channels
-    channels: int = 64  # width of the first level
     channel_mult: tuple[int, ...] = (1, 2, 4)  # width of each level = channels * mult; space halves per level
-    num_res_blocks: int = 2  # residual blocks per level on the way down (one more on the way up)
     attention_levels: tuple[bool, ...] = (False, True, True)  # spatial self- + cross-attention per level
     temporal_attention_levels: tuple[bool, ...] = (False, True, True)  # temporal self-attention per level
-    head_dim: int = 32  # channels per attention head
-    context_dim: int = 384  # text-encoder token width (384: all-MiniLM-L6-v2)
-    mlp_ratio: float = 4.0  # hidden width of attention blocks' MLP / width
-    norm_groups: int = 32  # GroupNorm groups (gcd with the channel count)
     temporal_kernel_size: int = 3  # kernel of the 1-D temporal convolutions
-    dropout: float = 0.0  # dropout inside residual blocks
-    pooled_context_norm: bool = False  # standardise the pooled text by fitted buffers (nn.FixedStandardize)
-    context_pool: str = "mean"  # text -> one vector: "mean" over tokens, or "attention" (nn.AttentionPool)
-    context_pool_heads: int = 4  # learned queries of the attention pooling
-    context_adapter_hidden: int = 0  # >0: a TokenAdapter (hidden width) on the text tokens first
     coord_channels: bool = (
         False  # append (frame, row, column) coordinates in [-1, 1] to the input (CoordConv)
     )
-    gradient_checkpointing: bool = False  # recompute each stage in the backward pass to save memory
-
-    def __post_init__(self) -> None:
-        check_unet_config(self, ("attention_levels", "temporal_attention_levels"))
 
 
 PRESETS: dict[str, UNet3DConfig] = {
