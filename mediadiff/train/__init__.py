@@ -13,30 +13,17 @@ from __future__ import annotations
 
 from mediadiff.utils import lazy_exports
 
-_EXPORTS = {
-    "CacheError": "cache",
-    "CacheMismatchError": "cache",
-    "LatentCache": "cache",
-    "cache_fingerprint": "cache",
-    "latest_checkpoint": "checkpoint",
-    "load_model_weights": "checkpoint",
-    "TrainConfig": "config",
-    "add_train_args": "config",
-    "config_from_args": "config",
-    "recipe_parser": "config",
-    "ResumableSampler": "data",
-    "resolve_data_key": "data",
-    "Parts": "recipe",
-    "Recipe": "recipe",
-    "pipeline_sample_fn": "recipe",
-    "DryRunReport": "memory",
-    "resolve_mixed_precision": "precision",
-    "NonFiniteLossError": "trainer",
-    "SampleContext": "trainer",
-    "Trainer": "trainer",
-    "make_accelerator": "trainer",
-    "ema_decay_at": "trainer",
+_NAMES = {  # module -> the names it exports here
+    "cache": ["CacheError", "CacheMismatchError", "LatentCache", "cache_fingerprint"],
+    "checkpoint": ["latest_checkpoint", "load_model_weights"],
+    "config": ["TrainConfig", "add_train_args", "config_from_args", "recipe_parser"],
+    "data": ["ResumableSampler", "resolve_data_key"],
+    "memory": ["DryRunReport"],
+    "precision": ["resolve_mixed_precision"],
+    "recipe": ["Parts", "Recipe", "pipeline_sample_fn"],
+    "trainer": ["NonFiniteLossError", "SampleContext", "Trainer", "ema_decay_at", "make_accelerator"],
 }
+_EXPORTS = {name: module for module, names in _NAMES.items() for name in names}
 
 __all__ = sorted(_EXPORTS)
 
