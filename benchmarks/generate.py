@@ -4,7 +4,7 @@
     python benchmarks/generate.py --model shapes-dit          # a shipped model (or a pipeline folder)
     python benchmarks/generate.py --threads 1 --repeats 5 --device cuda
 
-One clip per call of :class:`~mediadiff.video.pipeline.VideoPipeline` (20-step ``dpmpp_2m`` with
+One clip per call of :class:`~mediadiff.pipelines.video.VideoPipeline` (20-step ``dpmpp_2m`` with
 classifier-free guidance by default, so the backbone sees a batch of 2 per step), with fp32 and with
 bf16 autocast. Each row is the median of ``--repeats`` timed calls after one warm-up call. Every timed
 call uses a new prompt and an empty text cache, so it pays for encoding the prompt and the empty
@@ -41,7 +41,8 @@ import torch
 
 from mediadiff.diffusion import FlowSchedule
 from mediadiff.text import load_text_encoder
-from mediadiff.video import SHAPES_VAE_DIR, DiT, IdentityAutoencoder, UNet3D, VideoPipeline, load_autoencoder
+from mediadiff.pipelines import VideoPipeline
+from mediadiff.video import SHAPES_VAE_DIR, DiT, IdentityAutoencoder, UNet3D, load_autoencoder
 
 PROMPTS = [
     "a yellow triangle moving up",

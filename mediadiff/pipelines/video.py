@@ -154,17 +154,6 @@ class VideoPipeline(DiffusionPipeline):
         self.check_latent(latent, ("num_frames", "height", "width"), (num_frames, height, width))
         return tuple(latent)
 
-    def backbone_multiples(self, num_axes: int) -> tuple[int, ...]:
-        """A DiT's ``config.patch``; a U-Net's ``downsample_factor`` in space (when the backbone has no
-        ``size_multiples``); other backbones check their own input."""
-        patch = getattr(getattr(self.backbone, "config", None), "patch", None)
-        if patch is not None:
-            return tuple(int(p) for p in patch)
-        k = getattr(self.backbone, "downsample_factor", None)
-        if k is not None:
-            return (1, int(k), int(k))
-        return super().backbone_multiples(num_axes)
-
     def decode(
         self, z: torch.Tensor, settings: dict[str, Any], prompts: list[str], seeds: list[int]
     ) -> VideoOutput:
