@@ -11,7 +11,6 @@ import pytest
 
 from mediadiff import VideoPipeline
 from mediadiff.video import Shapes, write_video
-from mediadiff.video.generate import to_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -80,7 +79,8 @@ def test_folder_recipe_on_real_files_skips_a_corrupt_one(tmp_path, capsys):
     rows = []
     for i in range(3):
         item = clips[i]
-        write_video(data / f"clip{i}.mp4", to_frames(item["video"][None])[0].numpy(), fps=8)
+        frames = ((item["video"].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0)  # [f h w 3]
+        write_video(data / f"clip{i}.mp4", frames.numpy(), fps=8)
         rows.append({"file_name": f"clip{i}.mp4", "text": item["text"]})
     (data / "broken.mp4").write_bytes(b"\x00not a video" * 50)
     rows.append({"file_name": "broken.mp4", "text": "a red square moving left"})
