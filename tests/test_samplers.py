@@ -108,8 +108,13 @@ def test_clear_errors():
     noise = torch.randn(2, 5)
     with pytest.raises(ValueError, match=r"unknown sampler 'dpm'; known: \['ddim'"):
         sample(model, noise, schedule, "flow", "dpm")
-    with pytest.raises(ValueError, match=r"does not take \['order'\]"):
+    with pytest.raises(ValueError, match=r"sampler 'euler' does not take \['order'\]; it takes no options"):
         sample(model, noise, schedule, "flow", "euler", order=2)
+    with pytest.raises(
+        ValueError,
+        match=r"sampler 'unipc' does not take \['eta'\]; it takes \['corrector', 'order', 'variant'\]",
+    ):
+        sample(model, noise, schedule, "flow", "unipc", eta=1.0)
     with pytest.raises(ValueError, match="eps prediction cannot recover x0 at pure noise"):
         sample(model, noise, schedule, "eps", "euler")
     with pytest.raises(ValueError, match="unknown prediction type"):
@@ -163,9 +168,23 @@ def test_cuda_matches_cpu_and_never_syncs(sampler):
 
 @pytest.mark.parametrize("sampler", sorted(SAMPLERS))
 def test_every_sampler_is_a_plain_function_with_the_same_core_signature(sampler):
+    """The registry entry says what the function takes: sample() reads the entry, never the signature."""
     import inspect
 
-    params = inspect.signature(SAMPLERS[sampler].fn).parameters
+    spec = SAMPLERS[sampler]
+    params = inspect.signature(spec.fn).parameters
     assert list(params)[:3] == ["denoiser", "x", "levels"]
     assert params["generator"].kind is inspect.Parameter.KEYWORD_ONLY
     assert params["callback"].kind is inspect.Parameter.KEYWORD_ONLY
+    keyword = {n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    assert spec.options == keyword - {"generator", "callback"}
+    # stochastic samplers (by default options) give different samples for different seeds
+    schedule, pred = FlowSchedule(), "flow"
+    model = oracle((6,)).model(schedule, pred)
+    noise = torch.randn(4, 6)
+    a, b = (
+        sample(model, noise, schedule, pred, sampler, 5, generator=torch.Generator().manual_seed(s))
+        for s in (1, 2)
+    )
+    assert (not torch.equal(a, b)) == spec.stochastic
+    assert nfe(sampler, 5) == (9 if spec.evals_per_step == 2 else 5)

@@ -21,8 +21,10 @@ from .objectives import (
 )
 from .samplers import (
     SAMPLERS,
+    SamplerSpec,
     ddim,
     ddpm,
+    default_grid,
     dpmpp_2m,
     dpmpp_2m_sde,
     dpmpp_3m_sde,
@@ -60,6 +62,7 @@ __all__ = [
     "Level",
     "LogNormalT",
     "LogitNormalT",
+    "SamplerSpec",
     "Schedule",
     "UniformT",
     "VPSchedule",
@@ -69,6 +72,7 @@ __all__ = [
     "convert_prediction",
     "ddim",
     "ddpm",
+    "default_grid",
     "diffusion_loss",
     "dpmpp_2m",
     "dpmpp_2m_sde",

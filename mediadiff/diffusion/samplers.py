@@ -20,7 +20,6 @@ the batch; the deterministic samplers accept and ignore it, so samplers swap fre
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -33,9 +32,12 @@ from .objectives import PREDICTIONS, pred_to_x0
 from .schedules import Level, Schedule
 
 __all__ = [
+    "HEUN_SIGMA_MAX",
     "SAMPLERS",
+    "SamplerSpec",
     "ddim",
     "ddpm",
+    "default_grid",
     "dpmpp_2m",
     "dpmpp_2m_sde",
     "dpmpp_3m_sde",
@@ -500,22 +502,57 @@ def _uni_update(
 # --- registry and the public entry --------------------------------------------------------------
 
 
+# Karras et al. 2022, Table 1: the sigma_max = 80 from which their Heun sampler (Alg. 1 and 2) starts
+# on VP and VE models alike. The start then holds alpha = 1 / sqrt(1 + 80^2) = 1.2% of the signal,
+# which the noise leaves out (a mean bias of 1.2% of the data mean: tests/test_oracle.py bounds it).
+HEUN_SIGMA_MAX = 80.0
+
+
 @dataclass(frozen=True)
 class SamplerSpec:
+    """What :func:`sample` needs to know about one sampler, so it never inspects the function.
+
+    ``fn(denoiser, x, levels, *, generator=None, callback=None, **options)`` is the sampler;
+    ``options`` are the keyword arguments it takes beyond ``generator`` and ``callback``.
+    """
+
     fn: Callable[..., torch.Tensor]
-    evals_per_step: int  # model evaluations per step (heun: 2, except where it takes an Euler step)
+    options: frozenset[str] = frozenset()  # keyword options sample() passes on (eta, s_noise, order, ...)
+    stochastic: bool = False  # draws fresh noise from ``generator`` at each step
+    order: int = 1  # order of convergence of the deterministic part (its global error ~ steps^-order)
+    evals_per_step: int = 1  # model evaluations per step (heun: 2, except where it takes an Euler step)
+    # Cap on the first *finite* noise level s = sigma / alpha of the default grid. Heun's trapezoid rule
+    # in s is inaccurate over a step from a huge s (VP cosine: s = 2e4) whatever the step count; a
+    # default grid that starts higher is replaced by a Karras grid from this level (see :meth:`grid`).
+    # A grid from pure noise (s = inf) is kept: the first step from there is an exact Euler step.
+    sigma_max: float | None = None
+
+    def grid(self, schedule: Schedule, steps: int) -> list[Level]:
+        """The default grid of this sampler on ``schedule``: ``schedule.grid(steps)``, unless that starts
+        at a finite noise level above :attr:`sigma_max`; then the Karras grid (Karras et al. 2022, Eq. 5,
+        ``rho = 7``) from ``min(s_max, sigma_max)`` down to the schedule's ``s_min``, as k-diffusion and
+        EDM run Heun. Returns ``steps + 1`` levels ending at the clean level.
+        """
+        levels = schedule.grid(steps)
+        first = levels[0].s
+        if self.sigma_max is None or math.isinf(first) or first <= self.sigma_max:
+            return levels
+        s_min, s_max = schedule.s_range()
+        return schedule.grid(steps, "karras", sigma_min=s_min, sigma_max=min(s_max, self.sigma_max))
 
 
+_NOISE = frozenset({"eta", "s_noise"})
 SAMPLERS: dict[str, SamplerSpec] = {
-    "ddpm": SamplerSpec(ddpm, 1),
-    "ddim": SamplerSpec(ddim, 1),
-    "euler": SamplerSpec(euler, 1),
-    "euler_a": SamplerSpec(euler_a, 1),
-    "heun": SamplerSpec(heun, 2),
-    "dpmpp_2m": SamplerSpec(dpmpp_2m, 1),
-    "dpmpp_2m_sde": SamplerSpec(dpmpp_2m_sde, 1),
-    "dpmpp_3m_sde": SamplerSpec(dpmpp_3m_sde, 1),
-    "unipc": SamplerSpec(unipc, 1),
+    "ddpm": SamplerSpec(ddpm, stochastic=True),
+    "ddim": SamplerSpec(ddim, frozenset({"eta"})),  # stochastic only with eta > 0
+    "euler": SamplerSpec(euler),
+    "euler_a": SamplerSpec(euler_a, _NOISE, stochastic=True),
+    "heun": SamplerSpec(heun, order=2, evals_per_step=2, sigma_max=HEUN_SIGMA_MAX),
+    "dpmpp_2m": SamplerSpec(dpmpp_2m, order=2),
+    "dpmpp_2m_sde": SamplerSpec(dpmpp_2m_sde, _NOISE, stochastic=True, order=2),
+    "dpmpp_3m_sde": SamplerSpec(dpmpp_3m_sde, _NOISE, stochastic=True, order=3),
+    # UniP-2 with the UniC corrector converges with order 3 (Zhao et al. 2023, Thm. 3.1)
+    "unipc": SamplerSpec(unipc, frozenset({"order", "variant", "corrector"}), order=3),
 }
 
 
@@ -530,6 +567,11 @@ def _spec(sampler: str) -> SamplerSpec:
     if spec is None:
         raise ValueError(f"unknown sampler {sampler!r}; known: {sorted(SAMPLERS)}")
     return spec
+
+
+def default_grid(schedule: Schedule, sampler: str, steps: int) -> list[Level]:
+    """The grid :func:`sample` uses when it is given only ``steps``: :meth:`SamplerSpec.grid`."""
+    return _spec(sampler).grid(schedule, steps)
 
 
 def make_denoiser(
@@ -578,28 +620,30 @@ def sample(
         in [0, 1]; prediction: ``eps | x0 | v | flow``.
     noise: ``[b ...]`` standard normal (any rank); it is scaled by ``sqrt(alpha^2 + sigma^2)`` at the
         first level, the marginal standard deviation for unit-variance data.
-    sampler: a name in :data:`SAMPLERS`; ``options`` go to it (``eta``, ``s_noise``, ``order``, ...).
-    steps / spacing: the schedule's grid (:meth:`Schedule.grid`); or give explicit decreasing
-        ``timesteps`` in [0, 1], or full ``levels``.
+    sampler: a name in :data:`SAMPLERS`; ``options`` go to it (``eta``, ``s_noise``, ``order``, ...), and
+        one it does not take (its :attr:`SamplerSpec.options`) is a ``ValueError``.
+    steps / spacing: the schedule's grid (:meth:`Schedule.grid`) of that spacing; without a spacing,
+        the sampler's default grid (:meth:`SamplerSpec.grid`: the schedule's default, except that
+        Heun starts at most at ``s = 80``); or give explicit decreasing ``timesteps`` in [0, 1], or
+        full ``levels``.
     generator: ``torch.Generator`` or one per sample, for the stochastic samplers.
     callback: called after each step with ``{"i", "x", "denoised", "level", "next"}``.
     Returns ``[b ...]`` like ``noise``.
     """
     spec = _spec(sampler)
-    accepted = set(inspect.signature(spec.fn).parameters) - {
-        "denoiser",
-        "x",
-        "levels",
-        "callback",
-        "generator",
-    }
-    unknown = set(options) - accepted
+    unknown = set(options) - spec.options
     if unknown:
-        raise ValueError(f"sampler {sampler!r} does not take {sorted(unknown)}; it takes {sorted(accepted)}")
+        takes = f"it takes {sorted(spec.options)}" if spec.options else "it takes no options"
+        raise ValueError(f"sampler {sampler!r} does not take {sorted(unknown)}; {takes}")
     if not torch.is_floating_point(noise):
         raise TypeError(f"noise must be a floating-point tensor, got {noise.dtype}")
     if levels is None:
-        levels = schedule.levels(timesteps) if timesteps is not None else schedule.grid(steps, spacing)
+        if timesteps is not None:
+            levels = schedule.levels(timesteps)
+        elif spacing is not None:
+            levels = schedule.grid(steps, spacing)
+        else:
+            levels = spec.grid(schedule, steps)
     levels = list(levels)
     if prediction == "eps" and levels[0].alpha == 0:
         raise ValueError(
