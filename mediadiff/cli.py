@@ -244,7 +244,9 @@ def run_eval(modality: str, argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    parser = ArgumentParser(prog=prog, description=pipeline_cls.EVAL_DESCRIPTION)
+    parser = ArgumentParser(
+        prog=prog, description=getattr(evaluate, "DESCRIPTION", pipeline_cls.EVAL_DESCRIPTION)
+    )
     evaluate.add_arguments(parser)
     try:
         eval_args = parser.parse_args(argv)

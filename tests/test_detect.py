@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mediadiff.video.detect import box_stats, detect, detect_batch, score
-from mediadiff.video.generate import to_frames
+from mediadiff.video.io import to_uint8 as to_frames
 from mediadiff.video.shapes import COLOURS, SHAPES, Shapes, render
 
 

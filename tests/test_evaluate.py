@@ -2,7 +2,6 @@
 
 import json
 import re
-from argparse import ArgumentParser
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ from scipy import linalg
 from mediadiff.eval import accuracy_report, feature_fd, format_table, frechet_distance, wilson_interval
 from mediadiff.video import evaluate as ev
 from mediadiff.video.evaluate import CLASSES, FEATURES, ShapesTask, clip_features, evaluate, real_clips
-from mediadiff.video.generate import to_frames
+from mediadiff.video.io import to_uint8 as to_frames
 from mediadiff.video.shapes import HELDOUT_TEMPLATES, TRAIN_TEMPLATES, Shapes, render
 from mediadiff.video.shapes_eval import EVAL_SEED
 
@@ -273,9 +272,11 @@ def test_bad_generators_and_arguments_are_named():
 
 
 def test_run_writes_table_json_and_grid_for_a_pipeline_folder(tmp_path, capsys):
+    from mediadiff.cli import main
     from mediadiff.diffusion import FlowSchedule
+    from mediadiff.pipelines import VideoPipeline
     from mediadiff.text import load_text_encoder
-    from mediadiff.video import CausalVideoVAE, DiT, VideoPipeline
+    from mediadiff.video import CausalVideoVAE, DiT
     from tests.test_text import tiny_folder
 
     torch.manual_seed(0)
@@ -287,28 +288,25 @@ def test_run_writes_table_json_and_grid_for_a_pipeline_folder(tmp_path, capsys):
         tmp_path / "pipe"
     )
 
-    parser = ev.add_arguments(ArgumentParser())
-    args = parser.parse_args(
-        [
-            "--model",
-            str(folder),
-            "--num",
-            "3",
-            "--batch-size",
-            "2",
-            "--sampler",
-            "euler",
-            "--json",
-            str(tmp_path / "r.json"),
-            "--grid",
-            str(tmp_path / "g.gif"),
-            "--threads",
-            "1",
-            "--device",
-            "cpu",
-        ]
-    )
-    assert ev.run(args) == 0
+    argv = [
+        "--model",
+        str(folder),
+        "--num",
+        "3",
+        "--batch-size",
+        "2",
+        "--sampler",
+        "euler",
+        "--json",
+        str(tmp_path / "r.json"),
+        "--grid",
+        str(tmp_path / "g.gif"),
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+    ]
+    assert main(["eval", "video", *argv]) == 0  # the CLI hands run() VideoPipeline.from_pretrained
     out = capsys.readouterr().out
     assert (
         "train-template prompts" in out
@@ -334,7 +332,7 @@ def test_run_writes_table_json_and_grid_for_a_pipeline_folder(tmp_path, capsys):
         format_table(report, ShapesTask.row_names).count("\n") == 5
     )  # header, rule, real, autoencoder, two splits
 
-    assert ev.run(parser.parse_args(["--model", str(tmp_path / "nowhere")])) == 2
+    assert main(["eval", "video", "--model", str(tmp_path / "nowhere")]) == 2
     assert "not found" in capsys.readouterr().err
-    assert ev.run(parser.parse_args(["--model", str(folder), "--num", "1"])) == 2
+    assert main(["eval", "video", "--model", str(folder), "--num", "1"]) == 2
     assert "--num must be >= 2" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Video side: io, datasets, backbones (UNet3D, DiT), the causal video autoencoder, the pipeline, metrics.
+"""Video side: io, datasets, backbones (UNet3D, DiT), the causal video autoencoder, Shapes, detector, metrics.
 
 Canonical layout inside models is ``[b c f h w]`` with values in [-1, 1]; at the edges (files,
 pipelines) clips are uint8 ``[f h w 3]``. Names are imported from their submodules on first use, so
@@ -41,10 +41,6 @@ _EXPORTS: dict[str, str] = {
     "VideoAutoencoderConfig": "autoencoder",
     "load_autoencoder": "autoencoder",
     "SHAPES_VAE_DIR": "autoencoder",
-    # text-to-video pipeline
-    "VideoPipeline": "pipeline",
-    "VideoOutput": "pipeline",
-    "generate_video": "generate",
     # metrics
     "psnr": "metrics",
     "mse": "metrics",

@@ -102,6 +102,8 @@ class VideoFolder(Dataset):
             metadata table (the message names the file and line).
     """
 
+    data_key = "video"  # the item key a trainer reads
+
     def __init__(
         self,
         root: str | os.PathLike,

@@ -82,7 +82,6 @@ A clip without any object has colour, size, shape and motion features 0 and posi
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +97,7 @@ from mediadiff.eval import evaluate as evaluate_task
 from mediadiff.eval import pipeline_generator as eval_pipeline_generator
 
 from .detect import box_stats, detect
+from .io import to_uint8
 from .shapes import COLOURS, DIRECTIONS, SHAPES, Shapes
 from .shapes_eval import EVAL_SEED, eval_items, save_grid
 
@@ -111,7 +111,6 @@ __all__ = [
     "clip_features",
     "evaluate",
     "features",
-    "main",
     "pipeline_generator",
     "pipeline_reconstructor",
     "real_clips",
@@ -261,11 +260,9 @@ def real_clips(num: int, num_frames: int, size: int, seed: int, start: int = 0) 
     Quantised exactly as a pipeline's output (``round((x + 1) * 127.5)``), so real and generated clips
     go through the same last step.
     """
-    from .generate import to_frames
-
     data = Shapes(length=max(start + num, 1), num_frames=num_frames, size=size, seed=seed)
     videos = torch.stack([data[i]["video"] for i in range(start, start + num)])  # [num 3 f h w]
-    return to_frames(videos).numpy()  # [num f h w 3]
+    return to_uint8(videos).numpy()  # [num f h w 3]
 
 
 # --------------------------------------------------------------------------- the Shapes task
@@ -352,7 +349,7 @@ def evaluate(
 def pipeline_generator(
     pipe: Any, *, steps: int | None = None, sampler: str | None = None, guidance_scale: float | None = None
 ) -> Generate:
-    """A video pipeline (anything called as a :class:`~mediadiff.video.pipeline.VideoPipeline`, returning
+    """A video pipeline (anything called as a :class:`~mediadiff.pipelines.video.VideoPipeline`, returning
     ``.frames`` uint8 ``[b f h w 3]``) as a :data:`~mediadiff.eval.Generate`; see
     :func:`mediadiff.eval.pipeline_generator`."""
     return eval_pipeline_generator(
@@ -364,7 +361,6 @@ def pipeline_reconstructor(pipe: Any) -> Reconstruct | None:
     """The pipeline's autoencoder round trip (posterior mean, then decode) as a :data:`Reconstruct`, under
     the pipeline's autocast; None for a pixel-space pipeline (identity autoencoder)."""
     from .autoencoder import IdentityAutoencoder
-    from .generate import to_frames
 
     autoencoder = pipe.autoencoder
     if isinstance(autoencoder, IdentityAutoencoder):
@@ -376,7 +372,7 @@ def pipeline_reconstructor(pipe: Any) -> Reconstruct | None:
         x = x.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0  # [b 3 f h w] in [-1, 1]
         with torch.autocast(pipe.device.type, torch.bfloat16, enabled=pipe.use_bf16()):
             video = autoencoder.decode(autoencoder.encode(x).float())  # [b 3 f h w]
-        return to_frames(video).numpy()  # [b f h w 3]
+        return to_uint8(video).numpy()  # [b f h w 3]
 
     return reconstruct
 
@@ -399,15 +395,12 @@ def _shapes_task(settings: dict[str, Any]) -> tuple[ShapesTask, str]:
     return ShapesTask(num_frames, size), f"{num_frames}x{size}x{size}"
 
 
-def run(args: argparse.Namespace, load: Callable[..., Any] | None = None) -> int:
+def run(args: argparse.Namespace, load: Callable[..., Any]) -> int:
     """``mediadiff eval video``: load the pipeline, evaluate, print the table, write the JSON; exit code.
 
-    ``load(name_or_folder, device=)`` returns the pipeline (default: ``VideoPipeline.from_pretrained``).
+    ``load(name_or_folder, device=)`` returns the pipeline: the CLI passes
+    ``VideoPipeline.from_pretrained`` (video/ does not import the pipelines above it).
     """
-    if load is None:
-        from .pipeline import VideoPipeline
-
-        load = VideoPipeline.from_pretrained
     return run_command(
         args,
         name="video",
@@ -416,13 +409,3 @@ def run(args: argparse.Namespace, load: Callable[..., Any] | None = None) -> int
         generator=pipeline_generator,
         reconstructor=pipeline_reconstructor,
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m mediadiff.video.evaluate [options]``."""
-    parser = argparse.ArgumentParser(prog="python -m mediadiff.video.evaluate", description=DESCRIPTION)
-    return run(add_arguments(parser).parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -183,6 +183,8 @@ class Shapes(Dataset):
             ``"all"`` (both); the caption template is drawn from this set.
     """
 
+    data_key = "video"  # the item key a trainer reads
+
     def __init__(
         self,
         length: int = 10_000,
