@@ -1,7 +1,9 @@
 """Numerical parity with the diffusers schedulers that implement the same methods.
 
 Same model function, same initial noise, same timestep grid, float64 where the scheduler allows
-(diffusers keeps its sigma tables in float32, so agreement is ~1e-6, not 1e-12).
+(diffusers keeps its sigma tables in float32, so agreement is 1e-8 to 2e-6, not 1e-12). Every
+tolerance is a small multiple of the error measured for that case (MEASURED below); combinations
+that are not compared are listed as skipped parameters with the reason and the error measured.
 """
 
 import numpy as np
@@ -22,7 +24,6 @@ from mediadiff.diffusion import FlowSchedule, VPSchedule, sample
 
 from .helpers import near_gaussian_model
 
-TOL = 1e-4
 BETAS = {"linear": (1e-4, 0.02), "scaled_linear": (0.00085, 0.012), "cosine": (None, None)}
 PREDS = {"eps": "epsilon", "v": "v_prediction"}
 VE_SCHEDULERS = (EulerDiscreteScheduler, HeunDiscreteScheduler, EulerAncestralDiscreteScheduler)
@@ -55,50 +56,140 @@ def run_ours(schedule, f, noise, prediction, sampler, steps, **kw):
     return sample(lambda x, t: f(x, t * 1000), noise, schedule, prediction, sampler, steps, **kw)
 
 
+def make_noise(seed: int = 0) -> torch.Tensor:
+    return torch.randn(2, 4, 3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+
+
 @pytest.fixture
 def noise():
-    return torch.randn(2, 4, 3, 5, dtype=torch.float64)
+    return make_noise(0)  # seeded: the tolerances below are measured on it (and on seeds 1-4)
 
 
-CASES = [
-    # (diffusers scheduler, extra config, our sampler, our options, spacings, steps)
-    (
-        DDIMScheduler,
-        {"clip_sample": False, "set_alpha_to_one": True},
-        "ddim",
-        {},
-        ["leading", "trailing"],
-        20,
-    ),
-    (EulerDiscreteScheduler, {}, "euler", {}, ["leading", "trailing"], 20),
-    (HeunDiscreteScheduler, {}, "heun", {}, ["leading", "trailing"], 10),
-    (DPMSolverMultistepScheduler, {}, "dpmpp_2m", {}, ["trailing", "leading"], 20),
-    (UniPCMultistepScheduler, {}, "unipc", {"order": 2}, ["trailing"], 20),
-    (UniPCMultistepScheduler, {"solver_order": 3}, "unipc", {"order": 3}, ["trailing"], 20),
-]
+CASES = {
+    # id -> (diffusers scheduler, extra config, our sampler, our options, steps)
+    "ddim": (DDIMScheduler, {"clip_sample": False, "set_alpha_to_one": True}, "ddim", {}, 20),
+    "euler": (EulerDiscreteScheduler, {}, "euler", {}, 20),
+    "heun": (HeunDiscreteScheduler, {}, "heun", {}, 10),
+    "dpmpp_2m": (DPMSolverMultistepScheduler, {}, "dpmpp_2m", {}, 20),
+    "unipc2": (UniPCMultistepScheduler, {}, "unipc", {"order": 2}, 20),
+    "unipc3": (UniPCMultistepScheduler, {"solver_order": 3}, "unipc", {"order": 3}, 20),
+}
+MULTISTEP = ("dpmpp_2m", "unipc2", "unipc3")
+# Max-abs difference to diffusers measured on noise seeds 0-4 (torch 2.14, diffusers 0.42, CPU): the
+# model is float64, diffusers' sigma tables are float32, hence 1e-8 to 2e-6 and not 1e-12. Each case
+# must stay within MARGIN times its measured value.
+MARGIN = 3.0
+MEASURED = {
+    # test_deterministic_parity: (case, beta, prediction, spacing)
+    ("ddim", "linear", "eps", "leading"): 1.6e-8,
+    ("ddim", "linear", "eps", "trailing"): 1.6e-7,
+    ("ddim", "linear", "v", "leading"): 3.2e-7,
+    ("ddim", "linear", "v", "trailing"): 2.3e-7,
+    ("ddim", "scaled_linear", "eps", "leading"): 3.6e-8,
+    ("ddim", "scaled_linear", "eps", "trailing"): 7.0e-8,
+    ("ddim", "scaled_linear", "v", "leading"): 5.8e-7,
+    ("ddim", "scaled_linear", "v", "trailing"): 3.1e-8,
+    ("ddim", "cosine", "eps", "leading"): 7.6e-8,
+    ("ddim", "cosine", "eps", "trailing"): 4.8e-6,  # from s = 2e4 in diffusers' float32 arithmetic
+    ("ddim", "cosine", "v", "leading"): 3.5e-7,
+    ("ddim", "cosine", "v", "trailing"): 2.9e-7,
+    ("euler", "linear", "eps", "leading"): 6.4e-7,
+    ("euler", "linear", "eps", "trailing"): 6.4e-7,
+    ("euler", "linear", "v", "leading"): 5.3e-7,
+    ("euler", "linear", "v", "trailing"): 4.4e-7,
+    ("euler", "scaled_linear", "eps", "leading"): 4.0e-7,
+    ("euler", "scaled_linear", "eps", "trailing"): 4.1e-7,
+    ("euler", "scaled_linear", "v", "leading"): 4.1e-7,
+    ("euler", "scaled_linear", "v", "trailing"): 4.4e-7,
+    ("euler", "cosine", "eps", "leading"): 5.9e-7,
+    ("euler", "cosine", "v", "leading"): 5.8e-7,
+    ("heun", "linear", "eps", "leading"): 4.5e-8,
+    ("heun", "linear", "eps", "trailing"): 3.2e-8,
+    ("heun", "linear", "v", "leading"): 6.0e-7,
+    ("heun", "linear", "v", "trailing"): 6.6e-8,
+    ("heun", "scaled_linear", "eps", "leading"): 8.5e-8,
+    ("heun", "scaled_linear", "eps", "trailing"): 4.1e-8,
+    ("heun", "scaled_linear", "v", "leading"): 8.4e-7,
+    ("heun", "scaled_linear", "v", "trailing"): 4.8e-8,
+    ("heun", "cosine", "eps", "leading"): 9.4e-8,
+    ("heun", "cosine", "v", "leading"): 2.1e-6,
+    ("dpmpp_2m", "linear", "eps", "trailing"): 5.1e-7,
+    ("dpmpp_2m", "linear", "v", "trailing"): 5.7e-7,
+    ("dpmpp_2m", "scaled_linear", "eps", "trailing"): 8.5e-7,
+    ("dpmpp_2m", "scaled_linear", "v", "trailing"): 7.2e-7,
+    ("dpmpp_2m", "cosine", "v", "trailing"): 1.4e-6,
+    ("unipc2", "linear", "eps", "trailing"): 2.2e-8,
+    ("unipc2", "linear", "v", "trailing"): 2.7e-7,
+    ("unipc2", "scaled_linear", "eps", "trailing"): 6.2e-8,
+    ("unipc2", "scaled_linear", "v", "trailing"): 5.0e-8,
+    ("unipc2", "cosine", "v", "trailing"): 5.9e-7,
+    ("unipc3", "linear", "eps", "trailing"): 4.4e-8,
+    ("unipc3", "linear", "v", "trailing"): 1.5e-7,
+    ("unipc3", "scaled_linear", "eps", "trailing"): 7.2e-8,
+    ("unipc3", "scaled_linear", "v", "trailing"): 1.4e-8,
+    ("unipc3", "cosine", "v", "trailing"): 6.1e-7,
+    # the other tests
+    "unipc_bh1": 1.4e-7,
+    ("karras", "euler"): 5.5e-7,
+    ("karras", "dpmpp_2m"): 7.9e-7,
+    "zero_snr_ddim": 1.1e-7,
+    "flow_euler": 7.2e-7,
+    "flow_euler_timesteps": 5.7e-7,
+    "ddpm": 2.7e-7,
+    "ddim_eta": 3.7e-7,
+    "euler_a": 5.0e-7,
+    "dpmpp_2m_sde_float32": 7.2e-7,  # run in float32
+    "heun_by_hand": 1.5e-9,  # against float64 by hand, not diffusers
+    "dpmpp_3m": 1.8e-5,  # 20x the others: diffusers' 3M differs slightly; not chased down
+}
+TOLS = {key: MARGIN * value for key, value in MEASURED.items()}
 
 
-@pytest.mark.parametrize("beta", ["linear", "scaled_linear", "cosine"])
-@pytest.mark.parametrize("pred", ["eps", "v"])
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[2]}-{c[1]}")
-def test_deterministic_parity(case, beta, pred, noise):
-    cls, extra, sampler, options, spacings, steps = case
-    if beta == "cosine" and cls in (DPMSolverMultistepScheduler,) and "leading" in spacings:
-        spacings = ["trailing"]
+def skip_reason(case: str, beta: str, pred: str, spacing: str) -> str | None:
+    """Why a (case, beta, pred, spacing) combination is not compared, with the max-abs error measured."""
+    if case in MULTISTEP and spacing == "leading":
+        return "diffusers' multistep 'leading' grid is steps+1-based, not Lin et al.'s (max-abs 0.1-0.5)"
+    if beta == "cosine" and spacing == "trailing" and case in ("euler", "heun"):
+        return (
+            "cosine's trailing grid starts at s = 2e4, where diffusers' float32 sigmas lose precision "
+            "(max-abs 2e-4 euler, 0.4 heun); ours matches float64 by hand (test_heun_matches_float64_hand_computation)"
+        )
+    if beta == "cosine" and spacing == "trailing" and pred == "eps" and case != "ddim":
+        return "eps at s = 2e4 (alpha = 5e-5) in diffusers' float32 arithmetic: max-abs 1.2e-4 (unipc) to 2.3e-4 (dpmpp_2m)"
+    return None
+
+
+def deterministic_params():
+    for case in CASES:
+        for beta in ("linear", "scaled_linear", "cosine"):
+            for pred in ("eps", "v"):
+                for spacing in ("leading", "trailing"):
+                    reason = skip_reason(case, beta, pred, spacing)
+                    yield pytest.param(
+                        case,
+                        beta,
+                        pred,
+                        spacing,
+                        id=f"{case}-{beta}-{pred}-{spacing}",
+                        marks=[pytest.mark.skip(reason=reason)] if reason else [],
+                    )
+
+
+def deterministic_error(case: str, beta: str, pred: str, spacing: str, noise: torch.Tensor) -> float:
+    cls, extra, sampler, options, steps = CASES[case]
     schedule = VPSchedule(beta)
     f = near_gaussian_model(schedule, pred)
-    for spacing in spacings:
-        if beta == "cosine" and spacing == "trailing" and (pred == "eps" or cls in VE_SCHEDULERS):
-            # the cosine grid's last timestep has s = 2e4; diffusers' float32 sigma arithmetic
-            # loses precision there (see test_heun_matches_float64_hand_computation)
-            continue
-        if cls is DPMSolverMultistepScheduler and spacing == "leading":
-            continue  # diffusers' multistep "leading" grid is steps+1-based, not Lin et al.'s
-        scheduler = cls(**diffusers_kwargs(beta, pred, timestep_spacing=spacing, **extra))
-        ref = run_diffusers(scheduler, f, noise, steps)
-        ours = run_ours(schedule, f, noise, pred, sampler, steps, spacing=spacing, **options)
-        err = (ref - ours).abs().max().item()
-        assert err < TOL, f"{sampler} {beta} {pred} {spacing}: max-abs {err:.2e}"
+    scheduler = cls(**diffusers_kwargs(beta, pred, timestep_spacing=spacing, **extra))
+    ref = run_diffusers(scheduler, f, noise, steps)
+    ours = run_ours(schedule, f, noise, pred, sampler, steps, spacing=spacing, **options)
+    return (ref - ours).abs().max().item()
+
+
+@pytest.mark.parametrize("case,beta,pred,spacing", list(deterministic_params()))
+def test_deterministic_parity(case, beta, pred, spacing, noise):
+    err = deterministic_error(case, beta, pred, spacing, noise)
+    tol = TOLS[case, beta, pred, spacing]
+    assert err < tol, f"{case} {beta} {pred} {spacing}: max-abs {err:.2e} (tolerance {tol:.0e})"
 
 
 @pytest.mark.parametrize("pred", ["eps", "v"])
@@ -118,7 +209,7 @@ def test_unipc_bh1_parity(pred, noise):
     final = run_ours(
         schedule, f, noise, pred, "unipc", 20, variant="bh1", callback=lambda d: states.append(d["x"])
     )
-    assert (x - states[-2]).abs().max().item() < TOL
+    assert (x - states[-2]).abs().max().item() < TOLS["unipc_bh1"]
     assert torch.isfinite(final).all()
 
 
@@ -142,7 +233,7 @@ def test_karras_parity(sampler, cls, pred, noise):
     else:
         ours = run_ours(schedule, f, noise, pred, sampler, 15, spacing="karras")
     ref = run_diffusers(scheduler, f, noise, 15)
-    assert (ref - ours).abs().max().item() < TOL
+    assert (ref - ours).abs().max().item() < TOLS["karras", sampler]
 
 
 @pytest.mark.parametrize("spacing", ["trailing", "leading"])
@@ -156,7 +247,7 @@ def test_zero_terminal_snr_ddim_parity(spacing, noise):
     )
     ref = run_diffusers(scheduler, f, noise, 20)
     ours = run_ours(schedule, f, noise, "v", "ddim", 20, spacing=spacing)
-    assert (ref - ours).abs().max().item() < TOL
+    assert (ref - ours).abs().max().item() < TOLS["zero_snr_ddim"]
 
 
 @pytest.mark.parametrize("shift", [1.0, 3.0])
@@ -180,7 +271,7 @@ def test_flow_match_euler_parity(shift, noise):
     for t in scheduler.timesteps:
         x = scheduler.step(f(x, t), t, x).prev_sample
     ours = run_ours(schedule, f, noise, "flow", "euler", steps)
-    assert (x - ours).abs().max().item() < TOL
+    assert (x - ours).abs().max().item() < TOLS["flow_euler"]
 
     # diffusers' own default grid, given to us as explicit timesteps
     scheduler = FlowMatchEulerDiscreteScheduler(shift=shift)
@@ -189,7 +280,7 @@ def test_flow_match_euler_parity(shift, noise):
     for t in scheduler.timesteps:
         x = scheduler.step(f(x, t), t, x).prev_sample
     ours = run_ours(schedule, f, noise, "flow", "euler", steps, timesteps=scheduler.sigmas[:-1].tolist())
-    assert (x - ours).abs().max().item() < TOL
+    assert (x - ours).abs().max().item() < TOLS["flow_euler_timesteps"]
 
 
 @pytest.mark.parametrize("pred", ["eps", "v"])
@@ -204,16 +295,16 @@ def test_stochastic_parity_same_generator(pred, noise):
 
     ref = run_diffusers(DDPMScheduler(**kw, clip_sample=False), f, noise, 20, generator=gen())
     ours = run_ours(schedule, f, noise, pred, "ddpm", 20, spacing="leading", generator=gen())
-    assert (ref - ours).abs().max().item() < TOL
+    assert (ref - ours).abs().max().item() < TOLS["ddpm"]
 
     ref = run_diffusers(DDIMScheduler(**kw, clip_sample=False), f, noise, 20, generator=gen(), eta=0.7)
     ours = run_ours(schedule, f, noise, pred, "ddim", 20, spacing="leading", generator=gen(), eta=0.7)
-    assert (ref - ours).abs().max().item() < TOL
+    assert (ref - ours).abs().max().item() < TOLS["ddim_eta"]
 
     sched = EulerAncestralDiscreteScheduler(**kw, timestep_spacing="trailing")
     ref = run_diffusers(sched, f, noise, 20, generator=gen())
     ours = run_ours(schedule, f, noise, pred, "euler_a", 20, generator=gen())
-    assert (ref - ours).abs().max().item() < TOL
+    assert (ref - ours).abs().max().item() < TOLS["euler_a"]
 
     # diffusers draws the SDE noise in float32, so compare in float32
     n32 = noise.float()
@@ -224,14 +315,14 @@ def test_stochastic_parity_same_generator(pred, noise):
     sched = DPMSolverMultistepScheduler(**kw, timestep_spacing="trailing", algorithm_type="sde-dpmsolver++")
     ref = run_diffusers(sched, f32, n32, 20, generator=gen())
     ours = run_ours(schedule, f32, n32, pred, "dpmpp_2m_sde", 20, generator=gen())
-    assert (ref - ours).abs().max().item() < 1e-5
+    assert (ref - ours).abs().max().item() < TOLS["dpmpp_2m_sde_float32"]
 
 
 def test_heun_matches_float64_hand_computation():
     """Where diffusers' float32 arithmetic drifts (cosine, s = 2e4), ours matches float64 by hand."""
     schedule = VPSchedule("cosine")
     f = near_gaussian_model(schedule, "v")
-    noise = torch.randn(2, 4, 3, 5, dtype=torch.float64)
+    noise = make_noise(0)
     levels = schedule.grid(10, "trailing")
     first = []
     sample(lambda x, t: f(x, t * 1000), noise, schedule, "v", "heun", levels=levels, callback=first.append)
@@ -248,7 +339,7 @@ def test_heun_matches_float64_hand_computation():
     x_e = x_ve + d * (s1 - s0)
     d1 = (x_e - x0_at(x_e, l1, s1)) / s1
     expected = (x_ve + (d + d1) / 2 * (s1 - s0)) / (1 + s1 * s1) ** 0.5
-    assert (first[0]["x"] - expected).abs().max().item() < 1e-8
+    assert (first[0]["x"] - expected).abs().max().item() < TOLS["heun_by_hand"]
 
 
 @pytest.mark.parametrize("pred", ["eps", "v"])
@@ -262,4 +353,4 @@ def test_third_order_multistep_parity(pred, noise):
     )
     ref = run_diffusers(scheduler, f, noise, 20)
     ours = run_ours(schedule, f, noise, pred, "dpmpp_3m_sde", 20, eta=0.0)
-    assert (ref - ours).abs().max().item() < TOL
+    assert (ref - ours).abs().max().item() < TOLS["dpmpp_3m"]
