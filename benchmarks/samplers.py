@@ -30,18 +30,23 @@ from functools import partial
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from mediadiff.diffusion import FlowSchedule, VPSchedule, randn, sample
+from mediadiff.diffusion import SAMPLERS, FlowSchedule, VPSchedule, default_grid, nfe, randn, sample
 from mediadiff.diffusion.oracle import Gaussian
 from mediadiff.utils import cpu_name
 
 warnings.filterwarnings("ignore")
 F64 = torch.float64
 DATA = Gaussian(torch.tensor([0.5, -1.0, 0.0], dtype=F64), torch.tensor([0.2, 1.0, 2.0], dtype=F64))
-STOCHASTIC = {"ddpm", "euler_a", "dpmpp_2m_sde", "dpmpp_3m_sde"}
+STOCHASTIC = {name for name, spec in SAMPLERS.items() if spec.stochastic}
 ORDER = ["ddim", "euler", "heun", "dpmpp_2m", "unipc", "ddpm", "euler_a", "dpmpp_2m_sde", "dpmpp_3m_sde"]
 SETUPS = {
-    "VP cosine, v-prediction, trailing grid": (VPSchedule("cosine"), "v", None),
-    "Flow (shift 1), flow-prediction, uniform grid": (FlowSchedule(), "flow", None),
+    # spacing None: each sampler's default grid, what sample() uses when given only steps
+    "VP cosine, v-prediction, default grid (trailing; heun: Karras from s = 80)": (
+        VPSchedule("cosine"),
+        "v",
+        None,
+    ),
+    "Flow (shift 1), flow-prediction, default grid (uniform)": (FlowSchedule(), "flow", None),
 }
 SYNC_OPS = {"aten::item", "aten::_local_scalar_dense", "aten::is_nonzero", "aten::nonzero", "aten::equal"}
 
@@ -70,9 +75,14 @@ class Counted:
         return self.fn(x, t, **kw)
 
 
+def grid(schedule, spacing, sampler: str, steps: int):
+    """The schedule's grid of ``spacing``, or with ``spacing=None`` the sampler's default grid."""
+    return default_grid(schedule, sampler, steps) if spacing is None else schedule.grid(steps, spacing)
+
+
 def score(schedule, pred, spacing, sampler: str, steps: int) -> tuple[float, int]:
     """(error, model evaluations) for one sampler at ``steps`` steps."""
-    levels = schedule.grid(steps, spacing)
+    levels = grid(schedule, spacing, sampler, steps)
     model = Counted(DATA.model(schedule, pred))
     if sampler in STOCHASTIC:
         gen = torch.Generator().manual_seed(0)
@@ -98,7 +108,7 @@ def steps_for_nfe(schedule, pred, spacing, sampler: str, budget: int) -> int:
 
 def score_nfe(schedule, pred, spacing, sampler, steps) -> int:
     model = Counted(lambda x, t: torch.zeros_like(x))
-    sample(model, torch.zeros(1, 1), schedule, pred, sampler, levels=schedule.grid(steps, spacing))
+    sample(model, torch.zeros(1, 1), schedule, pred, sampler, levels=grid(schedule, spacing, sampler, steps))
     return model.calls
 
 
@@ -121,7 +131,7 @@ def accuracy_table(schedule, pred, spacing) -> str:
         stochastic = sampler in STOCHASTIC
         if stochastic and target_w2 is None:
             # DDIM's distribution error at 50 NFE, the reference for the stochastic rows
-            levels = schedule.grid(50, spacing)
+            levels = grid(schedule, spacing, "ddim", 50)
             noise = randn((20000, 3), torch.Generator().manual_seed(0), dtype=F64)
             target_w2 = w2_to_data(
                 sample(DATA.model(schedule, pred), noise, schedule, pred, "ddim", levels=levels)
@@ -244,7 +254,7 @@ def overhead_table(repeats: int) -> str:
                 t0 = time.perf_counter()
                 diffusers_loop(sched, x, out, gen)
                 theirs.append(time.perf_counter() - t0)
-            evals = 2 * steps - 1 if sampler == "heun" else steps
+            evals = nfe(sampler, steps)
             a = statistics.median(ours) / evals * 1e6
             b = statistics.median(theirs) / evals * 1e6
             cells += [f"{a:.0f}", f"{b:.0f}", f"{a / b:.2f}"]
