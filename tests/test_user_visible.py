@@ -25,3 +25,21 @@ def test_shipped_frames_are_bit_identical(name):
             f"recorded with torch {RECORD['torch']}; kernels of torch {torch.__version__} may round otherwise"
         )
     assert frames_hash(case) == RECORD["hashes"][name]
+
+
+@pytest.mark.slow
+def test_eval_video_prints_the_recorded_table(tmp_path, capsys):
+    """``mediadiff eval video --model shapes-dit --num 40 --threads 1``: the table and the real-vs-real
+    line as printed before the refactor (tests/data/eval_video_shapes_dit_40.txt; about a minute)."""
+    from mediadiff.cli import main
+
+    if not cpu_bf16_supported() or torch.__version__ != RECORD["torch"]:
+        pytest.skip("recorded in bf16 on a CPU with native bf16 and the recorded torch")
+    threads = torch.get_num_threads()
+    try:
+        assert main(["eval", "video", "--model", "shapes-dit", "--num", "40", "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    lines = capsys.readouterr().out.splitlines()
+    expected = (HASHES.parent / "eval_video_shapes_dit_40.txt").read_text().splitlines()
+    assert lines[1 : 1 + len(expected)] == expected  # line 0 holds the timing
