@@ -40,8 +40,8 @@ from contextlib import contextmanager
 import torch
 
 from mediadiff.diffusion import FlowSchedule
-from mediadiff.text import load_text_encoder
 from mediadiff.pipelines import VideoPipeline
+from mediadiff.text import load_text_encoder
 from mediadiff.video import SHAPES_VAE_DIR, DiT, IdentityAutoencoder, UNet3D, load_autoencoder
 
 PROMPTS = [
