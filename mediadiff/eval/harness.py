@@ -274,24 +274,17 @@ def evaluate(
     return report
 
 
-def pipeline_generator(
-    pipe: Any,
-    *,
-    output: str,
-    steps: int | None = None,
-    sampler: str | None = None,
-    guidance_scale: float | None = None,
-) -> Generate:
-    """Wrap a pipeline (``pipe(prompts, seed=, steps=, sampler=, guidance_scale=)``) as a :data:`Generate`.
+def pipeline_generator(pipe: Any, *, output: str, **settings: Any) -> Generate:
+    """Wrap a pipeline (``pipe(prompts, seed=, **settings)``) as a :data:`Generate`.
 
     ``output`` names the attribute of the pipeline's result that holds the clips (``"frames"`` for
-    video). The pipeline draws clip ``i`` of a call from seed ``seed + i``; consecutive seeds go in one
-    batched call, any other seeds one clip at a time.
+    video); ``settings`` go to every call (``steps``, ``sampler``, ``guidance_scale``, sizes; None
+    takes the pipeline's default). The pipeline draws clip ``i`` of a call from seed ``seed + i``;
+    consecutive seeds go in one batched call, any other seeds one clip at a time.
     """
 
     def call(prompts: list[str], seed: int) -> np.ndarray:
-        result = pipe(prompts, seed=seed, steps=steps, sampler=sampler, guidance_scale=guidance_scale)
-        clips = getattr(result, output)
+        clips = getattr(pipe(prompts, seed=seed, **settings), output)
         return clips.numpy() if hasattr(clips, "numpy") else np.asarray(clips)  # [b *clip_shape]
 
     def generate(prompts: list[str], seeds: list[int]) -> np.ndarray:

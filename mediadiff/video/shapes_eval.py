@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from mediadiff.eval import Generate, pipeline_generator
+
 from .detect import detect_batch, score
 from .shapes import Shapes
 
@@ -29,12 +31,10 @@ __all__ = [
     "EVAL_SEED",
     "eval_items",
     "periodic_eval",
-    "pipeline_generate",
     "save_grid",
     "score_prompt_following",
 ]
 
-Generate = Callable[[Sequence[str], Sequence[int]], np.ndarray]  # (prompts, seeds) -> uint8 [b f h w 3]
 
 EVAL_SEED = 12345  # Shapes seed of every evaluation set; training recipes refuse it
 
@@ -62,24 +62,6 @@ def save_grid(frames: torch.Tensor | np.ndarray, path: str | Path, columns: int 
     path = Path(path)
     iio.imwrite(path, grid, duration=1000 / fps, loop=0)
     return path
-
-
-def pipeline_generate(pipeline: Any, **settings: Any) -> Generate:
-    """``generate(prompts, seeds) -> uint8 clips [b f h w 3]`` through a video pipeline's call.
-
-    ``settings`` go to every call (``num_frames``, ``height``, ``width``, ``steps``, ``sampler``,
-    ``guidance_scale``). Consecutive seeds make one batched call (clip ``i`` uses seed ``seeds[0] + i``);
-    other seeds one call per clip, so clip ``i`` always comes from ``seeds[i]``.
-    """
-
-    def generate(prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
-        prompts, seeds = list(prompts), [int(s) for s in seeds]
-        if seeds == list(range(seeds[0], seeds[0] + len(seeds))):
-            return np.asarray(pipeline(prompts, seed=seeds[0], **settings).frames)
-        clips = [np.asarray(pipeline([p], seed=s, **settings).frames) for p, s in zip(prompts, seeds)]
-        return np.concatenate(clips)
-
-    return generate
 
 
 def score_prompt_following(
@@ -123,7 +105,9 @@ def periodic_eval(
     }  # fmt: skip
 
     def evaluate(pipeline: Any, ctx: Any) -> dict[str, Any]:
-        return score_prompt_following(pipeline_generate(pipeline, **settings), items, ctx.out_dir, batch_size)
+        return score_prompt_following(
+            pipeline_generator(pipeline, output="frames", **settings), items, ctx.out_dir, batch_size
+        )
 
     return evaluate
 
