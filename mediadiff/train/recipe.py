@@ -71,14 +71,20 @@ class Parts:
 def pipeline_sample_fn(make_pipeline: Callable[[torch.nn.Module], Any], evaluate: Callable) -> SampleFn:
     """A trainer ``sample_fn`` that generates through a pipeline around the in-training weights.
 
-    Each call wraps ``ctx.model`` (the EMA weights, or the trained model without an EMA) with
-    ``make_pipeline(backbone)``, sets the pipeline's ``autocast`` from the run's precision (bf16
-    autocast in a bf16 run, fp32 otherwise) and returns ``evaluate(pipeline, ctx)``: paths, or
-    ``{"paths": [...], "metrics": {...}}`` (metrics go to ``metrics.jsonl``).
+    The first call builds ``make_pipeline(ctx.model)``; every call puts ``ctx.model`` (the EMA weights,
+    or the trained model without an EMA) in it as the backbone, so the text encodings stay cached; sets
+    the pipeline's ``autocast`` from the run's precision (bf16 autocast in a bf16 run, fp32 otherwise)
+    and returns ``evaluate(pipeline, ctx)``: paths, or ``{"paths": [...], "metrics": {...}}`` (metrics
+    go to ``metrics.jsonl``).
     """
 
+    built: list[Any] = []  # one pipeline for the run: its prompt cache keeps the eval captions encoded
+
     def sample_fn(ctx: SampleContext) -> Any:
-        pipeline = make_pipeline(ctx.model)
+        if not built:
+            built.append(make_pipeline(ctx.model))
+        pipeline = built[0]
+        pipeline.backbone = ctx.model  # this step's weights
         pipeline.autocast = ctx.mixed_precision == "bf16"
         return evaluate(pipeline, ctx)
 
