@@ -193,7 +193,6 @@ class VideoPipeline(DiffusionPipeline):
 
         return load_autoencoder(folder, device=device)
 
-    @torch.inference_mode()
     def __call__(
         self,
         prompt: str | Sequence[str],
