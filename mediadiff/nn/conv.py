@@ -134,16 +134,24 @@ class ResBlock(nn.Module):
         return self.skip(x) + self.conv2(self.dropout(F.silu(h)))
 
 
+def _resample_kernel(factor: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Kernel ``2 * s - 1`` and padding ``s - 1`` per axis resampled by ``s``: 1 on kept axes, 3 at
+    ``s = 2``, and at ``s >= 3`` wide enough that a strided conv reads every input position (a kernel
+    3 at stride 4 would skip a quarter of them)."""
+    kernel = tuple(2 * s - 1 for s in factor)
+    return kernel, tuple(k // 2 for k in kernel)
+
+
 class Downsample(nn.Module):
-    """Strided convolution by ``factor`` per axis (e.g. ``(1, 2, 2)``: space only); kernel 3 on strided axes, 1 elsewhere."""
+    """Strided convolution by ``factor`` per axis (e.g. ``(1, 2, 2)``: space only); kernel ``2 * factor - 1``
+    per axis (3 on axes halved, 1 on kept ones), so the output has ``ceil(s / factor)`` positions."""
 
     def __init__(
         self, dims: int, channels: int, out_channels: int | None = None, factor: int | Sequence[int] = 2
     ) -> None:
         super().__init__()
         self.factor = _tuple(factor, dims, "Downsample factor")
-        kernel = tuple(3 if s > 1 else 1 for s in self.factor)
-        padding = tuple(k // 2 for k in kernel)
+        kernel, padding = _resample_kernel(self.factor)
         self.conv = conv_nd(
             dims, channels, out_channels or channels, kernel, stride=self.factor, padding=padding
         )
@@ -154,15 +162,15 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Nearest-neighbour upsampling by ``factor`` per axis, then a convolution (kernel 3 on upsampled axes)."""
+    """Nearest-neighbour upsampling by ``factor`` per axis, then a convolution (kernel ``2 * factor - 1``: 3 on
+    axes doubled, 1 on kept ones)."""
 
     def __init__(
         self, dims: int, channels: int, out_channels: int | None = None, factor: int | Sequence[int] = 2
     ) -> None:
         super().__init__()
         self.factor = _tuple(factor, dims, "Upsample factor")
-        kernel = tuple(3 if s > 1 else 1 for s in self.factor)
-        padding = tuple(k // 2 for k in kernel)
+        kernel, padding = _resample_kernel(self.factor)
         self.conv = conv_nd(dims, channels, out_channels or channels, kernel, padding=padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -10,8 +10,10 @@ encoder stage concatenated into the decoder, and attention layers at the levels 
 waveforms and 1-D latents ``[b c t]``, 2 for spectrograms ``[b c m t]``, 3 for video
 ``[b c f h w]``), a config class, and, where the defaults do not fit, the hooks that choose its
 layers: :meth:`UNet.res_block`, :meth:`UNet.level_attention` (which attention at which level),
+:meth:`UNet.attention_rope_theta` (rotary positions in the default attention layers),
 :meth:`UNet.level_factor` (downsampling per axis between levels), :meth:`UNet.input_conv`,
-:meth:`UNet.output_conv`, :meth:`UNet.input_channels` and :meth:`UNet.prepare_input`.
+:meth:`UNet.output_conv`, :meth:`UNet.input_channels`, :meth:`UNet.prepare_input` and
+:meth:`UNet.finish_output` (e.g. a space-to-depth fold of the input and its inverse on the output).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .conditioning import TextConditioned, TextConditioningConfig
 from .conv import Downsample, ResBlock, Upsample, conv_nd
 from .modulation import group_norm
 from .pretrained import ConfigModel
+from .rope import RotaryEmbedding, grid_positions
 from .transformer import TransformerBlock
 from .utils import checkpoint, zero_module
 
@@ -46,7 +49,10 @@ class AxisAttention(nn.Module):
     ``context_dim`` is set, MLP), zero-initialised linear out: the spatial transformer of latent
     diffusion (Rombach et al. 2022, Sec. 3.3), which starts as the identity.
 
-    Subclasses add position features through :meth:`init_positions` / :meth:`embed_positions`.
+    ``rope_theta`` (None: off) rotates queries and keys of the self-attention by their position
+    along ``axes`` (RoPE, Su et al. 2021, Eq. 34, one group of head channels per attended axis), so
+    attention sees relative positions at any length. Subclasses add other position features
+    through :meth:`init_positions` / :meth:`embed_positions`.
     """
 
     def __init__(
@@ -59,6 +65,7 @@ class AxisAttention(nn.Module):
         context_dim: int | None = None,
         mlp_ratio: float = 4.0,
         groups: int = 32,
+        rope_theta: float | None = None,
     ) -> None:
         super().__init__()
         axes = tuple(range(dims)) if axes is None else tuple(sorted(axes))
@@ -75,6 +82,9 @@ class AxisAttention(nn.Module):
         self.init_positions(channels)
         self.block = TransformerBlock(
             channels, channels // head_dim, context_dim=context_dim, mlp_ratio=mlp_ratio, qk_norm=True
+        )
+        self.rope = (
+            None if rope_theta is None else RotaryEmbedding(head_dim, n_axes=len(axes), theta=rope_theta)
         )
         self.proj_out = zero_module(nn.Linear(channels, channels))
 
@@ -97,7 +107,11 @@ class AxisAttention(nn.Module):
             if context_mask is not None:
                 context_mask = repeat(context_mask, "b l -> (b r) l", r=r)  # [b*r l]
         y = self.embed_positions(self.proj_in(y), x)  # [b*folded n c]
-        y = self.proj_out(self.block(y, context, context_mask))  # [b*folded n c]
+        rope = None
+        if self.rope is not None:
+            grid = grid_positions(*(x.shape[2 + a] for a in self.axes), device=x.device)  # [n axes]
+            rope = self.rope(grid)  # (cos, sin) [n dh/2]
+        y = self.proj_out(self.block(y, context, context_mask, rope))  # [b*folded n c]
         return x + rearrange(y, self._from_tokens, **sizes)  # [b c *s]
 
 
@@ -233,6 +247,10 @@ class UNet(ConfigModel, TextConditioned):
         """x: [b c *s] -> what ``conv_in`` reads; x itself by default."""
         return x
 
+    def finish_output(self, y: torch.Tensor) -> torch.Tensor:
+        """What ``conv_out`` wrote -> the prediction (the inverse of :meth:`prepare_input`'s reshaping); y by default."""
+        return y
+
     def input_conv(self, in_channels: int, out_channels: int) -> nn.Module:
         """The first convolution: ``conv_nd(dims, ..., 3, padding=1)`` by default."""
         return conv_nd(self.dims, in_channels, out_channels, 3, padding=1)
@@ -262,8 +280,14 @@ class UNet(ConfigModel, TextConditioned):
                 context_dim=cfg.context_dim,
                 mlp_ratio=cfg.mlp_ratio,
                 groups=cfg.norm_groups,
+                rope_theta=self.attention_rope_theta(),
             )
         ]
+
+    def attention_rope_theta(self) -> float | None:
+        """RoPE base period of the default attention layers (rotary positions over the axes they attend
+        along, :class:`AxisAttention`); None (the default): no positions beyond what the convs give."""
+        return None
 
     def level_factor(self, level: int) -> tuple[int, ...]:
         """Downsampling factor per axis from ``level`` to ``level + 1``; 2 on every axis by default."""
@@ -298,4 +322,4 @@ class UNet(ConfigModel, TextConditioned):
         for stage in self.up:
             h = torch.cat([h, hs.pop()], dim=1)  # [b c+c_skip *s_l]
             h = checkpoint(stage, h, emb, context, context_mask, enabled=use_ckpt)
-        return self.conv_out(F.silu(self.norm_out(h)))  # [b c' *s]
+        return self.finish_output(self.conv_out(F.silu(self.norm_out(h))))  # [b c' *s]
