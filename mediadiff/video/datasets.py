@@ -1,4 +1,5 @@
-"""Captioned video folders as a torch Dataset.
+"""Captioned video folders as a torch Dataset (the folder conventions and the bookkeeping live in
+:mod:`mediadiff.utils.captions`, shared with the audio side).
 
 Layout (the Hugging Face "folder" convention; videos may sit in subfolders)::
 
@@ -19,19 +20,14 @@ video, and so is every file a metadata table names. A video's caption comes from
 
 from __future__ import annotations
 
-import csv
-import json
 import os
-import warnings
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Literal
 
 import av
-import numpy as np
-import torch
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
+
+from mediadiff.utils.captions import CaptionedFolder
 
 from .io import (
     READ_EXTENSIONS,
@@ -48,11 +44,8 @@ from .io import (
 
 __all__ = ["VideoFolder"]
 
-METADATA_FILES = ("metadata.jsonl", "metadata.csv")
-_READ_ERRORS = (VideoError, OSError, av.FFmpegError)  # a bad file, not a bad argument
 
-
-class VideoFolder(Dataset):
+class VideoFolder(CaptionedFolder, Dataset):
     """Videos with captions from a folder; items are ``{"video", "text", "path"}``.
 
     ``video`` is float32 ``[c f h w]`` in [-1, 1] (``c = 3``, ``f = num_frames``, ``(h, w) = size``),
@@ -103,6 +96,8 @@ class VideoFolder(Dataset):
     """
 
     data_key = "video"  # the item key a trainer reads
+    noun = "video"
+    read_errors = (VideoError, OSError, av.FFmpegError)  # a bad file, not a bad argument
 
     def __init__(
         self,
@@ -119,9 +114,6 @@ class VideoFolder(Dataset):
         validate: bool = False,
         extensions: Iterable[str] = READ_EXTENSIONS,
     ):
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"VideoFolder root {self.root} is not a folder")
         _check_selection(num_frames, stride, fps)
         _as_hw(size)
         if clip not in ("random", "start", "center"):
@@ -129,76 +121,10 @@ class VideoFolder(Dataset):
         if crop not in ("random", "center", None):
             raise ValueError(f"crop must be 'random', 'center' or None, got {crop!r}")
         self.num_frames, self.size, self.stride, self.fps = num_frames, size, stride, fps
-        self.clip, self.crop, self.seed, self.epoch = clip, crop, int(seed), 0
-        self.skipped_files: dict[str, str] = {}
-        exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
-        self.items = self._discover(exts, default_caption)
+        self.clip, self.crop = clip, crop
+        super().__init__(root, extensions=extensions, default_caption=default_caption, seed=seed)
         if validate:
             self.scan()
-
-    # --- discovery ------------------------------------------------------------------------------
-
-    def _discover(self, extensions: set[str], default_caption: str | None) -> list[tuple[str, str]]:
-        videos: set[Path] = set()
-        tables: dict[Path, str] = {}
-        for folder, dirs, files in os.walk(self.root):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            folder = Path(folder)
-            present = [m for m in METADATA_FILES if m in files]
-            if len(present) > 1:
-                raise ValueError(
-                    f"{folder}: both {' and '.join(present)}; keep one metadata table per folder"
-                )
-            for name in present:
-                for file_name, text in _read_table(folder / name):
-                    tables[_absolute(folder / file_name)] = text
-            for name in files:
-                if not name.startswith(".") and Path(name).suffix.lower() in extensions:
-                    videos.add(_absolute(folder / name))
-
-        for path in sorted(set(tables) - videos):
-            if path.is_file():
-                videos.add(path)
-            else:
-                self._skip(str(path), "listed in a metadata table but missing")
-
-        items, uncaptioned = [], []
-        for path in sorted(videos):
-            text = tables.get(path)
-            if text is None and path.with_suffix(".txt").is_file():
-                text = path.with_suffix(".txt").read_text(encoding="utf-8").strip()
-            if text is None:
-                if default_caption is None:
-                    uncaptioned.append(path)
-                    continue
-                text = default_caption
-            items.append((str(path), text))
-        if uncaptioned:
-            shown = ", ".join(os.path.relpath(p, self.root) for p in uncaptioned[:5])
-            more = f" and {len(uncaptioned) - 5} more" if len(uncaptioned) > 5 else ""
-            raise ValueError(
-                f"{self.root}: {len(uncaptioned)} video(s) have no caption: {shown}{more}. Add them to "
-                "metadata.jsonl / metadata.csv (file_name, text) or a sidecar <name>.txt, or pass "
-                "default_caption='' to train them unconditionally"
-            )
-        if not items:
-            raise ValueError(
-                f"{self.root}: no readable videos found (extensions {sorted(extensions)}; "
-                f"{len(self.skipped_files)} skipped)"
-            )
-        return items
-
-    # --- bad files ------------------------------------------------------------------------------
-
-    @property
-    def skipped(self) -> int:
-        """How many distinct files this process has skipped (construction, :meth:`scan`, reads)."""
-        return len(self.skipped_files)
-
-    def _skip(self, path: str, reason: str) -> None:
-        if path not in self.skipped_files:
-            self.skipped_files[path] = reason
-            warnings.warn(f"VideoFolder: skipping {path}: {reason}", RuntimeWarning, stacklevel=3)
 
     def _span_fits(self, total: int, src_fps: float) -> None:
         clip_indices(total, self.num_frames, src_fps=src_fps, stride=self.stride, fps=self.fps, start=0)
@@ -215,37 +141,14 @@ class VideoFolder(Dataset):
         Returns:
             ``{path: reason}`` for the files dropped by this call.
         """
-        keep, dropped = [], {}
-        for path, text in tqdm(self.items, desc=f"scan {self.root.name}", unit="video", leave=False):
-            try:
-                info = probe(path, count_frames=count_frames)
-                self._span_fits(info.num_frames, info.fps)
-            except _READ_ERRORS as e:
-                dropped[path] = str(e)
-                self._skip(path, str(e))
-                continue
-            keep.append((path, text))
-        if not keep:
-            raise ValueError(
-                f"{self.root}: all {len(self.items)} videos failed the scan, e.g. {next(iter(dropped.values()))}"
-            )
-        self.items = keep
-        return dropped
+
+        def check(path: str) -> None:
+            info = probe(path, count_frames=count_frames)
+            self._span_fits(info.num_frames, info.fps)
+
+        return self._scan(check)
 
     # --- items ----------------------------------------------------------------------------------
-
-    def set_epoch(self, epoch: int) -> None:
-        """Use the clip starts and crops of ``epoch`` (call before each epoch, as with DistributedSampler)."""
-        self.epoch = int(epoch)
-
-    def generator(self, index: int) -> torch.Generator:
-        """The generator of item ``index`` this epoch: seeded from ``(seed, epoch, index)`` by NumPy's
-        SeedSequence, so neighbouring seeds give unrelated streams."""
-        state = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(2, dtype=np.uint32)
-        return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-
-    def __len__(self) -> int:
-        return len(self.items)
 
     def load(self, index: int) -> dict:
         """Item ``index`` without the substitution of bad files: raises the read error instead."""
@@ -263,61 +166,9 @@ class VideoFolder(Dataset):
         )  # uint8 [f h w 3]
         return {"video": to_model(video), "text": text, "path": path}  # video: [3 f h w] in [-1, 1]
 
-    def __getitem__(self, index: int) -> dict:
-        n = len(self.items)
-        if not -n <= index < n:
-            raise IndexError(f"index {index} out of range for VideoFolder of {n} videos")
-        index %= n
-        for j in ((index + k) % n for k in range(n)):  # the item, then the next ones
-            path = self.items[j][0]
-            if path in self.skipped_files:
-                continue
-            try:
-                return self.load(j)
-            except _READ_ERRORS as e:
-                self._skip(path, str(e))
-        reasons = "; ".join(f"{p}: {r}" for p, r in list(self.skipped_files.items())[:3])
-        raise RuntimeError(
-            f"VideoFolder {self.root}: all {n} videos are unreadable for this request ({reasons})"
-        )
-
     def __repr__(self) -> str:
         step = f"fps={self.fps}" if self.fps is not None else f"stride={self.stride}"
         return (
             f"VideoFolder({str(self.root)!r}, {len(self)} videos, num_frames={self.num_frames}, size={self.size}, "
             f"{step}, clip={self.clip!r}, crop={self.crop!r}, seed={self.seed}, skipped={self.skipped})"
         )
-
-
-def _absolute(path: Path) -> Path:
-    """Absolute and normalised (``a/../b`` -> ``b``), symlinks kept: a linked video keeps the sidecar
-    caption beside the link."""
-    return Path(os.path.normpath(os.path.abspath(path)))
-
-
-def _read_table(path: Path) -> list[tuple[str, str]]:
-    """``(file_name, text)`` rows of a ``metadata.jsonl`` or ``metadata.csv``; errors name file and line."""
-    rows = []
-    if path.suffix == ".jsonl":
-        with open(path, encoding="utf-8") as fh:
-            for line_no, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{line_no}: not valid JSON ({e.msg})") from e
-                rows.append((line_no, row))
-    else:
-        with open(path, encoding="utf-8", newline="") as fh:
-            rows = list(enumerate(csv.DictReader(fh), 2))  # line 1 is the header
-    out = []
-    for line_no, row in rows:
-        if (
-            not isinstance(row, dict)
-            or not isinstance(row.get("file_name"), str)
-            or not isinstance(row.get("text"), str)
-        ):
-            raise ValueError(f"{path}:{line_no}: expected string fields 'file_name' and 'text', got {row!r}")
-        out.append((row["file_name"], row["text"]))
-    return out
