@@ -8,6 +8,7 @@ Nothing here knows a modality: video and audio backbones build from these pieces
 """
 
 from .attention import Attention, AttentionPool, TokenAdapter, attention, masked_mean, pool_context
+from .autoencoder import DiagonalGaussian, IdentityAutoencoder, LatentAutoencoder
 from .conditioning import CONTEXT_POOLS, TextConditioned, TextConditioningConfig
 from .conv import Downsample, FactorizedConv3d, ResBlock, Upsample, conv_nd
 from .dit import DiffusionTransformer, DiffusionTransformerConfig, patchify, unpatchify
@@ -30,12 +31,15 @@ __all__ = [
     "AttentionPool",
     "AxisAttention",
     "ConfigModel",
+    "DiagonalGaussian",
     "DiffusionTransformer",
     "DiffusionTransformerConfig",
     "Downsample",
     "FactorizedConv3d",
     "FeedForward",
     "FixedStandardize",
+    "IdentityAutoencoder",
+    "LatentAutoencoder",
     "ResBlock",
     "Rope",
     "RotaryEmbedding",

@@ -31,8 +31,6 @@ Eq. 10); see ``recipes/video/train_vae.py``.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -41,10 +39,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from safetensors.torch import load_file, save
 from torch import nn
 
-from ..utils import atomic_write_bytes
+from mediadiff.nn.autoencoder import (
+    DiagonalGaussian,
+    IdentityAutoencoder,
+    LatentAutoencoder,
+    load_model_folder,
+)
 
 __all__ = [
     "SHAPES_VAE_DIR",
@@ -55,8 +57,6 @@ __all__ = [
     "load_autoencoder",
 ]
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 # The VAE that recipes/video/train_vae.py trained on Shapes (64x64, 1 + 4k frames), shipped in the package.
 SHAPES_VAE_DIR = Path(__file__).resolve().parents[1] / "weights" / "video_vae_shapes"
 
@@ -230,39 +230,18 @@ class Upsample(nn.Module):
         return self.block(x, state)  # [b cout f' h' w']
 
 
-# ----------------------------------------------------------------------------------------- posterior
-
-
-class DiagonalGaussian:
-    """Diagonal Gaussian posterior ``q(z|x) = N(mean, exp(logvar))`` over latents ``[b c f h w]``."""
-
-    def __init__(self, moments: torch.Tensor) -> None:
-        # moments: [b 2c f h w]
-        self.mean, logvar = moments.float().chunk(2, dim=1)  # [b c f h w] each
-        self.logvar = logvar.clamp(-30.0, 20.0)
-        self.std = torch.exp(0.5 * self.logvar)
-
-    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Reparameterised draw ``mean + std * eps`` (Kingma & Welling 2014, Eq. 4)."""
-        eps = torch.randn(
-            self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype
-        )
-        return self.mean + self.std * eps
-
-    def kl(self) -> torch.Tensor:
-        """``KL(q || N(0, I))`` summed over latent dims, per sample: ``[b]`` (Kingma & Welling 2014, Eq. 10)."""
-        return 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1.0 - self.logvar).flatten(1).sum(1)
-
-
 # ----------------------------------------------------------------------------------------- model
 
 
-class CausalVideoVAE(nn.Module):
+class CausalVideoVAE(LatentAutoencoder):
     """Causal 3-D convolutional VAE for video ``[b c f h w]`` in ``[-1, 1]``.
 
     ``1 + k * temporal_ratio`` frames of ``h x w`` become ``1 + k`` latent frames of
     ``h / spatial_ratio x w / spatial_ratio`` with ``latent_channels`` channels.
     """
+
+    config_class = VideoAutoencoderConfig
+    latent_axes = 3
 
     def __init__(self, config: VideoAutoencoderConfig | None = None, **kwargs) -> None:
         super().__init__()
@@ -300,10 +279,7 @@ class CausalVideoVAE(nn.Module):
                 self.dec_up.append(Upsample(c[i], c[i - 1], *down[i - 1]))
         self.dec_out = CausalConv3d(c[0], config.in_channels * p2)
 
-        shift = config.latent_shift or [0.0] * config.latent_channels
-        scale = config.latent_scale or [1.0] * config.latent_channels
-        self.register_buffer("latent_shift", torch.tensor(shift).view(-1, 1, 1, 1), persistent=False)
-        self.register_buffer("latent_scale", torch.tensor(scale).view(-1, 1, 1, 1), persistent=False)
+        self.init_latent_stats()
 
     # -------------------------------------------------------------------------------------- shapes
 
@@ -373,25 +349,6 @@ class CausalVideoVAE(nn.Module):
         moments = self.enc_out(h)  # [b 2*zc fz hz wz]
         return DiagonalGaussian(moments)
 
-    def encode(
-        self, x: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        """Video ``[b c f h w]`` in ``[-1, 1]`` -> normalised latents ``[b zc 1+(f-1)/rt h/s w/s]``.
-
-        ``sample=False`` returns the posterior mean, ``sample=True`` a draw from it.
-        """
-        posterior = self.encode_posterior(x)
-        z = posterior.sample(generator) if sample else posterior.mean  # [b zc fz hz wz]
-        return self.normalize(z)
-
-    def normalize(self, z: torch.Tensor) -> torch.Tensor:
-        """Raw latents -> ``(z - latent_shift) * latent_scale`` (near unit variance)."""
-        return (z - self.latent_shift) * self.latent_scale
-
-    def denormalize(self, z: torch.Tensor) -> torch.Tensor:
-        """Inverse of :meth:`normalize`."""
-        return z / self.latent_scale + self.latent_shift
-
     # -------------------------------------------------------------------------------------- decode
 
     def decode(self, z: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
@@ -439,79 +396,6 @@ class CausalVideoVAE(nn.Module):
         z = posterior.sample(generator) if sample else posterior.mean  # [b zc fz hz wz]
         return self._decode(z, None), posterior
 
-    # -------------------------------------------------------------------------------------- io
-
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write ``config.json`` (with ``"type"``) and ``model.safetensors`` atomically into ``directory``."""
-        save_model_folder(
-            self, directory, {"type": "CausalVideoVAE", "config": dataclasses.asdict(self.config)}
-        )
-
-    @classmethod
-    def from_pretrained(
-        cls, directory: str | os.PathLike, device: str | torch.device = "cpu"
-    ) -> CausalVideoVAE:
-        """Load a folder written by :meth:`save_pretrained` (local, no network)."""
-        spec = read_config(directory)
-        if spec.get("type") != "CausalVideoVAE":
-            raise ValueError(
-                f"{Path(directory) / CONFIG_NAME}: type is {spec.get('type')!r}, expected 'CausalVideoVAE'"
-            )
-        model = cls(VideoAutoencoderConfig(**spec["config"]))
-        weights_path = Path(directory) / WEIGHTS_NAME
-        if not weights_path.is_file():
-            raise FileNotFoundError(f"{weights_path}: weights file missing")
-        model.load_state_dict(load_file(weights_path, device=str(device)))
-        return model.to(device).eval()
-
-    def set_latent_stats(self, shift: torch.Tensor, scale: torch.Tensor) -> None:
-        """Store per-channel ``latent_shift`` and ``latent_scale`` (``[zc]``) in the config and buffers."""
-        zc = self.config.latent_channels
-        if shift.numel() != zc or scale.numel() != zc:
-            raise ValueError(f"shift and scale need {zc} entries, got {shift.numel()} and {scale.numel()}")
-        self.config.latent_shift = [float(v) for v in shift.flatten()]
-        self.config.latent_scale = [float(v) for v in scale.flatten()]
-        self.latent_shift.copy_(shift.view(-1, 1, 1, 1))
-        self.latent_scale.copy_(scale.view(-1, 1, 1, 1))
-
-
-class IdentityAutoencoder(nn.Module):
-    """Pixel-space "autoencoder" with the VAE's interface: ``encode`` and ``decode`` return their input."""
-
-    def __init__(self, in_channels: int = 3) -> None:
-        super().__init__()
-        self.in_channels = in_channels
-
-    def latent_shape(self, input_shape: tuple[int, ...] | torch.Size) -> tuple[int, ...]:
-        """Same as the input shape ``(b, c, f, h, w)``."""
-        if len(input_shape) != 5 or input_shape[1] != self.in_channels:
-            raise ValueError(f"video must be [b {self.in_channels} f h w], got shape {tuple(input_shape)}")
-        return tuple(input_shape)
-
-    def encode(
-        self, x: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        """Identity: ``[b c f h w] -> [b c f h w]``."""
-        self.latent_shape(tuple(x.shape))
-        return x
-
-    def decode(self, z: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
-        """Identity: ``[b c f h w] -> [b c f h w]``."""
-        return z
-
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write ``config.json`` only (there are no weights)."""
-        save_model_folder(
-            None, directory, {"type": "IdentityAutoencoder", "config": {"in_channels": self.in_channels}}
-        )
-
-    @classmethod
-    def from_pretrained(
-        cls, directory: str | os.PathLike, device: str | torch.device = "cpu"
-    ) -> IdentityAutoencoder:
-        """Load a folder written by :meth:`save_pretrained`."""
-        return cls(**read_config(directory)["config"])
-
 
 AUTOENCODERS: dict[str, type[nn.Module]] = {
     "CausalVideoVAE": CausalVideoVAE,
@@ -521,37 +405,4 @@ AUTOENCODERS: dict[str, type[nn.Module]] = {
 
 def load_autoencoder(directory: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     """Load whichever video autoencoder a folder holds (its ``config.json`` names the ``type``)."""
-    spec = read_config(directory)
-    cls = AUTOENCODERS.get(spec.get("type"))
-    if cls is None:
-        raise ValueError(
-            f"{Path(directory) / CONFIG_NAME}: unknown autoencoder type {spec.get('type')!r}; known: {sorted(AUTOENCODERS)}"
-        )
-    return cls.from_pretrained(directory, device=device)
-
-
-# ----------------------------------------------------------------------------------------- files
-
-
-def read_config(directory: str | os.PathLike) -> dict:
-    """Read ``config.json`` from a model folder, with a clear error when it is missing or malformed."""
-    path = Path(directory) / CONFIG_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no config.json; expected a folder written by save_pretrained")
-    try:
-        spec = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(spec, dict) or "config" not in spec:
-        raise ValueError(f'{path}: expected {{"type": ..., "config": {{...}}}}')
-    return spec
-
-
-def save_model_folder(model: nn.Module | None, directory: str | os.PathLike, spec: dict) -> None:
-    """Atomically write ``spec`` as ``config.json`` and ``model``'s state dict as ``model.safetensors``."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    if model is not None:
-        tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        atomic_write_bytes(directory / WEIGHTS_NAME, save(tensors, metadata={"format": "pt"}))
-    atomic_write_bytes(directory / CONFIG_NAME, (json.dumps(spec, indent=2) + "\n").encode())
+    return load_model_folder(directory, AUTOENCODERS, device)

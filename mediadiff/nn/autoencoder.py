@@ -1,0 +1,201 @@
+"""What every autoencoder shares, whatever it encodes: the diagonal Gaussian posterior, stored latent
+normalisation, and its model folder (``config.json`` + ``model.safetensors``, written atomically).
+
+A modality's autoencoders (the causal video VAE, the waveform VAE) subclass :class:`LatentAutoencoder`
+and keep only their architecture; :func:`load_model_folder` rebuilds whichever class a folder names
+from the table of classes a modality passes in (so nothing here knows a modality).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save
+from torch import nn
+
+from mediadiff.utils import atomic_write_bytes
+
+__all__ = [
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "DiagonalGaussian",
+    "IdentityAutoencoder",
+    "LatentAutoencoder",
+    "load_model_folder",
+    "read_config",
+    "save_model_folder",
+]
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+class DiagonalGaussian:
+    """Diagonal Gaussian posterior ``q(z|x) = N(mean, exp(logvar))`` over latents ``[b c *s]``."""
+
+    def __init__(self, moments: torch.Tensor) -> None:
+        # moments: [b 2c *s]
+        self.mean, logvar = moments.float().chunk(2, dim=1)  # [b c *s] each
+        self.logvar = logvar.clamp(-30.0, 20.0)
+        self.std = torch.exp(0.5 * self.logvar)
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Reparameterised draw ``mean + std * eps`` (Kingma & Welling 2014, Eq. 4)."""
+        eps = torch.randn(
+            self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype
+        )
+        return self.mean + self.std * eps
+
+    def kl(self) -> torch.Tensor:
+        """``KL(q || N(0, I))`` summed over latent dims, per sample: ``[b]`` (Kingma & Welling 2014, Eq. 10)."""
+        return 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1.0 - self.logvar).flatten(1).sum(1)
+
+
+class LatentAutoencoder(nn.Module):
+    """Base of the VAEs: per-channel latent ``shift`` / ``scale`` kept in ``config`` and in buffers, the
+    normalised ``encode``, and the model folder. Subclasses set ``latent_axes`` (signal axes of ``z``),
+    call :meth:`init_latent_stats` and define ``encode_posterior``."""
+
+    latent_axes: int = 1
+
+    def init_latent_stats(self) -> None:
+        c = self.config
+        view = (-1,) + (1,) * self.latent_axes
+        shift = c.latent_shift or [0.0] * c.latent_channels
+        scale = c.latent_scale or [1.0] * c.latent_channels
+        self.register_buffer("latent_shift", torch.tensor(shift).view(view), persistent=False)
+        self.register_buffer("latent_scale", torch.tensor(scale).view(view), persistent=False)
+
+    def encode(
+        self, x: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Input -> normalised latents; ``sample=False`` takes the posterior mean, ``True`` a draw."""
+        posterior = self.encode_posterior(x)
+        z = posterior.sample(generator) if sample else posterior.mean  # [b zc *s]
+        return self.normalize(z)
+
+    def normalize(self, z: torch.Tensor) -> torch.Tensor:
+        """Raw latents -> ``(z - latent_shift) * latent_scale`` (near unit variance)."""
+        return (z - self.latent_shift) * self.latent_scale
+
+    def denormalize(self, z: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`normalize`."""
+        return z / self.latent_scale + self.latent_shift
+
+    def set_latent_stats(self, shift: torch.Tensor, scale: torch.Tensor) -> None:
+        """Store per-channel ``latent_shift`` and ``latent_scale`` (``[zc]``) in the config and buffers."""
+        zc = self.config.latent_channels
+        if shift.numel() != zc or scale.numel() != zc:
+            raise ValueError(f"shift and scale need {zc} entries, got {shift.numel()} and {scale.numel()}")
+        self.config.latent_shift = [float(v) for v in shift.flatten()]
+        self.config.latent_scale = [float(v) for v in scale.flatten()]
+        self.latent_shift.copy_(shift.view_as(self.latent_shift))
+        self.latent_scale.copy_(scale.view_as(self.latent_scale))
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write ``config.json`` (with ``"type"``) and ``model.safetensors`` atomically into ``directory``."""
+        import dataclasses
+
+        save_model_folder(
+            self, directory, {"type": type(self).__name__, "config": dataclasses.asdict(self.config)}
+        )
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu"):
+        """Load a folder written by :meth:`save_pretrained` (local, no network)."""
+        spec = read_config(directory)
+        if spec.get("type") != cls.__name__:
+            raise ValueError(
+                f"{Path(directory) / CONFIG_NAME}: type is {spec.get('type')!r}, expected {cls.__name__!r}"
+            )
+        model = cls(cls.config_class(**spec["config"]))
+        weights_path = Path(directory) / WEIGHTS_NAME
+        if not weights_path.is_file():
+            raise FileNotFoundError(f"{weights_path}: weights file missing")
+        model.load_state_dict(load_file(weights_path, device=str(device)))
+        return model.to(device).eval()
+
+
+class IdentityAutoencoder(nn.Module):
+    """Signal-space "autoencoder" with the VAE interface: ``encode`` and ``decode`` return their input.
+
+    ``axes`` is the number of signal axes after the channel axis (3 for video ``[b c f h w]``, 1 for
+    waveforms ``[b c t]``).
+    """
+
+    def __init__(self, in_channels: int = 3, axes: int = 3) -> None:
+        super().__init__()
+        self.in_channels, self.axes = in_channels, axes
+
+    def latent_shape(self, input_shape: tuple[int, ...] | torch.Size) -> tuple[int, ...]:
+        """Same as the input shape."""
+        if len(input_shape) != 2 + self.axes or input_shape[1] != self.in_channels:
+            raise ValueError(
+                f"input must have {2 + self.axes} axes and {self.in_channels} channels, got shape {tuple(input_shape)}"
+            )
+        return tuple(input_shape)
+
+    def encode(
+        self, x: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Identity (shape checked)."""
+        self.latent_shape(tuple(x.shape))
+        return x
+
+    def decode(self, z: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+        """Identity."""
+        return z
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write ``config.json`` only (there are no weights)."""
+        config = {"in_channels": self.in_channels}
+        if self.axes != 3:  # folders written before audio had no "axes" and mean video
+            config["axes"] = self.axes
+        save_model_folder(None, directory, {"type": "IdentityAutoencoder", "config": config})
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | os.PathLike, device: str | torch.device = "cpu"
+    ) -> IdentityAutoencoder:
+        """Load a folder written by :meth:`save_pretrained`."""
+        return cls(**read_config(directory)["config"])
+
+
+def read_config(directory: str | os.PathLike) -> dict:
+    """Read ``config.json`` from a model folder, with a clear error when it is missing or malformed."""
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no config.json; expected a folder written by save_pretrained")
+    try:
+        spec = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(spec, dict) or "config" not in spec:
+        raise ValueError(f'{path}: expected {{"type": ..., "config": {{...}}}}')
+    return spec
+
+
+def save_model_folder(model: nn.Module | None, directory: str | os.PathLike, spec: dict) -> None:
+    """Atomically write ``spec`` as ``config.json`` and ``model``'s state dict as ``model.safetensors``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if model is not None:
+        tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        atomic_write_bytes(directory / WEIGHTS_NAME, save(tensors, metadata={"format": "pt"}))
+    atomic_write_bytes(directory / CONFIG_NAME, (json.dumps(spec, indent=2) + "\n").encode())
+
+
+def load_model_folder(
+    directory: str | os.PathLike, classes: dict[str, type[nn.Module]], device: str | torch.device = "cpu"
+) -> nn.Module:
+    """Load whichever of ``classes`` (type name -> class) a folder's ``config.json`` names."""
+    spec = read_config(directory)
+    cls = classes.get(spec.get("type"))
+    if cls is None:
+        raise ValueError(
+            f"{Path(directory) / CONFIG_NAME}: unknown autoencoder type {spec.get('type')!r}; known: {sorted(classes)}"
+        )
+    return cls.from_pretrained(directory, device=device)
