@@ -179,13 +179,25 @@ def synthesize_tone(
     count = max(1, int(_TAPER_END * nyquist / freq.min()))
     amps = harmonic_amplitudes(waveform, count)  # [count]
     x = np.zeros(n)
-    for k in np.flatnonzero(amps) + 1:
+    # sin(k phase) by the Chebyshev recurrence sin(k p) = 2 cos(p) sin((k-1) p) - sin((k-2) p): one
+    # multiply-add per harmonic instead of a sine
+    two_cos = 2 * np.cos(phase)  # [n]
+    fmax = freq.max()
+    prev, cur = np.zeros(n), np.sin(phase)  # sin(0 p), sin(1 p)
+    for k in range(1, count + 1):
+        if k > 1:
+            prev, cur = cur, two_cos * cur - prev  # sin(k p)
+        if amps[k - 1] == 0:
+            continue
         # smooth fade from _TAPER_START to _TAPER_END of Nyquist: no partial crosses it, none pops in
+        if k * fmax <= _TAPER_START * nyquist:
+            x += amps[k - 1] * cur  # [n] entirely below the taper
+            continue
         where = (k * freq / nyquist - _TAPER_START) / (_TAPER_END - _TAPER_START)  # [n]
         gain = 0.5 * (1 + np.cos(np.pi * np.clip(where, 0.0, 1.0)))  # [n] 1 below, 0 above
         if gain.max() == 0:
             break  # higher harmonics are all above the band
-        x += amps[k - 1] * gain * np.sin(k * phase)  # [n]
+        x += amps[k - 1] * gain * cur  # [n]
     x *= PEAK / max(np.abs(x).max(), 1e-9)
     t = np.arange(n) / sample_rate  # [n] seconds
     envelope = np.minimum(1.0, t / ATTACK_SECONDS) * np.exp(
