@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
+from timing import perturb_, time_backbone
 from tqdm import tqdm
 
 from mediadiff.video.dit import DiT
@@ -33,50 +31,15 @@ SHAPES = {"UNet3D": (3, 16, 32, 32), "DiT": (8, 5, 16, 16)}
 MODELS = {"UNet3D": UNet3D, "DiT": DiT}
 
 
-def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
-    """Median wall time of ``fn`` in milliseconds, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
-
-
 def measure(name: str, preset: str, args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     gen = torch.Generator().manual_seed(0)
-    model = MODELS[name].from_preset(preset).to(device)
-    with torch.no_grad():  # leave the zero init, so the numbers are those of a model in training
-        for p in model.parameters():
-            p.add_(0.02 * torch.randn(p.shape, generator=gen).to(device))
+    model = perturb_(MODELS[name].from_preset(preset).to(device), gen)
     x = torch.randn(args.batch, *SHAPES[name], generator=gen).to(device)
     t = torch.rand(args.batch, generator=gen).to(device)
     context = torch.randn(args.batch, 16, model.config.context_dim, generator=gen).to(device)
     row = {"model": f"{name}-{preset}", "params": model.num_parameters(), "shape": list(x.shape)}
-    for precision in ("fp32", "bf16"):
-        bf16 = precision == "bf16"
-
-        def forward(bf16: bool = bf16) -> None:
-            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                model(x, t, context)
-
-        def train_step(bf16: bool = bf16) -> None:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = model(x, t, context).float().square().mean()
-            loss.backward()
-            model.zero_grad(set_to_none=True)
-
-        model.eval()
-        row[f"fwd_{precision}"] = timed(forward, args.repeats, device)
-        model.train()
-        row[f"train_{precision}"] = timed(train_step, args.repeats, device)
-    return row
+    return row | time_backbone(model, x, t, context, repeats=args.repeats, device=device)
 
 
 def main() -> None:
