@@ -12,7 +12,7 @@ CTX = 16  # tiny context width
 
 MODELS = {"unet1d": UNet1D, "unet2d": UNet2D, "dit1d": DiT1D}
 KINDS = list(MODELS)
-SHAPES = {"unet1d": (2, 1, 32), "unet2d": (2, 1, 8, 12), "dit1d": (2, 16, 12)}  # [b c t], [b c m t], [b c t]
+SHAPES = {"unet1d": (2, 1, 64), "unet2d": (2, 1, 8, 12), "dit1d": (2, 16, 12)}  # [b c t], [b c m t], [b c t]
 
 
 @pytest.fixture(autouse=True)
@@ -40,9 +40,9 @@ def perturb_(model, scale=0.05):
 @pytest.mark.parametrize(
     "kind,overrides,shape",
     [
-        ("unet1d", {}, (1, 1, 8)),  # mono waveform, the shortest length: patch 4 * stride 2
-        ("unet1d", {}, (2, 1, 40)),
-        ("unet1d", {"in_channels": 2}, (2, 2, 24)),  # stereo
+        ("unet1d", {}, (1, 1, 32)),  # mono waveform, the shortest length: patch 16 * stride 2
+        ("unet1d", {}, (2, 1, 96)),
+        ("unet1d", {"in_channels": 2}, (2, 2, 64)),  # stereo
         ("unet1d", {"in_channels": 16, "patch": 1}, (2, 16, 6)),  # 1-D latents
         ("unet1d", {"in_channels": 64, "patch": 1, "down_factors": (4,)}, (1, 64, 12)),
         ("unet2d", {}, (1, 1, 8, 12)),  # [b 1 m t]
@@ -72,7 +72,7 @@ def test_out_channels_and_scalar_t(kind):
 
 
 def test_waveform_patch_fold_and_unfold():
-    model = make("unet1d", in_channels=2)  # patch 4
+    model = make("unet1d", in_channels=2, patch=4)
     x = torch.arange(2 * 16.0).reshape(1, 2, 16)  # [b c t]
     folded = model.prepare_input(x)  # [1 8 4]
     assert folded.shape == (1, 8, 4) and model.conv_in.in_channels == 8
@@ -84,7 +84,7 @@ def test_waveform_patch_fold_and_unfold():
 def test_size_multiples_and_presets():
     for cls in MODELS.values():
         assert set(cls.presets) == {"tiny", "S", "B"}
-    assert make("unet1d").size_multiples() == (8,)  # patch 4 * stride 2
+    assert make("unet1d").size_multiples() == (32,)  # patch 16 * stride 2
     three = {"channel_mult": (1, 2, 2), "attention_levels": (False, False, True)}
     assert make("unet1d", patch=1, down_factors=(4, 2), **three).size_multiples() == (8,)
     assert make("unet2d", down_factors=((1, 2), (2, 2)), **three).size_multiples() == (2, 4)
@@ -237,9 +237,9 @@ def test_clear_errors_for_bad_inputs_and_configs():
     with pytest.raises(ValueError, match=r"x must be \[b 1 \.\.\.\] with 3 dims"):
         unet1d(torch.randn(1, 16), t)  # no channel axis
     with pytest.raises(
-        ValueError, match=r"multiples of the input patch times the downsampling factors \[8\]"
+        ValueError, match=r"multiples of the input patch times the downsampling factors \[32\]"
     ):
-        unet1d(torch.randn(1, 1, 20), t)
+        unet1d(torch.randn(1, 1, 48), t)
     with pytest.raises(ValueError, match=r"multiples of the downsampling factors \[2, 2\]"):
         unet2d(torch.randn(1, 1, 80, 63), t)
     with pytest.raises(ValueError, match=r"x must be \[b 1 \.\.\.\] with 4 dims"):
@@ -249,7 +249,7 @@ def test_clear_errors_for_bad_inputs_and_configs():
     with pytest.raises(ValueError, match=r"x must be \[b 16"):
         dit(torch.randn(1, 8, 8), t)
     with pytest.raises(ValueError, match="context must be"):
-        unet1d(torch.randn(1, 1, 8), t, torch.randn(1, 2, CTX + 1))
+        unet1d(torch.randn(1, 1, 32), t, torch.randn(1, 2, CTX + 1))
     with pytest.raises(ValueError, match="context_mask must be bool"):
         dit(torch.randn(1, 16, 4), t, torch.randn(1, 2, CTX), torch.ones(1, 2))
     with pytest.raises(ValueError, match="down_factors needs one positive int per level transition"):

@@ -54,7 +54,8 @@ class UNet1DConfig(UNetConfig):
     """:class:`~mediadiff.nn.unet.UNetConfig` over one axis (waveform samples or latent frames) plus the
     input patch, the per-level strides and the RoPE period; the shared fields are documented there.
 
-    The defaults are a mono 16 kHz waveform; for 1-D latents set ``in_channels`` to the autoencoder's
+    ``in_channels`` defaults to a mono waveform, and the presets fold 16 samples per position (1024
+    positions for one second at 16 kHz); for 1-D latents set ``in_channels`` to the autoencoder's
     latent channels and ``patch=1``.
     """
 
@@ -86,7 +87,7 @@ class UNet2DConfig(UNetConfig):
 
 
 UNET1D_PRESETS: dict[str, UNet1DConfig] = {
-    # for tests: two levels, one block each, attention at the low level; multiples of 4 * 2 samples
+    # for tests: two levels, one block each, attention at the low level; multiples of 16 * 2 samples
     "tiny": UNet1DConfig(
         channels=16,
         channel_mult=(1, 2),
@@ -94,7 +95,7 @@ UNET1D_PRESETS: dict[str, UNet1DConfig] = {
         attention_levels=(False, True),
         head_dim=8,
         norm_groups=8,
-        patch=4,
+        patch=16,
     ),
     # 16384 samples (1.02 s at 16 kHz) -> 1024 positions after the patch, 128 at the lowest level;
     # attention at 256 and 128 positions; lengths a multiple of 16 * 8 = 128 samples
