@@ -1,0 +1,311 @@
+"""Audio autoencoders: a 1-D convolutional waveform VAE (Oobleck-style, built for a CPU) and identity.
+
+Interface (DESIGN.md, "Autoencoders"): ``encode(x) -> z`` with ``x`` ``[b c t]`` in ``[-1, 1]`` and
+``z`` ``[b zc t / ratio]`` already normalised (``latent_shift`` / ``latent_scale`` in the config),
+``decode(z) -> x``, ``latent_shape(input_shape)``.
+
+:class:`WaveformVAE` follows Stable Audio's Oobleck autoencoder (Evans et al. 2024, "Stable Audio
+Open", Sec. 3.1; the DAC encoder of Kumar et al. 2023): residual units of dilated convolutions with
+Snake activations (Ziyin et al. 2020, "Neural networks fail to learn periodic functions and how to fix
+it"; the per-channel ``alpha`` of BigVGAN, Lee et al. 2023), strided convolutions down, transposed
+convolutions up, a diagonal Gaussian posterior with a small KL term. Two choices make it trainable on a
+CPU in minutes rather than GPU-days (the plain Oobleck recipe, measured here, learned nothing in 15
+minutes):
+
+- **Fold, don't convolve, at full rate**: the first ``patch`` samples are folded into channels
+  (a 1-D pixel-unshuffle) before any convolution, so no layer runs at the sample rate; the strided
+  stages only cover ``ratio / patch``.
+- **An inverse-STFT head** (``head="istft"``, the default): the decoder ends at ``sample_rate / patch``
+  frames and predicts the STFT of the output with hop ``patch`` (magnitude and phase, Vocos' head,
+  :class:`~mediadiff.audio.vocoder.ISTFTHead`) instead of unfolding samples directly (``head="fold"``,
+  the mirror image of the encoder).
+
+The decoder sees no future limit: :meth:`WaveformVAE.decode` with ``chunk_size`` decodes windows of
+latent frames with ``overlap`` frames of context on each side and keeps each window's centre, so long
+audio decodes in flat memory with the same result as one pass (the overlap covers the receptive field).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from mediadiff.nn.autoencoder import (
+    DiagonalGaussian,
+    IdentityAutoencoder,
+    LatentAutoencoder,
+    load_model_folder,
+)
+
+from .vocoder import ConvNeXtBlock, ISTFTHead
+
+__all__ = [
+    "TONES_VAE_DIR",
+    "IdentityAutoencoder",
+    "Snake",
+    "WaveformVAE",
+    "WaveformVAEConfig",
+    "load_autoencoder",
+]
+
+# The VAE that recipes/audio/train_vae.py trained on Tones (16 kHz mono), shipped in the package.
+TONES_VAE_DIR = Path(__file__).resolve().parents[1] / "weights" / "audio_vae_tones"
+
+HEADS = ("istft", "fold")
+
+
+@dataclass
+class WaveformVAEConfig:
+    """Architecture and latent normalisation of :class:`WaveformVAE`."""
+
+    in_channels: int = 1  # audio channels
+    latent_channels: int = 16
+    patch: int = 64  # samples folded into channels before the first convolution (and the ISTFT hop)
+    strides: tuple[int, ...] = (2, 2)  # strided stages after the fold; ratio = patch * prod(strides)
+    channels: tuple[int, ...] = (128, 192, 256)  # width per level: len(strides) + 1 entries
+    dilations: tuple[int, ...] = (1, 3)  # one residual unit per dilation at each level
+    kernel: int = 7
+    head: str = "istft"  # istft | fold
+    n_fft: int = 0  # ISTFT head window (0: 4 * patch)
+    head_blocks: int = 2  # ConvNeXt blocks before the ISTFT head
+    latent_shift: list[float] = field(default_factory=list)  # per latent channel; empty = zeros
+    latent_scale: list[float] = field(default_factory=list)  # per latent channel; empty = ones
+
+    def __post_init__(self) -> None:
+        self.strides = tuple(int(s) for s in self.strides)
+        self.channels = tuple(int(c) for c in self.channels)
+        self.dilations = tuple(int(d) for d in self.dilations)
+        if len(self.channels) != len(self.strides) + 1:
+            raise ValueError(
+                f"WaveformVAEConfig: channels needs len(strides) + 1 = {len(self.strides) + 1} entries "
+                f"(one per level), got {self.channels}"
+            )
+        if self.patch < 1 or any(s < 1 for s in self.strides):
+            raise ValueError(
+                f"WaveformVAEConfig: patch and strides must be >= 1, got {self.patch}, {self.strides}"
+            )
+        if self.head not in HEADS:
+            raise ValueError(f"WaveformVAEConfig: head must be one of {HEADS}, got {self.head!r}")
+        if self.head == "istft" and (self.fft_size - self.patch) % 2:
+            raise ValueError(
+                f"WaveformVAEConfig: n_fft ({self.fft_size}) - patch ({self.patch}) must be even"
+            )
+        for name in ("latent_shift", "latent_scale"):
+            value = list(getattr(self, name))
+            if value and len(value) != self.latent_channels:
+                raise ValueError(
+                    f"{name} needs {self.latent_channels} entries (one per latent channel), got {len(value)}"
+                )
+            setattr(self, name, value)
+
+    @property
+    def ratio(self) -> int:
+        """Samples per latent frame."""
+        return self.patch * math.prod(self.strides)
+
+    @property
+    def fft_size(self) -> int:
+        return self.n_fft or 4 * self.patch
+
+    @property
+    def decoder_context(self) -> int:
+        """Latent frames on each side that one output sample of the decoder can depend on (rounded up):
+        the overlap chunked decoding needs to equal a single pass."""
+        half, units = self.kernel // 2, sum(self.dilations) * (self.kernel // 2)
+        per_latent = [math.prod(self.strides[j:]) for j in range(len(self.strides) + 1)]  # level rate
+        radius = half + units  # conv in + units at the latent rate, in latent frames
+        for i in reversed(range(len(self.strides))):
+            radius += 1 + units / per_latent[i]  # transposed conv (one input frame) + units at level i
+        if self.head == "istft":
+            radius += (self.head_blocks * half + self.fft_size / (2 * self.patch)) / per_latent[0]
+        else:
+            radius += half / per_latent[0]
+        return math.ceil(radius)
+
+
+class Snake(nn.Module):
+    """``x + sin^2(alpha x) / alpha`` with a learned per-channel ``alpha`` (Ziyin et al. 2020, Eq. 2),
+    parameterised by ``log alpha`` as in BigVGAN / Oobleck; input ``[b c t]``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.log_alpha = nn.Parameter(torch.zeros(1, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        alpha = self.log_alpha.exp()
+        return x + torch.sin(alpha * x).pow(2) / (alpha + 1e-9)  # [b c t]
+
+
+class ResidualUnit(nn.Module):
+    """Snake, dilated conv, Snake, 1x1 conv, plus the input (the DAC / Oobleck residual unit)."""
+
+    def __init__(self, channels: int, dilation: int, kernel: int) -> None:
+        super().__init__()
+        pad = dilation * (kernel - 1) // 2
+        self.block = nn.Sequential(
+            Snake(channels),
+            nn.Conv1d(channels, channels, kernel, dilation=dilation, padding=pad),
+            Snake(channels),
+            nn.Conv1d(channels, channels, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x)  # [b c t]
+
+
+class WaveformVAE(LatentAutoencoder):
+    """1-D convolutional VAE for waveforms ``[b c t]`` (see the module docstring).
+
+    ``t`` samples (a multiple of ``config.ratio``) become ``t / ratio`` latent frames of
+    ``latent_channels`` channels.
+    """
+
+    config_class = WaveformVAEConfig
+    latent_axes = 1
+
+    def __init__(self, config: WaveformVAEConfig | None = None, **kwargs) -> None:
+        super().__init__()
+        if config is None:
+            config = WaveformVAEConfig(**kwargs)
+        elif kwargs:
+            raise TypeError(f"pass either a config or keyword arguments, not both (got {sorted(kwargs)})")
+        self.config = c = config
+        ch, k = c.channels, c.kernel
+
+        def units(width: int) -> list[nn.Module]:
+            return [ResidualUnit(width, d, k) for d in c.dilations]
+
+        # encoder: fold -> conv -> (units, Snake, strided conv) per stage -> units -> Snake -> conv
+        enc: list[nn.Module] = [nn.Conv1d(c.in_channels * c.patch, ch[0], k, padding=k // 2)]
+        for i, s in enumerate(c.strides):
+            enc += [
+                *units(ch[i]),
+                Snake(ch[i]),
+                nn.Conv1d(ch[i], ch[i + 1], 2 * s, stride=s, padding=s // 2 + s % 2),
+            ]
+        enc += [*units(ch[-1]), Snake(ch[-1]), nn.Conv1d(ch[-1], 2 * c.latent_channels, 3, padding=1)]
+        self.encoder = nn.Sequential(*enc)
+
+        # decoder: the mirror image, ending in the ISTFT head or an unfold
+        dec: list[nn.Module] = [nn.Conv1d(c.latent_channels, ch[-1], k, padding=k // 2)]
+        for i in reversed(range(len(c.strides))):
+            s = c.strides[i]
+            dec += [
+                *units(ch[i + 1]),
+                Snake(ch[i + 1]),
+                nn.ConvTranspose1d(
+                    ch[i + 1], ch[i], 2 * s, stride=s, padding=s // 2 + s % 2, output_padding=s % 2
+                ),
+            ]
+        dec += units(ch[0])
+        if c.head == "istft":
+            dec += [
+                ConvNeXtBlock(ch[0], kernel=k, layer_scale=1.0 / max(1, c.head_blocks))
+                for _ in range(c.head_blocks)
+            ]
+            if c.in_channels > 1:  # one feature map per output channel, each through the shared head
+                dec.append(nn.Conv1d(ch[0], ch[0] * c.in_channels, 1))
+            self.head = ISTFTHead(ch[0], c.fft_size, c.patch)
+        else:
+            dec += [Snake(ch[0]), nn.Conv1d(ch[0], c.in_channels * c.patch, k, padding=k // 2)]
+            self.head = None
+        self.decoder = nn.Sequential(*dec)
+        self.init_latent_stats()
+
+    # -------------------------------------------------------------------------------------- shapes
+
+    def latent_shape(self, input_shape: tuple[int, ...] | torch.Size) -> tuple[int, ...]:
+        """Shape of ``encode(x)`` for ``x`` of ``input_shape`` ``(b, c, t)``; raises on a bad shape."""
+        b, _, t = self._check_input_shape(tuple(input_shape))
+        return (b, self.config.latent_channels, t // self.config.ratio)
+
+    def output_shape(self, latent_shape: tuple[int, ...] | torch.Size) -> tuple[int, ...]:
+        """Shape of ``decode(z)`` for ``z`` of ``latent_shape`` ``(b, zc, f)``."""
+        c = self.config
+        if len(latent_shape) != 3 or latent_shape[1] != c.latent_channels:
+            raise ValueError(
+                f"latents must be [b {c.latent_channels} f] for this autoencoder, got shape {tuple(latent_shape)}"
+            )
+        b, _, f = latent_shape
+        return (b, c.in_channels, f * c.ratio)
+
+    def _check_input_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        c = self.config
+        if len(shape) != 3:
+            raise ValueError(f"audio must be [b c t], got shape {shape}")
+        if shape[1] != c.in_channels:
+            raise ValueError(f"audio must have {c.in_channels} channel(s), got {shape[1]} (shape {shape})")
+        if shape[2] < c.ratio or shape[2] % c.ratio:
+            raise ValueError(
+                f"audio length must be a positive multiple of {c.ratio} samples (the autoencoder's ratio), "
+                f"got {shape[2]}; pad or crop to {max(1, round(shape[2] / c.ratio)) * c.ratio}"
+            )
+        return shape
+
+    # -------------------------------------------------------------------------------------- encode / decode
+
+    def encode_posterior(self, x: torch.Tensor) -> DiagonalGaussian:
+        """The posterior ``q(z|x)`` over *unnormalised* latents (what training uses)."""
+        self._check_input_shape(tuple(x.shape))
+        h = rearrange(x, "b c (t p) -> b (c p) t", p=self.config.patch)  # [b c*patch t/patch]
+        return DiagonalGaussian(self.encoder(h))  # moments [b 2*zc t/ratio]
+
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        # z: [b zc f], unnormalised
+        h = self.decoder(z)  # [b c0 f*ratio/patch] (istft) or [b c*patch f*ratio/patch] (fold)
+        if self.head is None:
+            return rearrange(h, "b (c p) t -> b c (t p)", p=self.config.patch)  # [b c f*ratio]
+        c = self.config.in_channels
+        h = rearrange(h, "b (c d) t -> (b c) d t", c=c)  # [b*c c0 f*ratio/patch]
+        audio = self.head(h)  # [b*c f*ratio]
+        return rearrange(audio, "(b c) t -> b c t", c=c)  # [b c f*ratio]
+
+    def decode(
+        self, z: torch.Tensor, chunk_size: int | None = None, overlap: int | None = None
+    ) -> torch.Tensor:
+        """Normalised latents ``[b zc f]`` -> audio ``[b c f*ratio]``, clamped to ``[-1, 1]``.
+
+        ``chunk_size`` (latent frames) decodes windows with ``overlap`` frames of context each side and
+        keeps their centres: memory stays flat in the length, and the result equals one pass when
+        ``overlap`` covers the decoder's receptive field (the default, ``config.decoder_context``).
+        """
+        overlap = self.config.decoder_context if overlap is None else overlap
+        self.output_shape(tuple(z.shape))
+        z = self.denormalize(z.float())
+        if chunk_size is None or chunk_size >= z.shape[-1]:
+            return self._decode(z).clamp(-1, 1)
+        if chunk_size < 1 or overlap < 0:
+            raise ValueError(
+                f"chunk_size must be >= 1 and overlap >= 0 latent frames, got {chunk_size}, {overlap}"
+            )
+        r, f = self.config.ratio, z.shape[-1]
+        out = z.new_empty(self.output_shape(tuple(z.shape)))  # [b c f*ratio]
+        for start in range(0, f, chunk_size):
+            stop = min(f, start + chunk_size)
+            lo, hi = max(0, start - overlap), min(f, stop + overlap)
+            x = self._decode(z[..., lo:hi])  # [b c (hi-lo)*ratio]
+            out[..., start * r : stop * r] = x[..., (start - lo) * r : (stop - lo) * r]
+        return out.clamp(-1, 1)
+
+    def forward(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None):
+        """Reconstruct ``x`` (not clamped); returns ``(reconstruction, posterior)`` (for training)."""
+        posterior = self.encode_posterior(x)
+        z = posterior.sample(generator) if sample else posterior.mean  # [b zc f]
+        return self._decode(z), posterior
+
+
+AUTOENCODERS: dict[str, type[nn.Module]] = {
+    "WaveformVAE": WaveformVAE,
+    "IdentityAutoencoder": IdentityAutoencoder,
+}
+
+
+def load_autoencoder(directory: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """Load whichever audio autoencoder a folder holds (its ``config.json`` names the ``type``)."""
+    return load_model_folder(directory, AUTOENCODERS, device)

@@ -1,0 +1,220 @@
+"""The log-mel front end, Griffin-Lim, the vocoder, the losses and the waveform VAE."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mediadiff.audio.autoencoder import WaveformVAE, WaveformVAEConfig, load_autoencoder
+from mediadiff.audio.losses import (
+    MultiResolutionSTFTLoss,
+    STFTDiscriminator,
+    discriminator_hinge_loss,
+    feature_matching_loss,
+    generator_hinge_loss,
+    si_sdr,
+)
+from mediadiff.audio.mel import GriffinLim, LogMel, MelConfig
+from mediadiff.audio.tones import Tones
+from mediadiff.audio.vocoder import ISTFTHead, Vocoder, istft_same
+from mediadiff.nn import IdentityAutoencoder
+
+
+def _tones(n: int = 4, num_samples: int = 16384) -> torch.Tensor:
+    ds = Tones(seed=5, num_samples=num_samples)
+    return torch.stack([ds[i]["audio"] for i in range(n)])  # [n 1 t]
+
+
+# ----------------------------------------------------------------------------------------- mel
+
+
+def test_log_mel_frames_divide_and_values_are_unit_scale():
+    mel = LogMel()
+    x = _tones()
+    m = mel(x)
+    assert m.shape == (4, 1, 80, 64)  # 16384 / 256 frames: same padding, not 65 as center=True gives
+    assert -1.05 <= m.min() and m.max() <= 1.0 and m.std() > 0.2
+    assert mel(torch.zeros(1, 1, 1024)).max() == pytest.approx(-1.0, abs=0.02)  # the floor maps to -1
+    with pytest.raises(ValueError, match="multiple of the mel hop"):
+        mel(torch.zeros(1, 1, 1000))
+    with pytest.raises(ValueError, match=r"\[b c t\]"):
+        mel(torch.zeros(1000))
+
+
+def test_log_mel_frame_i_is_centred_on_sample_i_plus_half_hop():
+    mel = LogMel()
+    x = torch.zeros(1, 1, 4096)
+    x[..., 10 * 256 + 128] = 1.0  # a click at the centre of frame 10
+    energy = mel.magnitude(x)[0, 0].sum(0)  # [frames]
+    assert int(energy.argmax()) == 10
+    assert energy[9] == pytest.approx(energy[11].item(), rel=1e-3)  # symmetric around it
+
+
+def test_griffin_lim_inverts_a_tone_and_is_reproducible():
+    mel, gl = LogMel(), GriffinLim(n_iter=32)
+    x = _tones(2)
+    m = mel(x)
+    y = gl(m)
+    assert y.shape == x.shape and y.abs().max() <= 1
+    assert (mel(y) - m).abs().mean() < 0.2  # the spectrogram comes back
+    assert torch.equal(gl(m), y)  # the random initial phase is seeded
+    # aligned in time: the onset of the note lands where it was
+    onset = lambda a: int((a.abs() > 0.05).float().argmax())  # noqa: E731
+    assert abs(onset(y[0, 0]) - onset(x[0, 0])) < 128
+
+
+def test_istft_same_reconstructs_and_keeps_length():
+    n_fft, hop = 256, 64
+    x = torch.randn(2, 64 * 40)
+    window = torch.hann_window(n_fft)
+    pad = (n_fft - hop) // 2
+    frames = torch.nn.functional.pad(x[:, None], (pad, pad), mode="reflect")[:, 0].unfold(1, n_fft, hop)
+    spec = torch.fft.rfft(frames * window, dim=-1).transpose(1, 2)  # [b n_fft/2+1 f]
+    assert spec.shape[-1] == 40
+    y = istft_same(spec, n_fft, hop, window)
+    assert y.shape == x.shape
+    torch.testing.assert_close(y, x, atol=1e-5, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------- vocoder
+
+
+def test_vocoder_shapes_presets_and_save_load(tmp_path):
+    v = Vocoder.from_preset("tiny")
+    x = _tones(2, 4096)
+    m = v.mel_of(x)
+    y = v(m)
+    assert y.shape == x.shape
+    stereo = v(torch.cat([m, m], dim=1))
+    assert stereo.shape == (2, 2, 4096)
+    torch.testing.assert_close(stereo[:, 0], stereo[:, 1])  # channels vocoded alike
+    v.save_pretrained(tmp_path)
+    w = Vocoder.from_pretrained(tmp_path)
+    assert w.config == v.config and w.config.mel == MelConfig()
+    torch.testing.assert_close(w(m), y)
+    for name in ("S", "B"):
+        assert Vocoder.presets[name].dim > Vocoder.presets["tiny"].dim
+    with pytest.raises(ValueError, match=r"\[b c 80 f\]"):
+        v(torch.zeros(1, 1, 64, 10))
+
+
+def test_istft_head_gets_gradients_everywhere():
+    head = ISTFTHead(16, 256, 64)
+    out = head(torch.randn(2, 16, 8))
+    assert out.shape == (2, 8 * 64)
+    out.square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
+
+
+# ----------------------------------------------------------------------------------------- losses
+
+
+def test_multi_resolution_stft_loss_and_si_sdr():
+    loss = MultiResolutionSTFTLoss()
+    x = _tones(2)
+    assert loss(x, x) < 1e-6
+    noisy = x + 0.05 * torch.randn_like(x)
+    assert loss(noisy, x) > 0.1 and loss(0.5 * x, x) > loss(0.9 * x, x)
+    assert si_sdr(3.0 * x, x).min() > 60  # scale-invariant
+    noise = torch.randn_like(x)
+    noise = noise / noise.norm(dim=-1, keepdim=True) * x.norm(dim=-1, keepdim=True) / math.sqrt(10)  # 10 dB
+    torch.testing.assert_close(si_sdr(x + noise, x), torch.full((2,), 10.0), atol=0.5, rtol=0)
+    with pytest.raises(ValueError, match="differ"):
+        loss(x, x[..., :1024])
+
+
+def test_stft_discriminator_and_gan_losses():
+    d = STFTDiscriminator(channels=8)
+    x = _tones(2, 4096)
+    logits, features = d(x)
+    assert len(logits) == len(features) == 3 and all(f.dim() == 4 for f in features[0])
+    fake_logits, fake_features = d(0.5 * x)
+    assert discriminator_hinge_loss(logits, fake_logits) > 0
+    assert generator_hinge_loss(fake_logits) >= 0
+    assert feature_matching_loss(features, features) == 0
+    assert feature_matching_loss(features, fake_features) > 0
+
+
+# ----------------------------------------------------------------------------------------- VAE
+
+
+TINY = dict(channels=(16, 24, 32), latent_channels=4)
+
+
+def test_vae_shapes_for_several_lengths_and_heads():
+    for kwargs in (
+        TINY,
+        {**TINY, "head": "fold"},
+        {**TINY, "patch": 16, "strides": (4, 4)},
+        {**TINY, "in_channels": 2},
+    ):
+        vae = WaveformVAE(**kwargs).eval()
+        r, c = vae.config.ratio, vae.config.in_channels
+        for frames in (1, 3, 16):
+            x = torch.rand(2, c, frames * r) * 2 - 1
+            z = vae.encode(x)
+            assert z.shape == vae.latent_shape(x.shape) == (2, 4, frames)
+            assert vae.decode(z).shape == x.shape
+    assert WaveformVAEConfig(strides=(3, 2), channels=(8, 8, 8), patch=32).ratio == 192
+    vae = WaveformVAE(**{**TINY, "strides": (3, 2), "patch": 32})
+    assert vae(torch.zeros(1, 1, 192 * 5))[0].shape == (1, 1, 960)  # odd strides line up too
+
+
+def test_vae_bad_inputs_are_named():
+    vae = WaveformVAE(**TINY)
+    with pytest.raises(ValueError, match="multiple of 256"):
+        vae.encode(torch.zeros(1, 1, 1000))
+    with pytest.raises(ValueError, match="1 channel"):
+        vae.encode(torch.zeros(1, 2, 256))
+    with pytest.raises(ValueError, match=r"\[b 4 f\]"):
+        vae.decode(torch.zeros(1, 8, 4))
+    with pytest.raises(ValueError, match="channels needs"):
+        WaveformVAEConfig(channels=(8, 8))
+    with pytest.raises(ValueError, match="head"):
+        WaveformVAEConfig(head="mdct")
+
+
+def test_vae_every_parameter_gets_a_gradient():
+    vae = WaveformVAE(**TINY)
+    rec, posterior = vae(torch.rand(2, 1, 1024) * 2 - 1)
+    (rec.square().mean() + posterior.kl().mean()).backward()
+    missing = [n for n, p in vae.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not missing
+
+
+@pytest.mark.parametrize("head", ["istft", "fold"])
+def test_vae_chunked_decode_equals_one_pass(head):
+    torch.manual_seed(0)
+    vae = WaveformVAE(**TINY, head=head).eval()
+    z = torch.randn(1, 4, 70)
+    with torch.no_grad():
+        full = vae.decode(z)
+        for chunk in (1, 7, 32):
+            torch.testing.assert_close(vae.decode(z, chunk_size=chunk), full, atol=1e-5, rtol=0)
+        # too little overlap is visibly different: the default overlap is doing the work
+        assert (vae.decode(z, chunk_size=8, overlap=0) - full).abs().max() > 1e-3
+        # decoder_context bounds the receptive field: a change at frame 35 stays within it
+        z2 = z.clone()
+        z2[..., 35] += 1.0
+        changed = ((vae.decode(z2) - full).abs()[0, 0] > 0).nonzero()
+        r, ctx = vae.config.ratio, vae.config.decoder_context
+        assert changed.min() >= (35 - ctx) * r and changed.max() < (36 + ctx) * r
+
+
+def test_vae_save_load_and_latent_stats(tmp_path):
+    vae = WaveformVAE(**TINY).eval()
+    vae.set_latent_stats(torch.arange(4.0), torch.full((4,), 2.0))
+    vae.save_pretrained(tmp_path)
+    loaded = load_autoencoder(tmp_path)
+    assert isinstance(loaded, WaveformVAE) and loaded.config == vae.config
+    x = _tones(1, 2048)
+    torch.testing.assert_close(loaded.encode(x), vae.encode(x))
+    raw = vae.encode_posterior(x).mean
+    torch.testing.assert_close(vae.encode(x), (raw - torch.arange(4.0).view(-1, 1)) * 2.0)
+    IdentityAutoencoder(in_channels=1, axes=1).save_pretrained(tmp_path / "id")
+    ident = load_autoencoder(tmp_path / "id")
+    assert ident.latent_shape((2, 1, 100)) == (2, 1, 100)
+    with pytest.raises(ValueError, match="3 axes"):
+        ident.encode(torch.zeros(1, 1, 4, 4))
