@@ -15,8 +15,11 @@ What the loop does
 - Data: step ``s`` takes sample positions ``s * batch ... (s + 1) * batch - 1`` of :class:`IndexStream`
   (the index itself on an infinite set, a seeded per-epoch permutation on a finite one), and its random
   generator (``ctx.generator``, on the device) is seeded from ``(--seed, s)``; so ``--resume`` continues
-  with exactly the batches and noise the uninterrupted run would have used, and N steps equal N/2 steps
-  then ``--resume`` to N, bit for bit on CPU.
+  with exactly the batches and noise the uninterrupted run would have used: a run stopped at any
+  checkpoint and resumed with the same flags ends bit for bit where the straight run ends (on CPU).
+  The cosine is a function of ``--max-steps``, so N/2 steps then ``--resume --max-steps N`` equals N
+  steps straight when the lr is constant after warm-up (``--min-lr-ratio 1``); otherwise the resumed
+  run re-targets the cosine to the new ``--max-steps``.
 - A step whose loss or gradient norm is not finite is skipped (no update; a ``skipped`` event in the
   metrics, counted in ``skipped_steps``); :data:`MAX_BAD_STEPS` in a row stop the run with a message.
 - Every ``--log-every`` steps a record in ``metrics.jsonl`` (loss, the recipe's logs, gradient norm, lr,
