@@ -5,6 +5,9 @@
 - :class:`TrainConfig`, :func:`recipe_parser`, :func:`config_from_args` - the command line all recipes share.
 - :class:`LatentCache` - latents and text embeddings computed once, on disk, keyed by a fingerprint.
 - :class:`Recipe`, :class:`Parts` - the skeleton of a recipe script: flags, seeded build, cache, export, train.
+- :class:`AutoencoderRecipe`, :class:`LossOutput`, :class:`LossContext` - what a recipe supplies to the one
+  loop that trains autoencoders and vocoders (:mod:`mediadiff.train.autoencoder`: ``add_arguments``,
+  ``parse_and_check``, ``train``; optional adversarial phase); :class:`IndexStream`, its resumable sampler.
 
 Names are imported on first use, so ``import mediadiff.train`` stays light (no accelerate, no diffusers).
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 from mediadiff.utils import lazy_exports
 
 _NAMES = {  # module -> the names it exports here
+    "autoencoder": ["AutoencoderRecipe", "IndexStream", "LossContext", "LossOutput"],
     "cache": ["CacheError", "CacheMismatchError", "LatentCache", "cache_fingerprint"],
     "checkpoint": ["latest_checkpoint", "load_model_weights"],
     "config": ["TrainConfig", "add_train_args", "config_from_args", "recipe_parser"],
