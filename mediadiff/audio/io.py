@@ -24,6 +24,7 @@ raises :class:`AudioError` (a ``ValueError``) naming the file; bad arguments rai
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -266,27 +267,36 @@ def _window(
 
 
 class _Plan:
-    """The samples to decode: the window ``[first, stop)`` and, for resampling, context either side.
+    """The samples to decode: the window ``[first, stop)`` at the file's rate and, when resampling,
+    ~10 ms of context either side (the right only where the file is known to have it).
 
-    The left context is a whole number of output samples long, so the window keeps the grid of the
-    resampled file; the right context is taken only where the file is known to have it.
+    The decoded stretch then starts on a sample that is also a sample of the resampled file, so the
+    resampled window holds the same samples as the resampled whole file: after a call, :attr:`skip`
+    output samples lead the window and :attr:`length` are the window's (``None``: to the end).
     """
 
     def __init__(self, p: Path, start: float, duration: float | None, sample_rate: int | None):
         self.p, self.start, self.duration, self.sample_rate = p, start, duration, sample_rate
+        self.skip, self.length = 0, None
 
-    def __call__(self, sr: int, total: int | None) -> tuple[int, int | None, int]:
-        """``(first, stop, left)`` to decode at the file's rate ``sr``: the window extended by context,
-        and how many context samples come before the window."""
+    def __call__(self, sr: int, total: int | None) -> tuple[int, int | None]:
+        """``(first, stop)`` to decode at the file's rate ``sr`` (``stop`` None: to the end)."""
         first, stop = _window(self.p, self.start, self.duration, sr, total)
-        if self.sample_rate is None or self.sample_rate == sr:
-            return first, stop, 0
-        step = sr // math.gcd(sr, self.sample_rate)  # input samples per whole number of output samples
-        context = step * math.ceil(0.01 * sr / step) if step <= 0.02 * sr else 0  # ~10 ms
-        left = min(context, first) // step * step
+        new = self.sample_rate
+        if new is None or new == sr:
+            return first, stop
+        out_first = round(self.start * new)  # the window's first output sample
+        if self.duration is not None:
+            self.length = round((self.start + self.duration) * new) - out_first
+        step = sr // math.gcd(sr, new)  # input samples that make a whole number of output samples
+        if step > 0.02 * sr:  # rates without a short common grid: resample the window as it is
+            return first, stop
+        context = step * math.ceil(0.01 * sr / step)
+        begin = max(0, (out_first * sr // new) // step * step - context)  # on the common grid
+        self.skip = out_first - begin * new // sr
         if stop is not None and total is not None and stop + context <= total:
             stop += context
-        return first - left, stop, left
+        return begin, stop
 
 
 def _read_sf(handle: sf.SoundFile, p: Path, first: int, stop: int | None) -> np.ndarray:
@@ -399,14 +409,14 @@ def _decode_av(
     return pieces, end
 
 
-def _read_av(p: Path, plan: _Plan) -> tuple[np.ndarray, int, int]:
-    """``(samples [c t], sample rate, left context)`` through FFmpeg."""
+def _read_av(p: Path, plan: _Plan) -> tuple[np.ndarray, int]:
+    """``(samples [c t], sample rate)`` of ``plan``'s stretch through FFmpeg."""
     container, stream = _open_av(p)
     with container:
         ctx = stream.codec_context
         sr, channels, frame_size = int(ctx.sample_rate), int(ctx.channels), max(ctx.frame_size or 0, 1024)
         stated, fmt = _stated_frames(container, stream), container.format.name
-        first, stop, left = plan(sr, stated)
+        first, stop = plan(sr, stated)
         can_seek = first > _PREROLL * sr and stream.time_base is not None
         pieces, end = _decode_av(container, stream, p, first, stop, seek=can_seek)
     if can_seek and (not pieces or pieces[0][0] > first):  # the seek landed past the window: start over
@@ -429,18 +439,18 @@ def _read_av(p: Path, plan: _Plan) -> tuple[np.ndarray, int, int]:
         if hi > lo:
             c = min(channels, x.shape[0])
             out[:c, lo - first : hi - first] = x[:c, lo - at : hi - at]
-    return out, sr, left
+    return out, sr
 
 
-def _read_native(p: Path, plan: _Plan) -> tuple[np.ndarray, int, int]:
-    """``(samples [c t], sample rate, left context)`` at the file's own rate."""
+def _read_native(p: Path, plan: _Plan) -> tuple[np.ndarray, int]:
+    """``(samples [c t], sample rate)`` of ``plan``'s stretch at the file's own rate."""
     handle = _open_sf(p)
     if handle is None:
         return _read_av(p, plan)
     with handle:
         sr = int(handle.samplerate)
-        first, stop, left = plan(sr, int(handle.frames))
-        return _read_sf(handle, p, first, stop), sr, left
+        first, stop = plan(sr, int(handle.frames))
+        return _read_sf(handle, p, first, stop), sr
 
 
 def _map_channels(x: torch.Tensor, channels: int | None, p: Path) -> torch.Tensor:
@@ -479,7 +489,8 @@ def read_audio(
     A window is decoded without decoding the file before it (a seek), and holds the same samples as the
     whole-file read (exactly through libsndfile; through FFmpeg to the codec's precision, placed to the
     sample, or within 0.5 ms in Matroska / WebM). A resampled window is resampled with ~10 ms of the
-    audio around it, so it matches the resampled whole file. Where the length is an estimate
+    audio around it, on the grid of the resampled file, so it holds the same samples as the resampled
+    whole file from sample ``round(start * sample_rate)`` on. Where the length is an estimate
     (:attr:`AudioInfo.exact` is False) a window reaching the estimated end comes back as long as the
     audio really is, which can be a few milliseconds shorter than asked. Values are clipped to [-1, 1]
     (lossy decoders and resampling overshoot a little).
@@ -503,33 +514,39 @@ def read_audio(
         raise ValueError(f"channels must be a positive int or None, got {channels!r}")
     p = _check_file(path)
 
-    x, sr, left = _read_native(p, _Plan(p, start, duration, sample_rate))
-    wave = _map_channels(torch.from_numpy(x), channels, p)  # [c left+t+right]
-    if sample_rate is None or sample_rate == sr:
-        return wave.clamp_(-1, 1), sr
-    length = x.shape[1] - left  # the window and any right context
-    if duration is not None:
-        length = min(length, round((start + duration) * sr) - round(start * sr))
-    wave = resample(wave, sr, sample_rate)  # [c ~(left+t+right)*sample_rate/sr]
-    skip = left * sample_rate // sr
-    wave = wave[:, skip : skip + math.ceil(length * sample_rate / sr)]  # [c ceil(t*sample_rate/sr)]
-    return wave.contiguous().clamp_(-1, 1), sample_rate
+    plan = _Plan(p, start, duration, sample_rate)
+    x, sr = _read_native(p, plan)
+    wave = _map_channels(torch.from_numpy(x), channels, p)  # [c t] (with context when resampling)
+    if sample_rate is not None and sample_rate != sr:
+        wave = resample(wave, sr, sample_rate)  # [c ceil(t*sample_rate/sr)]
+        end = None if plan.length is None else plan.skip + plan.length
+        wave = wave[:, plan.skip : end].contiguous()  # [c length]: the window without its context
+    return wave.clamp_(-1, 1), sample_rate or sr
 
 
 def resample(waveform: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
     """Resample ``waveform [... t]`` from ``orig_sr`` to ``new_sr`` (band-limited sinc interpolation,
-    ``torchaudio.functional.resample``); the same tensor when the rates are equal.
+    torchaudio's ``Resample`` with its default filter); the same tensor when the rates are equal.
 
-    The output has ``ceil(t * new_sr / orig_sr)`` samples; sample ``k`` is at time ``k / new_sr``.
+    The output has ``ceil(t * new_sr / orig_sr)`` samples; sample ``k`` is at time ``k / new_sr``. The
+    filter of each pair of rates is built once per process (a few recent ones are kept).
     """
     for name, rate in (("orig_sr", orig_sr), ("new_sr", new_sr)):
         if not isinstance(rate, int) or rate <= 0:
             raise ValueError(f"{name} must be a positive int, got {rate!r}")
     if orig_sr == new_sr:
         return waveform
-    import torchaudio.functional  # lazy: torchaudio is heavy
+    if not waveform.is_floating_point():
+        raise ValueError(f"resample expects a float waveform, got {waveform.dtype}")
+    resampler = _resampler(orig_sr, new_sr, waveform.dtype, waveform.device)
+    return resampler(waveform)  # [... ceil(t*new_sr/orig_sr)]
 
-    return torchaudio.functional.resample(waveform, orig_sr, new_sr)  # [... ceil(t*new_sr/orig_sr)]
+
+@functools.lru_cache(maxsize=16)
+def _resampler(orig_sr: int, new_sr: int, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
+    import torchaudio.transforms  # lazy: torchaudio is heavy
+
+    return torchaudio.transforms.Resample(orig_sr, new_sr, dtype=dtype).to(device)
 
 
 # --- writing --------------------------------------------------------------------------------------
