@@ -60,7 +60,7 @@ AUDIO_READ_EXTENSIONS = frozenset(
 AUDIO_WRITE_FORMATS: dict[str, str] = {
     ".wav": "WAV through libsndfile: 16-bit PCM (bits=24: 24-bit PCM, bits=32: 32-bit float)",
     ".flac": "FLAC through libsndfile: 16-bit (bits=24: 24-bit), lossless",
-    ".ogg": "Ogg Vorbis through libsndfile's libvorbis (quality= 0..1, default 0.6)",
+    ".ogg": "Ogg Vorbis through libsndfile's libvorbis (quality= 0..1, else libsndfile's default)",
     ".mp3": "MP3 through PyAV's libmp3lame (bitrate= bits per second, default 192k), 1 or 2 channels",
 }
 """Extension -> how :func:`write_audio` writes it."""
