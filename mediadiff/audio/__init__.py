@@ -28,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "PITCHES": "tones",
     "TRAIN_TEMPLATES": "tones",
     "HELDOUT_TEMPLATES": "tones",
+    "HELDOUT_SEED": "tones",
     "midi_to_name": "tones",
     "name_to_midi": "tones",
     "synthesize_tone": "tones",

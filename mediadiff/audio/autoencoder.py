@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
@@ -43,11 +44,13 @@ from mediadiff.nn.autoencoder import (
     load_model_folder,
 )
 
-from .vocoder import ConvNeXtBlock, ISTFTHead
+from .vocoder import ChannelNorm, ConvNeXtBlock, ISTFTHead
 
 __all__ = [
     "TONES_VAE_DIR",
     "IdentityAutoencoder",
+    "OobleckVAE",
+    "OobleckVAEConfig",
     "Snake",
     "WaveformVAE",
     "WaveformVAEConfig",
@@ -58,6 +61,7 @@ __all__ = [
 TONES_VAE_DIR = Path(__file__).resolve().parents[1] / "weights" / "audio_vae_tones"
 
 HEADS = ("istft", "fold")
+ANALYSES = ("stft", "fold")
 
 
 @dataclass
@@ -66,14 +70,19 @@ class WaveformVAEConfig:
 
     in_channels: int = 1  # audio channels
     latent_channels: int = 16
-    patch: int = 64  # samples folded into channels before the first convolution (and the ISTFT hop)
+    patch: int = 64  # samples per encoder input frame (folded into channels, or the STFT hop)
+    analysis: str = "stft"  # encoder input: stft (log-magnitude and phase of a fixed STFT) | fold
+    analysis_fft: int = 1024  # window of the analysis STFT
     strides: tuple[int, ...] = (2, 2)  # strided stages after the fold; ratio = patch * prod(strides)
-    channels: tuple[int, ...] = (128, 192, 256)  # width per level: len(strides) + 1 entries
-    dilations: tuple[int, ...] = (1, 3)  # one residual unit per dilation at each level
+    decoder_strides: tuple[int, ...] | None = ()  # up-sampling stages of the decoder (None: strides
+    # mirrored); the head's hop is ratio / prod(decoder_strides): () decodes at the latent rate
+    channels: tuple[int, ...] = (64, 128, 192)  # width per level: len(strides) + 1 entries
+    dilations: tuple[int, ...] = ()  # one Snake residual unit per dilation at each encoder level
+    decoder_dilations: tuple[int, ...] = ()  # the same in the decoder (its ConvNeXt blocks learn faster)
     kernel: int = 7
     head: str = "istft"  # istft | fold
-    n_fft: int = 0  # ISTFT head window (0: 4 * patch)
-    head_blocks: int = 2  # ConvNeXt blocks before the ISTFT head
+    n_fft: int = 0  # ISTFT head window (0: 4 * hop)
+    head_blocks: int = 6  # ConvNeXt blocks of the decoder, before its head
     latent_shift: list[float] = field(default_factory=list)  # per latent channel; empty = zeros
     latent_scale: list[float] = field(default_factory=list)  # per latent channel; empty = ones
 
@@ -81,6 +90,15 @@ class WaveformVAEConfig:
         self.strides = tuple(int(s) for s in self.strides)
         self.channels = tuple(int(c) for c in self.channels)
         self.dilations = tuple(int(d) for d in self.dilations)
+        self.decoder_dilations = tuple(int(d) for d in self.decoder_dilations)
+        if self.decoder_strides is None:
+            self.decoder_strides = self.strides
+        self.decoder_strides = tuple(int(s) for s in self.decoder_strides)
+        if len(self.decoder_strides) > len(self.strides) or self.ratio % math.prod(self.decoder_strides):
+            raise ValueError(
+                f"WaveformVAEConfig: decoder_strides {self.decoder_strides} must have at most "
+                f"len(strides) = {len(self.strides)} stages and divide the ratio {self.ratio}"
+            )
         if len(self.channels) != len(self.strides) + 1:
             raise ValueError(
                 f"WaveformVAEConfig: channels needs len(strides) + 1 = {len(self.strides) + 1} entries "
@@ -90,11 +108,21 @@ class WaveformVAEConfig:
             raise ValueError(
                 f"WaveformVAEConfig: patch and strides must be >= 1, got {self.patch}, {self.strides}"
             )
+        if self.analysis not in ANALYSES:
+            raise ValueError(f"WaveformVAEConfig: analysis must be one of {ANALYSES}, got {self.analysis!r}")
+        if self.analysis == "stft" and (
+            self.analysis_fft < self.patch or (self.analysis_fft - self.patch) % 2
+        ):
+            raise ValueError(
+                f"WaveformVAEConfig: analysis_fft ({self.analysis_fft}) must be >= patch ({self.patch}) "
+                "and differ from it by an even number"
+            )
         if self.head not in HEADS:
             raise ValueError(f"WaveformVAEConfig: head must be one of {HEADS}, got {self.head!r}")
-        if self.head == "istft" and (self.fft_size - self.patch) % 2:
+        if self.head == "istft" and (self.fft_size < self.hop or (self.fft_size - self.hop) % 2):
             raise ValueError(
-                f"WaveformVAEConfig: n_fft ({self.fft_size}) - patch ({self.patch}) must be even"
+                f"WaveformVAEConfig: n_fft ({self.fft_size}) must be >= the head's hop ({self.hop}) "
+                "and differ from it by an even number"
             )
         for name in ("latent_shift", "latent_scale"):
             value = list(getattr(self, name))
@@ -110,20 +138,31 @@ class WaveformVAEConfig:
         return self.patch * math.prod(self.strides)
 
     @property
+    def hop(self) -> int:
+        """Samples per frame at the decoder's output (the ISTFT hop, or the unfold size)."""
+        return self.ratio // math.prod(self.decoder_strides)
+
+    @property
+    def decoder_channels(self) -> tuple[int, ...]:
+        """Decoder width per level, output level first: the deepest ``len(decoder_strides) + 1`` widths."""
+        return self.channels[len(self.channels) - len(self.decoder_strides) - 1 :]
+
+    @property
     def fft_size(self) -> int:
-        return self.n_fft or 4 * self.patch
+        return self.n_fft or 4 * self.hop
 
     @property
     def decoder_context(self) -> int:
         """Latent frames on each side that one output sample of the decoder can depend on (rounded up):
         the overlap chunked decoding needs to equal a single pass."""
-        half, units = self.kernel // 2, sum(self.dilations) * (self.kernel // 2)
-        per_latent = [math.prod(self.strides[j:]) for j in range(len(self.strides) + 1)]  # level rate
+        half, units = self.kernel // 2, sum(self.decoder_dilations) * (self.kernel // 2)
+        up = self.decoder_strides
+        per_latent = [math.prod(up[j:]) for j in range(len(up) + 1)]  # frames per latent frame, by level
         radius = half + units  # conv in + units at the latent rate, in latent frames
-        for i in reversed(range(len(self.strides))):
+        for i in reversed(range(len(up))):
             radius += 1 + units / per_latent[i]  # transposed conv (one input frame) + units at level i
         if self.head == "istft":
-            radius += (self.head_blocks * half + self.fft_size / (2 * self.patch)) / per_latent[0]
+            radius += (self.head_blocks * half + self.fft_size / (2 * self.hop)) / per_latent[0]
         else:
             radius += half / per_latent[0]
         return math.ceil(radius)
@@ -178,11 +217,12 @@ class WaveformVAE(LatentAutoencoder):
         self.config = c = config
         ch, k = c.channels, c.kernel
 
-        def units(width: int) -> list[nn.Module]:
-            return [ResidualUnit(width, d, k) for d in c.dilations]
+        def units(width: int, dilations: tuple[int, ...] = c.dilations) -> list[nn.Module]:
+            return [ResidualUnit(width, d, k) for d in dilations]
 
         # encoder: fold -> conv -> (units, Snake, strided conv) per stage -> units -> Snake -> conv
-        enc: list[nn.Module] = [nn.Conv1d(c.in_channels * c.patch, ch[0], k, padding=k // 2)]
+        features = c.patch if c.analysis == "fold" else 3 * (c.analysis_fft // 2 + 1)
+        enc: list[nn.Module] = [nn.Conv1d(c.in_channels * features, ch[0], k, padding=k // 2)]
         for i, s in enumerate(c.strides):
             enc += [
                 *units(ch[i]),
@@ -192,28 +232,31 @@ class WaveformVAE(LatentAutoencoder):
         enc += [*units(ch[-1]), Snake(ch[-1]), nn.Conv1d(ch[-1], 2 * c.latent_channels, 3, padding=1)]
         self.encoder = nn.Sequential(*enc)
 
-        # decoder: the mirror image, ending in the ISTFT head or an unfold
+        # decoder: up-sampling stages (the encoder's mirror image, or fewer), ending in the ISTFT head or
+        # an unfold of `hop` samples per frame
+        ch = c.decoder_channels
         dec: list[nn.Module] = [nn.Conv1d(c.latent_channels, ch[-1], k, padding=k // 2)]
-        for i in reversed(range(len(c.strides))):
-            s = c.strides[i]
+        for i in reversed(range(len(c.decoder_strides))):
+            s = c.decoder_strides[i]
             dec += [
-                *units(ch[i + 1]),
+                *units(ch[i + 1], c.decoder_dilations),
                 Snake(ch[i + 1]),
                 nn.ConvTranspose1d(
                     ch[i + 1], ch[i], 2 * s, stride=s, padding=s // 2 + s % 2, output_padding=s % 2
                 ),
             ]
-        dec += units(ch[0])
+        dec += units(ch[0], c.decoder_dilations)
         if c.head == "istft":
             dec += [
                 ConvNeXtBlock(ch[0], kernel=k, layer_scale=1.0 / max(1, c.head_blocks))
                 for _ in range(c.head_blocks)
             ]
+            dec.append(ChannelNorm(ch[0], eps=1e-6))  # as Vocos: the head sees unit-scale features
             if c.in_channels > 1:  # one feature map per output channel, each through the shared head
                 dec.append(nn.Conv1d(ch[0], ch[0] * c.in_channels, 1))
-            self.head = ISTFTHead(ch[0], c.fft_size, c.patch)
+            self.head = ISTFTHead(ch[0], c.fft_size, c.hop)
         else:
-            dec += [Snake(ch[0]), nn.Conv1d(ch[0], c.in_channels * c.patch, k, padding=k // 2)]
+            dec += [Snake(ch[0]), nn.Conv1d(ch[0], c.in_channels * c.hop, k, padding=k // 2)]
             self.head = None
         self.decoder = nn.Sequential(*dec)
         self.init_latent_stats()
@@ -253,16 +296,31 @@ class WaveformVAE(LatentAutoencoder):
     def encode_posterior(self, x: torch.Tensor) -> DiagonalGaussian:
         """The posterior ``q(z|x)`` over *unnormalised* latents (what training uses)."""
         self._check_input_shape(tuple(x.shape))
-        h = rearrange(x, "b c (t p) -> b (c p) t", p=self.config.patch)  # [b c*patch t/patch]
-        return DiagonalGaussian(self.encoder(h))  # moments [b 2*zc t/ratio]
+        return DiagonalGaussian(self.encoder(self.analyse(x)))  # moments [b 2*zc t/ratio]
+
+    def analyse(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's input frames ``[b c*features t/patch]``: folded samples, or a fixed STFT with hop
+        ``patch`` ("same" framing, as the ISTFT head) as log-magnitude, cosine and sine of the phase."""
+        c = self.config
+        if c.analysis == "fold":
+            return rearrange(x, "b c (t p) -> b (c p) t", p=c.patch)  # [b c*patch t/patch]
+        n_fft, pad = c.analysis_fft, (c.analysis_fft - c.patch) // 2
+        mode = "reflect" if x.shape[-1] > pad else "constant"  # reflection needs more samples than the pad
+        x = F.pad(x.float(), (pad, pad), mode=mode).flatten(0, 1)  # [b*c t+2pad]
+        window = torch.hann_window(n_fft, device=x.device)
+        spec = torch.stft(x, n_fft, c.patch, window=window, center=False, return_complex=True)  # [b*c n t/p]
+        magnitude = spec.abs().clamp_min(1e-5)
+        phase = spec / magnitude  # unit complex
+        h = torch.cat([(magnitude.log() + 4) / 4, phase.real, phase.imag], dim=1)  # [b*c 3n t/patch]
+        return rearrange(h, "(b c) f t -> b (c f) t", c=c.in_channels)  # [b c*3n t/patch]
 
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
         # z: [b zc f], unnormalised
-        h = self.decoder(z)  # [b c0 f*ratio/patch] (istft) or [b c*patch f*ratio/patch] (fold)
+        h = self.decoder(z)  # [b c0 f*ratio/hop] (istft) or [b c*hop f*ratio/hop] (fold)
         if self.head is None:
-            return rearrange(h, "b (c p) t -> b c (t p)", p=self.config.patch)  # [b c f*ratio]
+            return rearrange(h, "b (c p) t -> b c (t p)", p=self.config.hop)  # [b c f*ratio]
         c = self.config.in_channels
-        h = rearrange(h, "b (c d) t -> (b c) d t", c=c)  # [b*c c0 f*ratio/patch]
+        h = rearrange(h, "b (c d) t -> (b c) d t", c=c)  # [b*c c0 f*ratio/hop]
         audio = self.head(h)  # [b*c f*ratio]
         return rearrange(audio, "(b c) t -> b c t", c=c)  # [b c f*ratio]
 
@@ -300,8 +358,93 @@ class WaveformVAE(LatentAutoencoder):
         return self._decode(z), posterior
 
 
+@dataclass
+class OobleckVAEConfig:
+    """diffusers' ``AutoencoderOobleck`` settings (its names), and the stored latent normalisation.
+
+    The latent has ``encoder_hidden_size / 2`` channels (diffusers splits the encoder's output into mean
+    and scale), so ``encoder_hidden_size`` must be ``2 * latent_channels``.
+    """
+
+    in_channels: int = 1
+    latent_channels: int = 16
+    encoder_hidden_size: int = 32
+    decoder_channels: int = 32
+    downsampling_ratios: tuple[int, ...] = (2, 4, 4, 8)
+    channel_multiples: tuple[int, ...] = (1, 2, 4, 8)
+    sample_rate: int = 16000
+    latent_shift: list[float] = field(default_factory=list)
+    latent_scale: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.downsampling_ratios = tuple(int(r) for r in self.downsampling_ratios)
+        self.channel_multiples = tuple(int(m) for m in self.channel_multiples)
+        if self.encoder_hidden_size != 2 * self.latent_channels:
+            raise ValueError(
+                f"OobleckVAEConfig: encoder_hidden_size ({self.encoder_hidden_size}) must be 2 * latent_channels "
+                f"({2 * self.latent_channels}): diffusers' Oobleck halves its encoder output into mean and scale"
+            )
+        if len(self.channel_multiples) != len(self.downsampling_ratios):
+            raise ValueError("OobleckVAEConfig: channel_multiples needs one entry per downsampling ratio")
+
+    @property
+    def ratio(self) -> int:
+        return math.prod(self.downsampling_ratios)
+
+
+class OobleckVAE(LatentAutoencoder):
+    """diffusers' ``AutoencoderOobleck`` (Stable Audio's autoencoder) behind this package's autoencoder
+    interface, so the same recipe trains it and the same benchmark scores it: the reference side by side
+    with :class:`WaveformVAE`. Its posterior (mean, ``softplus`` scale) becomes a :class:`DiagonalGaussian`
+    with the same mean and variance, so the KL term is the one the waveform VAE is trained with.
+    """
+
+    config_class = OobleckVAEConfig
+    latent_axes = 1
+
+    def __init__(self, config: OobleckVAEConfig | None = None, **kwargs) -> None:
+        super().__init__()
+        from diffusers import AutoencoderOobleck  # lazy: diffusers is heavy to import
+
+        self.config = c = config or OobleckVAEConfig(**kwargs)
+        self.model = AutoencoderOobleck(
+            encoder_hidden_size=c.encoder_hidden_size,
+            downsampling_ratios=list(c.downsampling_ratios),
+            channel_multiples=list(c.channel_multiples),
+            decoder_channels=c.decoder_channels,
+            decoder_input_channels=c.latent_channels,
+            audio_channels=c.in_channels,
+            sampling_rate=c.sample_rate,
+        )
+        self.init_latent_stats()
+
+    def latent_shape(self, input_shape: tuple[int, ...] | torch.Size) -> tuple[int, ...]:
+        b, c, t = input_shape if len(input_shape) == 3 else (None, None, None)
+        if c != self.config.in_channels or t < self.config.ratio or t % self.config.ratio:
+            raise ValueError(
+                f"audio must be [b {self.config.in_channels} t] with t a multiple of {self.config.ratio}, "
+                f"got shape {tuple(input_shape)}"
+            )
+        return (b, self.config.latent_channels, t // self.config.ratio)
+
+    def encode_posterior(self, x: torch.Tensor) -> DiagonalGaussian:
+        self.latent_shape(tuple(x.shape))
+        dist = self.model.encode(x).latent_dist
+        return DiagonalGaussian(torch.cat([dist.mean, dist.std.pow(2).log()], dim=1))  # [b 2*zc f]
+
+    def decode(self, z: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+        """Normalised latents ``[b zc f]`` -> audio ``[b c f*ratio]`` (one pass; ``chunk_size`` is ignored)."""
+        return self.model.decode(self.denormalize(z.float())).sample.clamp(-1, 1)
+
+    def forward(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None):
+        posterior = self.encode_posterior(x)
+        z = posterior.sample(generator) if sample else posterior.mean  # [b zc f]
+        return self.model.decode(z).sample, posterior
+
+
 AUTOENCODERS: dict[str, type[nn.Module]] = {
     "WaveformVAE": WaveformVAE,
+    "OobleckVAE": OobleckVAE,
     "IdentityAutoencoder": IdentityAutoencoder,
 }
 

@@ -41,8 +41,9 @@ DEFAULT_RESOLUTIONS: tuple[tuple[int, int], ...] = (
 def stft_magnitude(x: torch.Tensor, n_fft: int, hop: int, eps: float = 1e-7) -> torch.Tensor:
     """``|STFT|`` of ``x`` ``[b c t]`` (Hann window, centred): ``[b*c n_fft/2+1 frames]``, float32."""
     window = torch.hann_window(n_fft, device=x.device, dtype=torch.float32)
-    spec = torch.stft(x.float().flatten(0, 1), n_fft, hop, window=window, return_complex=True)  # [b*c f n]
-    return spec.abs().clamp_min(eps)  # [b*c f n]
+    mode = "reflect" if x.shape[-1] > n_fft // 2 else "constant"  # reflection needs more samples than the pad
+    spec = torch.stft(x.float().flatten(0, 1), n_fft, hop, window=window, pad_mode=mode, return_complex=True)
+    return spec.abs().clamp_min(eps)  # [b*c f n]  # [b*c f n]
 
 
 class MultiResolutionSTFTLoss(nn.Module):
@@ -105,7 +106,10 @@ class _STFTScale(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         window = torch.hann_window(self.n_fft, device=x.device, dtype=torch.float32)
-        spec = torch.stft(x.float().flatten(0, 1), self.n_fft, self.hop, window=window, return_complex=True)
+        mode = "reflect" if x.shape[-1] > self.n_fft // 2 else "constant"
+        spec = torch.stft(
+            x.float().flatten(0, 1), self.n_fft, self.hop, window=window, pad_mode=mode, return_complex=True
+        )  # [b*c f n]
         h = torch.stack([spec.real, spec.imag], dim=1).transpose(2, 3)  # [b*c 2 frames freq]
         features = []
         for conv in self.convs:

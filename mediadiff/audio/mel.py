@@ -101,7 +101,8 @@ class LogMel(nn.Module):
             raise ValueError(f"audio must be [b c t], got shape {tuple(audio.shape)}")
         self.config.num_frames(audio.shape[-1])
         p = self.config.padding
-        x = F.pad(audio.float(), (p, p), mode="reflect")  # [b c t+2p]
+        mode = "reflect" if audio.shape[-1] > p else "constant"  # reflection needs more samples than the pad
+        x = F.pad(audio.float(), (p, p), mode=mode)  # [b c t+2p]
         return self.mel(x)  # [b c m t/hop]
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:

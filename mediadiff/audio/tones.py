@@ -30,6 +30,7 @@ __all__ = [
     "CONTOURS",
     "CONTOUR_PHRASES",
     "GLIDE_SEMITONES",
+    "HELDOUT_SEED",
     "HELDOUT_TEMPLATES",
     "NOTE_NAMES",
     "PITCHES",
@@ -48,6 +49,7 @@ __all__ = [
 WAVEFORMS: tuple[str, ...] = ("sine", "square", "sawtooth", "triangle")
 CONTOURS: tuple[str, ...] = ("steady", "rising", "falling")
 PITCHES: tuple[int, ...] = tuple(range(48, 73))  # MIDI C3 .. C5
+HELDOUT_SEED = 12345  # the Tones seed of held-out evaluation clips: recipes refuse to train on it
 GLIDE_SEMITONES = 7.0  # a rising or falling clip moves this far over its whole length
 NOTE_NAMES: tuple[str, ...] = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 

@@ -24,7 +24,7 @@ from mediadiff.nn import ConfigModel
 
 from .mel import LogMel, MelConfig
 
-__all__ = ["ConvNeXtBlock", "ISTFTHead", "Vocoder", "VocoderConfig", "istft_same"]
+__all__ = ["ChannelNorm", "ConvNeXtBlock", "ISTFTHead", "Vocoder", "VocoderConfig", "istft_same"]
 
 
 def istft_same(spec: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor) -> torch.Tensor:
@@ -69,6 +69,13 @@ class ISTFTHead(nn.Module):
         magnitude = log_mag.exp().clamp(max=1e2)
         spec = torch.polar(magnitude, angle)  # [b n_fft/2+1 f] complex
         return istft_same(spec, self.n_fft, self.hop, self.window.float())  # [b f*hop]
+
+
+class ChannelNorm(nn.LayerNorm):
+    """LayerNorm over the channels of ``[b c t]`` (each time step normalised on its own)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)  # [b c t]
 
 
 class ConvNeXtBlock(nn.Module):
@@ -125,12 +132,12 @@ class Vocoder(ConfigModel):
         super().__init__(config, **overrides)
         c = self.config
         self.embed = nn.Conv1d(c.mel.n_mels, c.dim, c.kernel, padding=c.kernel // 2)
-        self.norm_in = nn.LayerNorm(c.dim, eps=1e-6)
+        self.norm_in = ChannelNorm(c.dim, eps=1e-6)
         scale = 1.0 / max(1, c.num_blocks)
         self.blocks = nn.ModuleList(
             [ConvNeXtBlock(c.dim, c.mult, c.kernel, layer_scale=scale) for _ in range(c.num_blocks)]
         )
-        self.norm_out = nn.LayerNorm(c.dim, eps=1e-6)
+        self.norm_out = ChannelNorm(c.dim, eps=1e-6)
         self.head = ISTFTHead(c.dim, c.mel.n_fft, c.mel.hop_length)
         self._mel = LogMel(c.mel)
 
@@ -144,9 +151,9 @@ class Vocoder(ConfigModel):
             raise ValueError(f"Vocoder: mel must be [b c {c.mel.n_mels} f], got shape {tuple(mel.shape)}")
         b, ch, _, _ = mel.shape
         h = self.embed(mel.flatten(0, 1))  # [b*c d f]
-        h = self.norm_in(h.transpose(1, 2)).transpose(1, 2)  # [b*c d f]
+        h = self.norm_in(h)  # [b*c d f]
         for block in self.blocks:
             h = block(h)  # [b*c d f]
-        h = self.norm_out(h.transpose(1, 2)).transpose(1, 2)  # [b*c d f]
+        h = self.norm_out(h)
         audio = self.head(h)  # [b*c f*hop]
         return audio.view(b, ch, -1)  # [b c f*hop]

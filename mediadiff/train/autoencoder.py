@@ -206,31 +206,50 @@ class LossContext:
 
 @dataclass(frozen=True, kw_only=True)
 class AutoencoderRecipe:
-    """What a modality's recipe supplies to :func:`train` (see the module docstring for an example)."""
+    """What a modality's recipe supplies to :func:`train` (see the module docstring for an example).
 
-    script: str  # the recipe's path, recorded in training.json's command ("recipes/video/train_vae.py")
-    name: str  # progress-bar name ("train vae")
-    build: Callable[[argparse.Namespace], nn.Module]  # a fresh model from the flags; has save_pretrained
-    load: Callable[[Path], nn.Module]  # the model of a checkpoint folder (its save_pretrained output)
-    data: Callable[[argparse.Namespace], tuple[Dataset, Dataset, bool]]  # (train, held-out, infinite?)
-    collate: Callable[[list[Any]], Any]  # dataset items -> a batch (a tensor, or a dict/tuple of them)
-    loss: Callable[[nn.Module, Any, LossContext], LossOutput]  # (prepared model, batch on device, ctx)
+    Required: where the recipe lives, how to build, load and feed the model, its loss and its held-out
+    evaluation. Optional: a size check, the discriminator of the adversarial phase, a last step before
+    ``final/`` is written, what ``training.json`` says, the held-out seed and the progress bar.
+    """
+
+    # the recipe's path, recorded in training.json's command ("recipes/video/train_vae.py")
+    script: str
+    # progress-bar name ("train vae")
+    name: str
+    # a fresh model from the flags (called after torch.manual_seed(--seed)); it has save_pretrained(folder)
+    build: Callable[[argparse.Namespace], nn.Module]
+    # the model of a checkpoint folder (what its save_pretrained wrote)
+    load: Callable[[Path], nn.Module]
+    # (training set, held-out set, is the training set infinite?); items deterministic per index
+    data: Callable[[argparse.Namespace], tuple[Dataset, Dataset, bool]]
+    # dataset items -> a batch: a tensor, or a dict / tuple of tensors
+    collate: Callable[[list[Any]], Any]
+    # (prepared model, batch on the device, ctx) -> the model's loss, logs and (adversarial) real / fake
+    loss: Callable[[nn.Module, Any, LossContext], LossOutput]
+    # (bare model in eval mode under no_grad, held-out set, args, accelerator) -> held-out numbers
     evaluate: Callable[[nn.Module, Dataset, argparse.Namespace, Accelerator], Mapping[str, float]]
-    main_metric: str  # the key of ``evaluate``'s result that is "best" in the checkpoint state
+    # the key of evaluate's numbers kept as "best_<key>" in the checkpoint state, and which way is better
+    main_metric: str
     higher_is_better: bool
-    check: Callable[[nn.Module, argparse.Namespace], None] | None = None  # fail early (bad sizes)
-    discriminator: Callable[[argparse.Namespace], nn.Module] | None = None  # for --adversarial-from
+    # (bare model, args) -> None: fail early on flags the model cannot take (bad sizes)
+    check: Callable[[nn.Module, argparse.Namespace], None] | None = None
+    # args -> a fresh discriminator, for --adversarial-from
+    discriminator: Callable[[argparse.Namespace], nn.Module] | None = None
+    # (prepared discriminator, real, fake (both detached), ctx) -> the discriminator's loss and logs
     discriminator_loss: Callable[[nn.Module, torch.Tensor, torch.Tensor, LossContext], LossOutput] | None = (
-        None  # (prepared discriminator, real, fake (both detached), ctx)
+        None
     )
+    # (bare model, training set, args, accelerator) -> None, before the last evaluation (latent statistics)
     finalize: Callable[[nn.Module, Dataset, argparse.Namespace, Accelerator], None] | None = None
-    summary: Callable[[argparse.Namespace], dict[str, Any]] | None = None  # first keys of training.json
-    report: Callable[[dict[str, float]], dict[str, Any]] | None = None  # final held-out numbers, as
-    # training.json names them (default: {"heldout_" + key: value})
-    heldout_seed: Callable[[argparse.Namespace], int | None] | None = None  # the held-out set's seed
-    # for these flags (a synthetic set's), which --seed must not equal; None when it has none
-    progress: dict[str, str] = field(default_factory=dict)  # bar label -> format over the log record,
-    # e.g. {"psnr": "{train_psnr:.1f}"}
+    # args -> the first keys of training.json: what was trained on (data, held-out set, sizes)
+    summary: Callable[[argparse.Namespace], dict[str, Any]] | None = None
+    # the last held-out numbers -> training.json's keys for them (default: {"heldout_" + key: value})
+    report: Callable[[dict[str, float]], dict[str, Any]] | None = None
+    # args -> the held-out set's seed (a synthetic set's), which --seed must not equal; None if it has none
+    heldout_seed: Callable[[argparse.Namespace], int | None] | None = None
+    # progress-bar label -> format over the log record, e.g. {"psnr": "{train_psnr:.1f}"}
+    progress: dict[str, str] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------- flags
@@ -687,3 +706,26 @@ def train(args: argparse.Namespace, recipe: AutoencoderRecipe, *, argv: list[str
     finally:
         if metrics_file is not None:
             metrics_file.close()
+
+
+@torch.no_grad()
+def latent_stats(
+    model: nn.Module,
+    data: Dataset,
+    collate: Callable[[list[Any]], torch.Tensor],
+    clips: int,
+    batch_size: int,
+    device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel shift (mean) and scale (1 / std) of the posterior means ``model.encode_posterior(x).mean``
+    (``[b zc *s]``) over the first ``clips`` items of ``data``: what a VAE stores to hand diffusion
+    near unit-variance latents (the scale factor of Rombach et al. 2022, Sec. 4.3.2, per channel)."""
+    from tqdm.auto import tqdm
+
+    model.eval()
+    zs = []
+    for start in tqdm(range(0, clips, batch_size), desc="latent stats", leave=False):
+        x = collate([data[i] for i in range(start, min(clips, start + batch_size))]).to(device)
+        zs.append(model.encode_posterior(x).mean)  # [b zc *s], float32
+    z = torch.cat(zs).transpose(0, 1).flatten(1)  # [zc n]
+    return z.mean(1).cpu(), (1.0 / z.std(1).clamp_min(1e-6)).cpu()

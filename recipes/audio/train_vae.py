@@ -1,0 +1,204 @@
+"""Train the waveform VAE (``mediadiff.audio.autoencoder.WaveformVAE``), or diffusers' Oobleck by the same recipe.
+
+    python recipes/audio/train_vae.py --output-dir runs/audio_vae --max-minutes 45              # on Tones
+    python recipes/audio/train_vae.py --data path/to/clips --output-dir runs/my_vae              # a folder
+    python recipes/audio/train_vae.py --output-dir runs/audio_vae --max-minutes 60 --resume
+    python recipes/audio/train_vae.py --arch oobleck --output-dir runs/oobleck --max-minutes 45  # reference
+
+Loss: the multi-resolution STFT loss (Yamamoto et al. 2020, Eqs. 4-6), ``--mel-weight`` times the
+log-mel L1 (HiFi-GAN, Eq. 4), ``--l1-weight`` times the waveform L1, and ``--kl-weight`` times the KL
+divergence of the diagonal Gaussian posterior to ``N(0, I)`` per latent element (Kingma & Welling
+2014, Eq. 10) -- the terms of Stable Audio's autoencoder (Evans et al. 2024, Sec. 3.1) -- plus, with
+``--adversarial-from S``, a multi-resolution STFT discriminator (hinge, feature matching) from step S.
+
+Data: as ``recipes/audio/train_vocoder.py``: Tones with the training ``--seed`` (held-out seed
+refused), or ``--data DIR``; each step sees a random ``--crop`` of every clip, aligned to the latent
+frame. At the end the latent shift / scale is measured on ``--stats-clips`` training clips and stored
+in the model's config, so ``encode`` gives near unit-variance latents.
+
+``--arch oobleck`` trains diffusers' ``AutoencoderOobleck`` (wrapped by
+:class:`~mediadiff.audio.autoencoder.OobleckVAE`) with the same data, losses and schedule, for the
+side-by-side comparison in ``benchmarks/audio_autoencoders.py``; ``--channels`` / ``--strides`` then
+set its ``encoder_hidden_size`` (first entry) and ``downsampling_ratios``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from mediadiff.audio.autoencoder import (
+    OobleckVAE,
+    OobleckVAEConfig,
+    WaveformVAE,
+    WaveformVAEConfig,
+    load_autoencoder,
+)
+from mediadiff.audio.losses import MultiResolutionSTFTLoss, STFTDiscriminator, mel_loss, si_sdr
+from mediadiff.audio.mel import LogMel
+from mediadiff.audio.training import (
+    add_data_arguments,
+    audio_collate,
+    build_audio_data,
+    discriminator_terms,
+    gan_terms,
+    heldout_seed,
+    random_crop,
+    tone_scores,
+)
+from mediadiff.train.autoencoder import (
+    AutoencoderRecipe,
+    LossContext,
+    LossOutput,
+    add_arguments,
+    latent_stats,
+    parse_and_check,
+    train,
+)
+
+_MRSTFT = MultiResolutionSTFTLoss()
+_MEL = LogMel()
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v.strip())
+
+
+def build(args: argparse.Namespace):
+    if args.arch == "oobleck":
+        return OobleckVAE(
+            OobleckVAEConfig(
+                latent_channels=args.latent_channels,
+                encoder_hidden_size=2 * args.latent_channels,
+                decoder_channels=_ints(args.channels)[0],
+                downsampling_ratios=_ints(args.strides),
+                channel_multiples=tuple(2**i for i in range(len(_ints(args.strides)))),
+                sample_rate=args.sample_rate,
+            )
+        )
+    return WaveformVAE(
+        WaveformVAEConfig(
+            latent_channels=args.latent_channels,
+            patch=args.patch,
+            strides=_ints(args.strides),
+            decoder_strides=None if args.decoder_strides == "mirror" else _ints(args.decoder_strides),
+            channels=_ints(args.channels),
+            head=args.head,
+            head_blocks=args.head_blocks,
+        )
+    )
+
+
+def check(model, args: argparse.Namespace) -> None:
+    for length in (args.crop, args.num_samples):  # fail early on sizes the autoencoder cannot take
+        model.latent_shape((1, 1, length))
+
+
+def loss(model, x: torch.Tensor, ctx: LossContext) -> LossOutput:
+    args = ctx.args
+    vae = ctx.accelerator.unwrap_model(model)
+    x = random_crop(x, args.crop, vae.config.ratio, ctx.generator)  # [b c crop]
+    with ctx.accelerator.autocast():
+        rec, posterior = model(x, sample=True, generator=ctx.generator)  # [b c crop]
+    rec = rec.float()
+    stft = _MRSTFT(rec, x)
+    mel_l1 = mel_loss(_MEL.to(x.device)(rec), _MEL(x))
+    l1 = (rec - x).abs().mean()
+    kl = posterior.kl().mean() / posterior.mean[0].numel()  # per latent element
+    total = stft + args.mel_weight * mel_l1 + args.l1_weight * l1 + args.kl_weight * kl
+    logs = {"mrstft": stft.detach(), "mel_l1": mel_l1.detach(), "l1": l1.detach(), "kl": kl.detach()}
+    if ctx.discriminator is not None:
+        total, logs = gan_terms(total, logs, x, rec, ctx)
+    return LossOutput(total, logs, real=x, fake=rec)
+
+
+@torch.no_grad()
+def evaluate(model, heldout, args: argparse.Namespace, accelerator) -> dict[str, float]:
+    clips, outputs, items = [], [], []
+    for start in range(0, len(heldout), args.batch_size):
+        batch = [heldout[i] for i in range(start, min(len(heldout), start + args.batch_size))]
+        x = audio_collate(batch).to(accelerator.device)  # [b c t]
+        with accelerator.autocast():
+            y = model.decode(model.encode(x)).float()  # [b c t]
+        clips.append(x.cpu())
+        outputs.append(y.cpu())
+        items += batch
+    x, y = torch.cat(clips), torch.cat(outputs)
+    result = {
+        "eval_mrstft": _MRSTFT(y, x).item(),
+        "eval_si_sdr": si_sdr(y, x).mean().item(),
+        "eval_mel_l1": mel_loss(_MEL(y), _MEL(x)).item(),
+    }
+    return result | tone_scores(y, items, args)
+
+
+def finalize(model, train_data, args: argparse.Namespace, accelerator) -> None:
+    """The final model's latent shift / scale, measured on ``--stats-clips`` training clips."""
+    clips = min(args.stats_clips, len(train_data))
+    model.set_latent_stats(
+        *latent_stats(model, train_data, audio_collate, clips, args.batch_size, accelerator.device)
+    )
+
+
+RECIPE = AutoencoderRecipe(
+    script="recipes/audio/train_vae.py",
+    name="train audio vae",
+    build=build,
+    load=load_autoencoder,
+    data=build_audio_data,
+    collate=audio_collate,
+    loss=loss,
+    evaluate=evaluate,
+    main_metric="eval_mrstft",
+    higher_is_better=False,
+    check=check,
+    discriminator=lambda args: STFTDiscriminator(channels=args.disc_channels),
+    discriminator_loss=lambda d, real, fake, ctx: LossOutput(*discriminator_terms(d, real, fake, ctx)),
+    finalize=finalize,
+    heldout_seed=heldout_seed,
+    summary=lambda args: {"data": args.data, "arch": args.arch, "train_seed": args.seed, "crop": args.crop},
+    progress={"mrstft": "{mrstft:.3f}"},
+)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Train with the command line ``argv`` (default ``sys.argv[1:]``); returns ``training.json``'s summary."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    add_arguments(
+        parser,
+        defaults={"max_steps": 8000, "batch_size": 16, "lr": 1e-3, "warmup_steps": 100, "eval_every": 1000},
+        adversarial=True,
+    )
+    add_data_arguments(parser, crop=4096)
+    parser.add_argument("--arch", choices=["waveform", "oobleck"], default="waveform")
+    # architecture (ignored on --resume, which reads the checkpoint's config)
+    default = WaveformVAEConfig()
+    parser.add_argument("--latent-channels", type=int, default=default.latent_channels)
+    parser.add_argument("--patch", type=int, default=default.patch, help="samples folded into channels")
+    parser.add_argument("--strides", default=",".join(map(str, default.strides)), help="encoder strides")
+    parser.add_argument(
+        "--decoder-strides",
+        default=",".join(map(str, default.decoder_strides)),
+        help="decoder up-sampling strides ('' decodes at the latent rate, 'mirror' mirrors --strides)",
+    )
+    parser.add_argument("--channels", default=",".join(map(str, default.channels)), help="width per level")
+    parser.add_argument("--head", choices=["istft", "fold"], default=default.head)
+    parser.add_argument("--head-blocks", type=int, default=default.head_blocks)
+    # losses
+    parser.add_argument("--mel-weight", type=float, default=5.0, help="weight of the log-mel L1")
+    parser.add_argument("--l1-weight", type=float, default=1.0, help="weight of the waveform L1")
+    parser.add_argument("--kl-weight", type=float, default=1e-4, help="weight of the KL per latent element")
+    parser.add_argument("--adv-weight", type=float, default=0.1, help="weight of the adversarial term")
+    parser.add_argument("--fm-weight", type=float, default=1.0, help="weight of feature matching")
+    parser.add_argument("--disc-channels", type=int, default=32, help="discriminator width")
+    parser.add_argument(
+        "--stats-clips", type=int, default=256, help="training clips for the latent shift/scale"
+    )
+    return train(parse_and_check(parser, RECIPE, argv), RECIPE, argv=argv)
+
+
+if __name__ == "__main__":
+    main()
