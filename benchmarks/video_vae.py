@@ -23,25 +23,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import torch
+from memory import peak_mib, run_child
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "mediadiff" / "weights" / "video_vae_shapes"
 HELDOUT_SEED = 12345
 FRAMES = (17, 33, 65, 257)
-
-
-def _proc_status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 def measure(model_dir: str, frames: int, chunk_size: int | None, device: str) -> dict:
@@ -56,32 +46,13 @@ def measure(model_dir: str, frames: int, chunk_size: int | None, device: str) ->
         model.decode(
             z, chunk_size=chunk_size
         )  # warm-up: one-off kernel set-up must not count as the decode's
-        if device == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.max_memory_allocated()
-        else:
-            base = _proc_status_kib("VmRSS")
-            Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM (peak RSS) to the current RSS
-        start = time.perf_counter()
-        x = model.decode(z, chunk_size=chunk_size)  # [1 3 frames 64 64]
-        if device == "cuda":
-            torch.cuda.synchronize()
-            peak_mib = (torch.cuda.max_memory_allocated() - base) / 2**20
-        else:
-            peak_mib = (_proc_status_kib("VmHWM") - base) / 1024
-        seconds = time.perf_counter() - start
+        x, peak, seconds = peak_mib(lambda: model.decode(z, chunk_size=chunk_size), device)  # [1 3 f 64 64]
     assert x.shape[2] == frames
-    return {"frames": frames, "chunk_size": chunk_size, "peak_mib": peak_mib, "seconds": seconds}
+    return {"frames": frames, "chunk_size": chunk_size, "peak_mib": peak, "seconds": seconds}
 
 
 def measure_in_subprocess(model_dir: str, frames: int, chunk_size: int | None, device: str) -> dict:
-    cmd = [sys.executable, __file__, "--child", json.dumps([model_dir, frames, chunk_size, device])]
-    # a fixed mmap threshold makes glibc return every freed block over 64 KiB to the OS at once, so the
-    # resident set follows the live tensors instead of malloc's cache
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, env=env).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return run_child(__file__, [model_dir, frames, chunk_size, device], ROOT)
 
 
 @torch.no_grad()

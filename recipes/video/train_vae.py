@@ -26,13 +26,13 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from tqdm.auto import tqdm
 
 from mediadiff.train.autoencoder import (
     AutoencoderRecipe,
     LossContext,
     LossOutput,
     add_arguments,
+    latent_stats,
     parse_and_check,
     train,
 )
@@ -178,25 +178,14 @@ def evaluate(
 
 
 @torch.no_grad()
-def latent_stats(
-    model: CausalVideoVAE, data, clips: int, batch_size: int, device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel shift (mean) and scale (1 / std) of the posterior means over ``clips`` training clips."""
-    model.eval()
-    zs = []
-    for start in tqdm(range(0, clips, batch_size), desc="latent stats", leave=False):
-        x = collate([data[i] for i in range(start, min(clips, start + batch_size))]).to(device)
-        zs.append(model.encode_posterior(x).mean)  # [b zc fz hz wz], float32
-    z = torch.cat(zs).transpose(0, 1).flatten(1)  # [zc n]
-    return z.mean(1).cpu(), (1.0 / z.std(1).clamp_min(1e-6)).cpu()
-
-
 def set_latent_stats(
     model: CausalVideoVAE, train_data, args: argparse.Namespace, accelerator: Accelerator
 ) -> None:
     """The final model's latent shift/scale, measured on ``--stats-clips`` training clips."""
     clips = min(args.stats_clips, len(train_data))
-    model.set_latent_stats(*latent_stats(model, train_data, clips, args.batch_size, accelerator.device))
+    model.set_latent_stats(
+        *latent_stats(model, train_data, collate, clips, args.batch_size, accelerator.device)
+    )
 
 
 def summary(args: argparse.Namespace) -> dict:
