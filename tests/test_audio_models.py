@@ -218,3 +218,22 @@ def test_vae_save_load_and_latent_stats(tmp_path):
     assert ident.latent_shape((2, 1, 100)) == (2, 1, 100)
     with pytest.raises(ValueError, match="3 axes"):
         ident.encode(torch.zeros(1, 1, 4, 4))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_audio_models_run_on_cuda_in_bf16():
+    x = _tones(2, 4096)
+    mel = LogMel()
+    for model, inputs in ((Vocoder.from_preset("tiny"), mel(x)), (WaveformVAE(**TINY), x)):
+        model.eval()
+        with torch.no_grad():
+            cpu = model(inputs) if isinstance(model, Vocoder) else model(inputs, sample=False)[0]
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                gpu = (
+                    model.cuda()(inputs.cuda())
+                    if isinstance(model, Vocoder)
+                    else model.cuda()(inputs.cuda(), sample=False)[0]
+                )
+        assert torch.isfinite(gpu.float()).all()
+        assert (gpu.float().cpu() - cpu).abs().mean() < 0.05 * cpu.abs().mean() + 1e-3
+    torch.testing.assert_close(LogMel().cuda()(x.cuda()).cpu(), mel(x), atol=1e-4, rtol=1e-4)
