@@ -184,10 +184,12 @@ def test_vae_every_parameter_gets_a_gradient():
     assert not missing
 
 
-@pytest.mark.parametrize("head", ["istft", "fold"])
-def test_vae_chunked_decode_equals_one_pass(head):
+@pytest.mark.parametrize(
+    ("head", "phase"), [("istft", "integrated"), ("istft", "absolute"), ("fold", "absolute")]
+)
+def test_vae_chunked_decode_equals_one_pass(head, phase):
     torch.manual_seed(0)
-    vae = WaveformVAE(**TINY, head=head).eval()
+    vae = WaveformVAE(**TINY, head=head, phase=phase).eval()
     z = torch.randn(1, 4, 70)
     with torch.no_grad():
         full = vae.decode(z)
@@ -200,7 +202,11 @@ def test_vae_chunked_decode_equals_one_pass(head):
         z2[..., 35] += 1.0
         changed = ((vae.decode(z2) - full).abs()[0, 0] > 0).nonzero()
         r, ctx = vae.config.ratio, vae.config.decoder_context
-        assert changed.min() >= (35 - ctx) * r and changed.max() < (36 + ctx) * r
+        assert changed.min() >= (35 - ctx) * r
+        if phase == "absolute":
+            assert changed.max() < (36 + ctx) * r
+        else:  # an integrated phase carries a change forward to the end: chunks carry it too
+            assert changed.max() == z.shape[-1] * r - 1
 
 
 def test_vae_save_load_and_latent_stats(tmp_path):
@@ -237,3 +243,25 @@ def test_audio_models_run_on_cuda_in_bf16():
         assert torch.isfinite(gpu.float()).all()
         assert (gpu.float().cpu() - cpu).abs().mean() < 0.05 * cpu.abs().mean() + 1e-3
     torch.testing.assert_close(LogMel().cuda()(x.cuda()).cpu(), mel(x), atol=1e-4, rtol=1e-4)
+
+
+def test_integrated_phase_makes_any_frequency_from_steady_features():
+    """Shift-invariant features (the same every frame) give a pure partial off the hop's harmonics only
+    with the integrated phase; absolute phases repeat every hop and land on multiples of sr / hop."""
+    n_fft, hop, sr = 1024, 256, 16000
+    for phase, expect_any in (("integrated", True), ("absolute", False)):
+        head = ISTFTHead(4, n_fft, hop, phase)
+        with torch.no_grad():
+            head.proj.weight.zero_()
+            bias = torch.full((n_fft + 2,), -20.0)  # log-magnitudes: silence ...
+            k = 10  # ... but bin 10 (156.25 Hz, not a multiple of 62.5 Hz)
+            bias[k] = 0.0
+            bias[n_fft // 2 + 1 :] = 0.0  # zero phase numbers (integrated: bin-centre advance)
+            head.proj.bias.copy_(bias)
+        y = head(torch.zeros(1, 4, 64))[0, 4096:12288]
+        spectrum = torch.fft.rfft(y * torch.hann_window(len(y))).abs()
+        peak = float(spectrum.argmax()) * sr / len(y)
+        if expect_any:
+            assert peak == pytest.approx(156.25, abs=3)
+        else:
+            assert round(peak / 62.5) * 62.5 == pytest.approx(peak, abs=3)

@@ -81,6 +81,7 @@ class WaveformVAEConfig:
     decoder_dilations: tuple[int, ...] = ()  # the same in the decoder (its ConvNeXt blocks learn faster)
     kernel: int = 7
     head: str = "istft"  # istft | fold
+    phase: str = "integrated"  # the ISTFT head's phase model: integrated | absolute (see ISTFTHead)
     n_fft: int = 0  # ISTFT head window (0: 4 * hop)
     head_blocks: int = 6  # ConvNeXt blocks of the decoder, before its head
     latent_shift: list[float] = field(default_factory=list)  # per latent channel; empty = zeros
@@ -254,7 +255,7 @@ class WaveformVAE(LatentAutoencoder):
             dec.append(ChannelNorm(ch[0], eps=1e-6))  # as Vocos: the head sees unit-scale features
             if c.in_channels > 1:  # one feature map per output channel, each through the shared head
                 dec.append(nn.Conv1d(ch[0], ch[0] * c.in_channels, 1))
-            self.head = ISTFTHead(ch[0], c.fft_size, c.hop)
+            self.head = ISTFTHead(ch[0], c.fft_size, c.hop, c.phase)
         else:
             dec += [Snake(ch[0]), nn.Conv1d(ch[0], c.in_channels * c.hop, k, padding=k // 2)]
             self.head = None
@@ -314,15 +315,19 @@ class WaveformVAE(LatentAutoencoder):
         h = torch.cat([(magnitude.log() + 4) / 4, phase.real, phase.imag], dim=1)  # [b*c 3n t/patch]
         return rearrange(h, "(b c) f t -> b (c f) t", c=c.in_channels)  # [b c*3n t/patch]
 
-    def _decode(self, z: torch.Tensor) -> torch.Tensor:
-        # z: [b zc f], unnormalised
+    def _decode(
+        self, z: torch.Tensor, anchor: int = -1, anchor_phase: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Unnormalised ``z`` ``[b zc f]`` -> ``(audio [b c f*ratio], head phase [b*c bins frames] or None)``;
+        ``anchor`` / ``anchor_phase`` as :meth:`~mediadiff.audio.vocoder.ISTFTHead.spectrum`."""
         h = self.decoder(z)  # [b c0 f*ratio/hop] (istft) or [b c*hop f*ratio/hop] (fold)
         if self.head is None:
-            return rearrange(h, "b (c p) t -> b c (t p)", p=self.config.hop)  # [b c f*ratio]
+            return rearrange(h, "b (c p) t -> b c (t p)", p=self.config.hop), None  # [b c f*ratio]
         c = self.config.in_channels
         h = rearrange(h, "b (c d) t -> (b c) d t", c=c)  # [b*c c0 f*ratio/hop]
-        audio = self.head(h)  # [b*c f*ratio]
-        return rearrange(audio, "(b c) t -> b c t", c=c)  # [b c f*ratio]
+        spec, phase = self.head.spectrum(h, anchor, anchor_phase)  # [b*c bins frames]
+        audio = self.head.synthesize(spec)  # [b*c f*ratio]
+        return rearrange(audio, "(b c) t -> b c t", c=c), phase  # [b c f*ratio]
 
     def decode(
         self, z: torch.Tensor, chunk_size: int | None = None, overlap: int | None = None
@@ -337,25 +342,32 @@ class WaveformVAE(LatentAutoencoder):
         self.output_shape(tuple(z.shape))
         z = self.denormalize(z.float())
         if chunk_size is None or chunk_size >= z.shape[-1]:
-            return self._decode(z).clamp(-1, 1)
+            return self._decode(z)[0].clamp(-1, 1)
         if chunk_size < 1 or overlap < 0:
             raise ValueError(
                 f"chunk_size must be >= 1 and overlap >= 0 latent frames, got {chunk_size}, {overlap}"
             )
         r, f = self.config.ratio, z.shape[-1]
+        q = r // self.config.hop  # head frames per latent frame
         out = z.new_empty(self.output_shape(tuple(z.shape)))  # [b c f*ratio]
+        phase = None  # integrated phase of the head frame just before the chunk, carried across chunks
         for start in range(0, f, chunk_size):
             stop = min(f, start + chunk_size)
             lo, hi = max(0, start - overlap), min(f, stop + overlap)
-            x = self._decode(z[..., lo:hi])  # [b c (hi-lo)*ratio]
+            anchor = (start - lo) * q - 1  # the head frame before `start`, inside this window
+            x, window_phase = self._decode(
+                z[..., lo:hi], anchor if start else -1, phase
+            )  # [b c (hi-lo)*ratio]
             out[..., start * r : stop * r] = x[..., (start - lo) * r : (stop - lo) * r]
+            if window_phase is not None:
+                phase = window_phase[..., (stop - lo) * q - 1]  # [b*c bins] at the chunk's last frame
         return out.clamp(-1, 1)
 
     def forward(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None):
         """Reconstruct ``x`` (not clamped); returns ``(reconstruction, posterior)`` (for training)."""
         posterior = self.encode_posterior(x)
         z = posterior.sample(generator) if sample else posterior.mean  # [b zc f]
-        return self._decode(z), posterior
+        return self._decode(z)[0], posterior
 
 
 @dataclass

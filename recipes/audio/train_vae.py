@@ -85,6 +85,7 @@ def build(args: argparse.Namespace):
             decoder_strides=None if args.decoder_strides == "mirror" else _ints(args.decoder_strides),
             channels=_ints(args.channels),
             head=args.head,
+            phase=args.phase,
             head_blocks=args.head_blocks,
         )
     )
@@ -186,10 +187,22 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--channels", default=",".join(map(str, default.channels)), help="width per level")
     parser.add_argument("--head", choices=["istft", "fold"], default=default.head)
+    parser.add_argument(
+        "--phase",
+        choices=["integrated", "absolute"],
+        default=default.phase,
+        help="the ISTFT head's phase model (integrated: phase advances summed over frames, see ISTFTHead)",
+    )
     parser.add_argument("--head-blocks", type=int, default=default.head_blocks)
     # losses
     parser.add_argument("--mel-weight", type=float, default=5.0, help="weight of the log-mel L1")
-    parser.add_argument("--l1-weight", type=float, default=1.0, help="weight of the waveform L1")
+    parser.add_argument(
+        "--l1-weight",
+        type=float,
+        default=0.0,
+        help="weight of the waveform L1 (for --phase absolute or --head fold: an integrated phase starts "
+        "each crop at phase 0, so it cannot match the waveform sample by sample)",
+    )
     parser.add_argument("--kl-weight", type=float, default=1e-4, help="weight of the KL per latent element")
     parser.add_argument("--adv-weight", type=float, default=0.1, help="weight of the adversarial term")
     parser.add_argument("--fm-weight", type=float, default=1.0, help="weight of feature matching")

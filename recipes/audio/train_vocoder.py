@@ -56,7 +56,7 @@ _MRSTFT = MultiResolutionSTFTLoss()
 
 def build(args: argparse.Namespace) -> Vocoder:
     mel = MelConfig(sample_rate=args.sample_rate, n_mels=args.n_mels)
-    return Vocoder(VocoderConfig(dim=args.dim, num_blocks=args.blocks, mel=mel))
+    return Vocoder(VocoderConfig(dim=args.dim, num_blocks=args.blocks, phase=args.phase, mel=mel))
 
 
 def loss(model, x: torch.Tensor, ctx: LossContext) -> LossOutput:
@@ -127,6 +127,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--dim", type=int, default=VocoderConfig.dim, help="ConvNeXt width")
     parser.add_argument("--blocks", type=int, default=VocoderConfig.num_blocks, help="ConvNeXt blocks")
     parser.add_argument("--n-mels", type=int, default=MelConfig.n_mels)
+    parser.add_argument(
+        "--phase",
+        choices=["integrated", "absolute"],
+        default=VocoderConfig.phase,
+        help="the ISTFT head's phase model (absolute: Vocos'; integrated: phase advances, see ISTFTHead)",
+    )
     parser.add_argument("--mel-weight", type=float, default=15.0, help="weight of the log-mel L1")
     parser.add_argument("--adv-weight", type=float, default=0.1, help="weight of the adversarial term")
     parser.add_argument("--fm-weight", type=float, default=1.0, help="weight of feature matching")
