@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 from memory import peak_mib, run_child
+from timing import timed
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "mediadiff" / "weights"
@@ -103,6 +104,42 @@ def quality(kind: str, path: str | None, clips: int, batch_size: int, device: st
     }
 
 
+def presets_table(device: str, repeats: int) -> None:
+    """Parameters and CPU times of the vocoder presets and the autoencoder defaults (batch 1, 1 s of audio)."""
+    from mediadiff.audio.autoencoder import OobleckVAE, WaveformVAE
+    from mediadiff.audio.vocoder import Vocoder
+
+    torch.set_num_threads(1)
+    dev = torch.device(device)
+    x = torch.rand(1, 1, 16384, device=dev) * 2 - 1  # [1 1 16384]
+    models = [(f"Vocoder-{name}", Vocoder.from_preset(name)) for name in Vocoder.presets]
+    models += [("WaveformVAE (default)", WaveformVAE()), ("OobleckVAE (default)", OobleckVAE())]
+    print(f"\n### Presets: parameters and time on {device}, one thread, batch 1, 16384 samples (ms)\n")
+    print("| model | params | forward | train step (forward, backward, AdamW) |")
+    print("|---|---:|---:|---:|")
+    for name, model in models:
+        model = model.to(dev)
+        is_vocoder = name.startswith("Vocoder")
+        inputs = model.mel_of(x) if is_vocoder else x
+
+        def forward(model=model, inputs=inputs, is_vocoder=is_vocoder):
+            return model(inputs) if is_vocoder else model(inputs, sample=False)[0]
+
+        opt = torch.optim.AdamW(model.parameters())
+
+        def step(forward=forward, opt=opt):
+            loss = (forward().float() - x).abs().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        with torch.no_grad():
+            fwd = timed(forward, repeats, dev)
+        train_ms = timed(step, repeats, dev)
+        params = sum(p.numel() for p in model.parameters())
+        print(f"| {name} | {params / 1e6:.2f} M | {fwd:.1f} | {train_ms:.1f} |", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--vocoder", default=str(WEIGHTS / "audio_vocoder_tones"), help="a Vocoder folder")
@@ -114,6 +151,8 @@ def main() -> None:
         "--chunk-size", type=int, default=64, help="latent frames per chunk of the chunked VAE decode"
     )
     p.add_argument("--no-memory", action="store_true", help="skip the decode-memory table")
+    p.add_argument("--presets", action="store_true", help="only the parameters and times of the presets")
+    p.add_argument("--repeats", type=int, default=5, help="timing repeats of --presets")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -121,6 +160,15 @@ def main() -> None:
         print(json.dumps(measure(*json.loads(args.child))))
         return
     from mediadiff.utils import machine
+
+    info = machine(args.device)
+    where = (
+        f"{info['device']} ({info.get('gpu', info['cpu'])}), {info['cpu_count']} cores, torch {info['torch']}"
+    )
+    if args.presets:
+        print(where)
+        presets_table(args.device, args.repeats)
+        return
 
     rows = [("Griffin-Lim (32 it.)", "griffin-lim", None)]
     for name, kind, path in (
