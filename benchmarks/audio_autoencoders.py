@@ -181,9 +181,7 @@ def main() -> None:
         else:
             print(f"(skipping {name}: no model at {path})")
 
-    print(
-        f"## Audio autoencoders on {args.clips} held-out Tones clips ({machine(torch.device(args.device))})\n"
-    )
+    print(f"## Audio autoencoders on {args.clips} held-out Tones clips ({where}, one thread)\n")
     print(
         "| decoder | params | MR-STFT | SI-SDR dB | pitch kept | waveform kept | contour kept | decode s / s audio |"
     )
