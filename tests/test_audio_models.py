@@ -140,15 +140,30 @@ def test_stft_discriminator_and_gan_losses():
 # ----------------------------------------------------------------------------------------- VAE
 
 
-TINY = dict(channels=(16, 24, 32), latent_channels=4)
+# a tiny model of the STFT-in / ISTFT-out variant, and a tiny one of the default (Oobleck-style) layout
+TINY = dict(
+    channels=(16, 24, 32),
+    latent_channels=4,
+    patch=64,
+    strides=(2, 2),
+    decoder_strides=(),
+    analysis="stft",
+    head="istft",
+    dilations=(),
+    decoder_dilations=(),
+    weight_norm=False,
+)
+TINY_DEFAULT = dict(channels=(8, 8, 8, 8), latent_channels=4)
 
 
 def test_vae_shapes_for_several_lengths_and_heads():
     for kwargs in (
         TINY,
+        TINY_DEFAULT,
         {**TINY, "head": "fold"},
         {**TINY, "patch": 16, "strides": (4, 4)},
         {**TINY, "in_channels": 2},
+        {**TINY_DEFAULT, "in_channels": 2},
     ):
         vae = WaveformVAE(**kwargs).eval()
         r, c = vae.config.ratio, vae.config.in_channels
@@ -158,7 +173,7 @@ def test_vae_shapes_for_several_lengths_and_heads():
             assert z.shape == vae.latent_shape(x.shape) == (2, 4, frames)
             assert vae.decode(z).shape == x.shape
     assert WaveformVAEConfig(strides=(3, 2), channels=(8, 8, 8), patch=32).ratio == 192
-    vae = WaveformVAE(**{**TINY, "strides": (3, 2), "patch": 32})
+    vae = WaveformVAE(**{**TINY_DEFAULT, "channels": (8, 8, 8), "strides": (3, 2), "patch": 32})
     assert vae(torch.zeros(1, 1, 192 * 5))[0].shape == (1, 1, 960)  # odd strides line up too
 
 
@@ -176,8 +191,9 @@ def test_vae_bad_inputs_are_named():
         WaveformVAEConfig(head="mdct")
 
 
-def test_vae_every_parameter_gets_a_gradient():
-    vae = WaveformVAE(**TINY)
+@pytest.mark.parametrize("kwargs", [TINY, TINY_DEFAULT])
+def test_vae_every_parameter_gets_a_gradient(kwargs):
+    vae = WaveformVAE(**kwargs)
     rec, posterior = vae(torch.rand(2, 1, 1024) * 2 - 1)
     (rec.square().mean() + posterior.kl().mean()).backward()
     missing = [n for n, p in vae.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
@@ -185,11 +201,17 @@ def test_vae_every_parameter_gets_a_gradient():
 
 
 @pytest.mark.parametrize(
-    ("head", "phase"), [("istft", "integrated"), ("istft", "absolute"), ("fold", "absolute")]
+    ("kwargs", "phase"),
+    [
+        ({**TINY, "head": "istft"}, "integrated"),
+        ({**TINY, "head": "istft"}, "absolute"),
+        ({**TINY, "head": "fold"}, "absolute"),
+        (TINY_DEFAULT, "absolute"),
+    ],
 )
-def test_vae_chunked_decode_equals_one_pass(head, phase):
+def test_vae_chunked_decode_equals_one_pass(kwargs, phase):
     torch.manual_seed(0)
-    vae = WaveformVAE(**TINY, head=head, phase=phase).eval()
+    vae = WaveformVAE(**{**kwargs, "phase": phase}).eval()
     z = torch.randn(1, 4, 70)
     with torch.no_grad():
         full = vae.decode(z)

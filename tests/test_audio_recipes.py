@@ -23,7 +23,7 @@ COMMON = [
     "--warmup-steps", "1", "--min-lr-ratio", "1", "--eval-clips", "2", "--score-tones", "0",
     "--checkpoint-every", "2", "--eval-every", "2", "--log-every", "1",
 ]  # fmt: skip
-TINY_VAE = ["--channels", "8,8,8", "--latent-channels", "4", "--head-blocks", "1", "--stats-clips", "2"]
+TINY_VAE = ["--channels", "8,8,8,8", "--latent-channels", "4", "--head-blocks", "1", "--stats-clips", "2"]
 TINY_VOCODER = ["--dim", "8", "--blocks", "1"]
 
 

@@ -7,18 +7,18 @@ Interface (DESIGN.md, "Autoencoders"): ``encode(x) -> z`` with ``x`` ``[b c t]``
 :class:`WaveformVAE` follows Stable Audio's Oobleck autoencoder (Evans et al. 2024, "Stable Audio
 Open", Sec. 3.1; the DAC encoder of Kumar et al. 2023): residual units of dilated convolutions with
 Snake activations (Ziyin et al. 2020, "Neural networks fail to learn periodic functions and how to fix
-it"; the per-channel ``alpha`` of BigVGAN, Lee et al. 2023), strided convolutions down, transposed
-convolutions up, a diagonal Gaussian posterior with a small KL term. Two choices make it trainable on a
-CPU in minutes rather than GPU-days (the plain Oobleck recipe, measured here, learned nothing in 15
-minutes):
+it"; the per-channel ``alpha`` of BigVGAN, Lee et al. 2023), weight-normalised convolutions, strided
+convolutions down, transposed convolutions up, a diagonal Gaussian posterior with a small KL term.
+The default keeps the full-rate layers out: ``patch = 4`` samples are folded into channels (a 1-D
+pixel-unshuffle) before the first convolution and unfolded after the last, and three stride-4 stages
+make the 256x ratio (16384 samples -> 64 latent frames of 16 channels).
 
-- **Fold, don't convolve, at full rate**: the first ``patch`` samples are folded into channels
-  (a 1-D pixel-unshuffle) before any convolution, so no layer runs at the sample rate; the strided
-  stages only cover ``ratio / patch``.
-- **An inverse-STFT head** (``head="istft"``, the default): the decoder ends at ``sample_rate / patch``
-  frames and predicts the STFT of the output with hop ``patch`` (magnitude and phase, Vocos' head,
-  :class:`~mediadiff.audio.vocoder.ISTFTHead`) instead of unfolding samples directly (``head="fold"``,
-  the mirror image of the encoder).
+Two other front and back ends are configurable, and were measured on this CPU (README, "Audio"):
+``analysis="stft"`` (the encoder reads a fixed STFT: log-magnitude, cosine and sine of the phase) and
+``head="istft"`` (the decoder stops at a lower frame rate and predicts an STFT through Vocos' head,
+:class:`~mediadiff.audio.vocoder.ISTFTHead`, with absolute or integrated phase). With no waveform
+target to match (an integrated phase starts each crop at 0) they learned the spectrum but not the
+pitch in the time the sample-domain decoder, trained with the waveform L1, learned both.
 
 The decoder sees no future limit: :meth:`WaveformVAE.decode` with ``chunk_size`` decodes windows of
 latent frames with ``overlap`` frames of context on each side and keeps each window's centre, so long
@@ -70,20 +70,21 @@ class WaveformVAEConfig:
 
     in_channels: int = 1  # audio channels
     latent_channels: int = 16
-    patch: int = 64  # samples per encoder input frame (folded into channels, or the STFT hop)
-    analysis: str = "stft"  # encoder input: stft (log-magnitude and phase of a fixed STFT) | fold
+    patch: int = 4  # samples per encoder input frame (folded into channels, or the STFT hop)
+    analysis: str = "fold"  # encoder input: fold (samples into channels) | stft (a fixed STFT)
     analysis_fft: int = 1024  # window of the analysis STFT
-    strides: tuple[int, ...] = (2, 2)  # strided stages after the fold; ratio = patch * prod(strides)
-    decoder_strides: tuple[int, ...] | None = ()  # up-sampling stages of the decoder (None: strides
+    strides: tuple[int, ...] = (4, 4, 4)  # strided stages after the fold; ratio = patch * prod(strides)
+    decoder_strides: tuple[int, ...] | None = None  # up-sampling stages of the decoder (None: strides
     # mirrored); the head's hop is ratio / prod(decoder_strides): () decodes at the latent rate
-    channels: tuple[int, ...] = (64, 128, 192)  # width per level: len(strides) + 1 entries
-    dilations: tuple[int, ...] = ()  # one Snake residual unit per dilation at each encoder level
-    decoder_dilations: tuple[int, ...] = ()  # the same in the decoder (its ConvNeXt blocks learn faster)
+    channels: tuple[int, ...] = (32, 64, 96, 128)  # width per level: len(strides) + 1 entries
+    dilations: tuple[int, ...] = (1, 3, 9)  # one Snake residual unit per dilation at each encoder level
+    decoder_dilations: tuple[int, ...] = (1, 3, 9)  # the same in the decoder
     kernel: int = 7
-    head: str = "istft"  # istft | fold
+    head: str = "fold"  # fold (unfold samples) | istft
     phase: str = "integrated"  # the ISTFT head's phase model: integrated | absolute (see ISTFTHead)
     n_fft: int = 0  # ISTFT head window (0: 4 * hop)
     head_blocks: int = 6  # ConvNeXt blocks of the decoder, before its head
+    weight_norm: bool = True  # weight-normalised convolutions (Salimans & Kingma 2016), as Oobleck / DAC
     latent_shift: list[float] = field(default_factory=list)  # per latent channel; empty = zeros
     latent_scale: list[float] = field(default_factory=list)  # per latent channel; empty = ones
 
@@ -260,6 +261,10 @@ class WaveformVAE(LatentAutoencoder):
             dec += [Snake(ch[0]), nn.Conv1d(ch[0], c.in_channels * c.hop, k, padding=k // 2)]
             self.head = None
         self.decoder = nn.Sequential(*dec)
+        if c.weight_norm:
+            for module in [*self.encoder.modules(), *self.decoder.modules()]:
+                if isinstance(module, nn.Conv1d | nn.ConvTranspose1d) and module.groups == 1:
+                    nn.utils.parametrizations.weight_norm(module)
         self.init_latent_stats()
 
     # -------------------------------------------------------------------------------------- shapes

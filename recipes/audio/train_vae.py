@@ -84,6 +84,10 @@ def build(args: argparse.Namespace):
             strides=_ints(args.strides),
             decoder_strides=None if args.decoder_strides == "mirror" else _ints(args.decoder_strides),
             channels=_ints(args.channels),
+            analysis=args.analysis,
+            dilations=_ints(args.dilations),
+            decoder_dilations=_ints(args.decoder_dilations),
+            weight_norm=args.weight_norm,
             head=args.head,
             phase=args.phase,
             head_blocks=args.head_blocks,
@@ -186,6 +190,25 @@ def main(argv: list[str] | None = None) -> dict:
         help="decoder up-sampling strides ('' decodes at the latent rate, 'mirror' mirrors --strides)",
     )
     parser.add_argument("--channels", default=",".join(map(str, default.channels)), help="width per level")
+    parser.add_argument(
+        "--analysis", choices=["stft", "fold"], default=default.analysis, help="encoder input"
+    )
+    parser.add_argument(
+        "--dilations",
+        default=",".join(map(str, default.dilations)),
+        help="encoder Snake residual units per level",
+    )
+    parser.add_argument(
+        "--decoder-dilations",
+        default=",".join(map(str, default.decoder_dilations)),
+        help="decoder Snake residual units per level",
+    )
+    parser.add_argument(
+        "--weight-norm",
+        action=argparse.BooleanOptionalAction,
+        default=default.weight_norm,
+        help="weight-normalised convolutions",
+    )
     parser.add_argument("--head", choices=["istft", "fold"], default=default.head)
     parser.add_argument(
         "--phase",
@@ -199,9 +222,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--l1-weight",
         type=float,
-        default=0.0,
-        help="weight of the waveform L1 (for --phase absolute or --head fold: an integrated phase starts "
-        "each crop at phase 0, so it cannot match the waveform sample by sample)",
+        default=1.0,
+        help="weight of the waveform L1 (use 0 with --head istft --phase integrated: an integrated phase "
+        "starts each crop at phase 0, so it cannot match the waveform sample by sample)",
     )
     parser.add_argument("--kl-weight", type=float, default=1e-4, help="weight of the KL per latent element")
     parser.add_argument("--adv-weight", type=float, default=0.1, help="weight of the adversarial term")
