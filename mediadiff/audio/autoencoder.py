@@ -41,6 +41,7 @@ from mediadiff.nn.autoencoder import (
     DiagonalGaussian,
     IdentityAutoencoder,
     LatentAutoencoder,
+    check_latent_stats,
     load_model_folder,
 )
 
@@ -126,13 +127,7 @@ class WaveformVAEConfig:
                 f"WaveformVAEConfig: n_fft ({self.fft_size}) must be >= the head's hop ({self.hop}) "
                 "and differ from it by an even number"
             )
-        for name in ("latent_shift", "latent_scale"):
-            value = list(getattr(self, name))
-            if value and len(value) != self.latent_channels:
-                raise ValueError(
-                    f"{name} needs {self.latent_channels} entries (one per latent channel), got {len(value)}"
-                )
-            setattr(self, name, value)
+        check_latent_stats(self)
 
     @property
     def ratio(self) -> int:
@@ -403,6 +398,7 @@ class OobleckVAEConfig:
             )
         if len(self.channel_multiples) != len(self.downsampling_ratios):
             raise ValueError("OobleckVAEConfig: channel_multiples needs one entry per downsampling ratio")
+        check_latent_stats(self)
 
     @property
     def ratio(self) -> int:

@@ -24,6 +24,7 @@ __all__ = [
     "DiagonalGaussian",
     "IdentityAutoencoder",
     "LatentAutoencoder",
+    "check_latent_stats",
     "load_model_folder",
     "read_config",
     "save_model_folder",
@@ -31,6 +32,17 @@ __all__ = [
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+
+
+def check_latent_stats(config) -> None:
+    """Make ``config.latent_shift`` / ``latent_scale`` lists, each empty or one entry per latent channel."""
+    for name in ("latent_shift", "latent_scale"):
+        value = list(getattr(config, name))
+        if value and len(value) != config.latent_channels:
+            raise ValueError(
+                f"{name} needs {config.latent_channels} entries (one per latent channel), got {len(value)}"
+            )
+        setattr(config, name, value)
 
 
 class DiagonalGaussian:

@@ -45,6 +45,7 @@ from mediadiff.nn.autoencoder import (
     DiagonalGaussian,
     IdentityAutoencoder,
     LatentAutoencoder,
+    check_latent_stats,
     load_model_folder,
 )
 
@@ -95,13 +96,7 @@ class VideoAutoencoderConfig:
                 f"patch_size={self.patch_size}, temporal_ratio={self.temporal_ratio}, "
                 f"temporal_patch={self.temporal_patch}; got {self.channels}"
             )
-        for name in ("latent_shift", "latent_scale"):
-            value = list(getattr(self, name))
-            if value and len(value) != self.latent_channels:
-                raise ValueError(
-                    f"{name} needs {self.latent_channels} entries (one per latent channel), got {len(value)}"
-                )
-            setattr(self, name, value)
+        check_latent_stats(self)
 
     @property
     def spatial_steps(self) -> int:
