@@ -14,13 +14,15 @@ from typing import Any
 
 import torch
 
-from .losses import discriminator_hinge_loss, feature_matching_loss, generator_hinge_loss
+from .losses import STFTDiscriminator, discriminator_hinge_loss, feature_matching_loss, generator_hinge_loss
 from .tones import HELDOUT_SEED, Tones
 
 __all__ = [
     "add_data_arguments",
+    "add_gan_arguments",
     "audio_collate",
     "build_audio_data",
+    "build_discriminator",
     "discriminator_terms",
     "gan_terms",
     "heldout_seed",
@@ -43,6 +45,18 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, crop: int) -> None:
         default=16,
         help="held-out Tones clips read back with the pitch/waveform detector at each evaluation (0: none)",
     )
+
+
+def add_gan_arguments(parser: argparse.ArgumentParser) -> None:
+    """The adversarial phase's weights and discriminator width (the loop adds ``--adversarial-from``)."""
+    parser.add_argument("--adv-weight", type=float, default=0.1, help="weight of the adversarial term")
+    parser.add_argument("--fm-weight", type=float, default=1.0, help="weight of feature matching")
+    parser.add_argument("--disc-channels", type=int, default=32, help="discriminator width")
+
+
+def build_discriminator(args: argparse.Namespace) -> STFTDiscriminator:
+    """The multi-resolution STFT discriminator of ``--disc-channels``."""
+    return STFTDiscriminator(channels=args.disc_channels)
 
 
 def heldout_seed(args: argparse.Namespace) -> int | None:

@@ -35,12 +35,14 @@ from mediadiff.audio.autoencoder import (
     WaveformVAEConfig,
     load_autoencoder,
 )
-from mediadiff.audio.losses import MultiResolutionSTFTLoss, STFTDiscriminator, mel_loss, si_sdr
+from mediadiff.audio.losses import MultiResolutionSTFTLoss, mel_loss, si_sdr
 from mediadiff.audio.mel import LogMel
 from mediadiff.audio.training import (
     add_data_arguments,
+    add_gan_arguments,
     audio_collate,
     build_audio_data,
+    build_discriminator,
     discriminator_terms,
     gan_terms,
     heldout_seed,
@@ -158,7 +160,7 @@ RECIPE = AutoencoderRecipe(
     main_metric="eval_mrstft",
     higher_is_better=False,
     check=check,
-    discriminator=lambda args: STFTDiscriminator(channels=args.disc_channels),
+    discriminator=build_discriminator,
     discriminator_loss=lambda d, real, fake, ctx: LossOutput(*discriminator_terms(d, real, fake, ctx)),
     finalize=finalize,
     heldout_seed=heldout_seed,
@@ -227,9 +229,7 @@ def main(argv: list[str] | None = None) -> dict:
         "starts each crop at phase 0, so it cannot match the waveform sample by sample)",
     )
     parser.add_argument("--kl-weight", type=float, default=1e-4, help="weight of the KL per latent element")
-    parser.add_argument("--adv-weight", type=float, default=0.1, help="weight of the adversarial term")
-    parser.add_argument("--fm-weight", type=float, default=1.0, help="weight of feature matching")
-    parser.add_argument("--disc-channels", type=int, default=32, help="discriminator width")
+    add_gan_arguments(parser)
     parser.add_argument(
         "--stats-clips", type=int, default=256, help="training clips for the latent shift/scale"
     )

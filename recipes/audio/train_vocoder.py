@@ -29,12 +29,14 @@ import argparse
 
 import torch
 
-from mediadiff.audio.losses import MultiResolutionSTFTLoss, STFTDiscriminator, mel_loss
+from mediadiff.audio.losses import MultiResolutionSTFTLoss, mel_loss
 from mediadiff.audio.mel import MelConfig
 from mediadiff.audio.training import (
     add_data_arguments,
+    add_gan_arguments,
     audio_collate,
     build_audio_data,
+    build_discriminator,
     discriminator_terms,
     gan_terms,
     heldout_seed,
@@ -105,7 +107,7 @@ RECIPE = AutoencoderRecipe(
     evaluate=evaluate,
     main_metric="eval_mrstft",
     higher_is_better=False,
-    discriminator=lambda args: STFTDiscriminator(channels=args.disc_channels),
+    discriminator=build_discriminator,
     discriminator_loss=lambda d, real, fake, ctx: LossOutput(*discriminator_terms(d, real, fake, ctx)),
     heldout_seed=heldout_seed,
     summary=lambda args: {"data": args.data, "train_seed": args.seed, "crop": args.crop},
@@ -134,9 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
         help="the ISTFT head's phase model (absolute: Vocos'; integrated: phase advances, see ISTFTHead)",
     )
     parser.add_argument("--mel-weight", type=float, default=15.0, help="weight of the log-mel L1")
-    parser.add_argument("--adv-weight", type=float, default=0.1, help="weight of the adversarial term")
-    parser.add_argument("--fm-weight", type=float, default=1.0, help="weight of feature matching")
-    parser.add_argument("--disc-channels", type=int, default=32, help="discriminator width")
+    add_gan_arguments(parser)
     return train(parse_and_check(parser, RECIPE, argv), RECIPE, argv=argv)
 
 
