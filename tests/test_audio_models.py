@@ -18,7 +18,7 @@ from mediadiff.audio.losses import (
 )
 from mediadiff.audio.mel import GriffinLim, LogMel, MelConfig
 from mediadiff.audio.tones import Tones
-from mediadiff.audio.vocoder import ISTFTHead, Vocoder, istft_same
+from mediadiff.audio.vocoder import ISTFTHead, Vocoder, VocoderConfig, istft_same, peak_locked_advance
 from mediadiff.nn import IdentityAutoencoder
 
 
@@ -100,8 +100,78 @@ def test_vocoder_shapes_presets_and_save_load(tmp_path):
         v(torch.zeros(1, 1, 64, 10))
 
 
-def test_istft_head_gets_gradients_everywhere():
-    head = ISTFTHead(16, 256, 64)
+def test_vocoder_head_fft_is_a_longer_window_at_the_same_hop(tmp_path):
+    v = Vocoder(VocoderConfig(dim=16, num_blocks=1, head_fft=2048))
+    assert v.head.n_fft == 2048 and v.head.hop == v.config.mel.hop_length
+    m = v.mel_of(_tones(1, 4096))
+    assert v(m).shape == (1, 1, 4096)
+    v.save_pretrained(tmp_path)
+    assert Vocoder.from_pretrained(tmp_path).config.head_fft == 2048
+
+
+def test_integrated_phase_head_with_no_deviation_plays_its_bin_centres():
+    """Oracle: zero phase deviation and one loud bin ``k`` give a sinusoid at ``k * sr / n_fft``, whatever n_fft."""
+    for n_fft, k in ((1024, 40), (2048, 81)):
+        head = ISTFTHead(4, n_fft, 256)
+        bins = n_fft // 2 + 1
+        with torch.no_grad():
+            head.proj.weight.zero_()
+            head.proj.bias.zero_()
+            head.proj.bias[:bins] = -30.0  # silent log-magnitudes ...
+            head.proj.bias[k] = 0.0  # ... but bin k; phase numbers 0 -> advance = bin centre
+        y = head(torch.zeros(1, 4, 64))[0, 2048:-2048]  # [t] away from the edges
+        spectrum = torch.fft.rfft(y * torch.hann_window(len(y)))
+        peak = int(spectrum.abs().argmax())
+        assert abs(peak * 16000 / len(y) - k * 16000 / n_fft) < 16000 / len(y)
+
+
+def test_peak_locked_phase_plays_the_pitch_its_magnitudes_say():
+    """Oracle: the true STFT magnitudes of a harmonic tone between bins, with peak-locked phases, play back
+    at the tone's pitch (within 1 Hz, where the bins are 15.6 Hz apart) and keep its energy."""
+    sr, n_fft, hop = 16000, 1024, 256
+    window = torch.hann_window(n_fft)
+    t = torch.arange(16384) / sr
+    for f0 in (130.81, 311.13, 523.25):  # C3, D#4, C5
+        x = 0.3 * sum(torch.sin(2 * math.pi * f0 * h * t) / h for h in range(1, 6))[None]  # [1 t]
+        pad = (n_fft - hop) // 2
+        frames = torch.nn.functional.pad(x[:, None], (pad, pad), mode="reflect")[:, 0].unfold(1, n_fft, hop)
+        log_mag = torch.fft.rfft(frames * window, dim=-1).transpose(1, 2).abs().clamp_min(1e-5).log()
+        advance, lobe = peak_locked_advance(log_mag, hop, n_fft)  # [1 bins f] each
+        phase = advance.double().cumsum(2).remainder(2 * math.pi).float() + lobe
+        y = istft_same(torch.polar(log_mag.exp(), phase), n_fft, hop, window)[0, 2048:-2048]  # [t]
+        spectrum = torch.fft.rfft(y * torch.hann_window(len(y)), n=8 * len(y)).abs()
+        low = int(1.5 * f0 * 8 * len(y) / sr)  # below the second harmonic
+        assert abs(int(spectrum[:low].argmax()) * sr / (8 * len(y)) - f0) < 1.0
+        assert 0.8 < float(y.norm() / x[0, 2048:-2048].norm()) < 1.2
+        # without the lobe offset the bins of each partial cancel
+        flat = istft_same(torch.polar(log_mag.exp(), phase - lobe), n_fft, hop, window)[0, 2048:-2048]
+        assert flat.norm() < y.norm()
+
+
+def test_prior_vocoder_starts_at_the_mel_pseudo_inverse():
+    """An untrained ``prior=True, phase="locked"`` vocoder plays the pitch of a tone between mel bands:
+    its magnitudes are the mel's pseudo-inverse, its phases locked to their peaks."""
+    torch.manual_seed(0)
+    v = Vocoder(VocoderConfig(dim=16, num_blocks=1, phase="locked", prior=True)).eval()
+    t = torch.arange(16384) / 16000
+    f0 = 277.18  # C#4
+    x = 0.3 * sum(torch.sin(2 * math.pi * f0 * h * t) / h for h in range(1, 6)).view(1, 1, -1)  # [1 1 t]
+    mel = v.mel_of(x)
+    linear = v._mel.linear_magnitude(mel)  # [1 1 bins f]
+    assert linear.shape == (1, 1, 513, 64) and linear.min() >= 0
+    with torch.no_grad():
+        y = v(mel)[0, 0, 2048:-2048]  # [t]
+    spectrum = torch.fft.rfft(y * torch.hann_window(len(y)), n=8 * len(y)).abs()
+    low = int(1.5 * f0 * 8 * len(y) / 16000)
+    played = int(spectrum[:low].argmax()) * 16000 / (8 * len(y))
+    assert abs(12 * math.log2(played / f0)) < 0.5  # the eval's bar; half a bin (7.8 Hz) is the prior's limit
+    with pytest.raises(ValueError, match="prior=True needs"):
+        VocoderConfig(prior=True, head_fft=2048)
+
+
+@pytest.mark.parametrize("phase", ["integrated", "absolute", "locked"])
+def test_istft_head_gets_gradients_everywhere(phase):
+    head = ISTFTHead(16, 256, 64, phase)
     out = head(torch.randn(2, 16, 8))
     assert out.shape == (2, 8 * 64)
     out.square().mean().backward()
@@ -205,6 +275,7 @@ def test_vae_every_parameter_gets_a_gradient(kwargs):
     [
         ({**TINY, "head": "istft"}, "integrated"),
         ({**TINY, "head": "istft"}, "absolute"),
+        ({**TINY, "head": "istft"}, "locked"),
         ({**TINY, "head": "fold"}, "absolute"),
         (TINY_DEFAULT, "absolute"),
     ],
@@ -227,7 +298,7 @@ def test_vae_chunked_decode_equals_one_pass(kwargs, phase):
         assert changed.min() >= (35 - ctx) * r
         if phase == "absolute":
             assert changed.max() < (36 + ctx) * r
-        else:  # an integrated phase carries a change forward to the end: chunks carry it too
+        else:  # an integrated (or locked) phase carries a change forward to the end: chunks carry it too
             assert changed.max() == z.shape[-1] * r - 1
 
 

@@ -108,6 +108,17 @@ class LogMel(nn.Module):
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         return self.normalize(self.magnitude(audio).clamp_min(self.config.floor).log())  # [b c m f]
 
+    def linear_magnitude(self, mel: torch.Tensor) -> torch.Tensor:
+        """Normalised log-mel ``[b c m f]`` -> linear-frequency magnitudes ``[b c n_fft/2+1 f]``.
+
+        The minimum-norm least-squares inverse of the mel filterbank (its pseudo-inverse, what torchaudio's
+        ``InverseMelScale`` solves for), clipped at 0: the magnitudes Griffin-Lim starts from.
+        """
+        fb = self.mel.mel_scale.fb  # [bins m]
+        inverse = torch.linalg.pinv(fb.T.double()).to(mel.device, torch.float32)  # [bins m]
+        magnitude = self.denormalize(mel.float()).exp()  # [b c m f]
+        return torch.einsum("km,bcmf->bckf", inverse, magnitude).clamp_min(0)  # [b c bins f]
+
     def normalize(self, log_mel: torch.Tensor) -> torch.Tensor:
         """Natural-log mel -> about ``[-1, 1]``."""
         return (log_mel - self.config.shift) / self.config.scale

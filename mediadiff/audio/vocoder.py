@@ -46,7 +46,36 @@ def istft_same(spec: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor) -
     return (audio / envelope.clamp_min(1e-11))[:, pad : length - pad]  # [b f*hop]
 
 
-PHASES = ("integrated", "absolute")
+PHASES = ("integrated", "absolute", "locked")
+
+
+def peak_locked_advance(log_mag: torch.Tensor, hop: int, n_fft: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Phase advance per hop of every bin, locked to its nearest spectral peak, and the bin's phase offset
+    from that peak: ``[b bins f] -> ([b bins f], [b bins f])``.
+
+    Each local maximum ``p`` of the log-magnitude is refined by a parabola through its neighbours,
+    ``p + (m[p-1] - m[p+1]) / (2 (m[p-1] - 2 m[p] + m[p+1]))`` (Smith & Serra 1987, Sec. 3), and every bin
+    advances at the frequency of its nearest peak: the phase vocoder's identity phase locking (Laroche &
+    Dolson 1999). A window that starts at sample 0 has the phase of bin ``k`` of a sinusoid at bin ``p``
+    turn by ``pi (k - p)`` (the Hann main lobe is real only about the window's centre), so the offset
+    ``pi (k - nearest)`` keeps a lobe's bins adding up instead of cancelling. The peak positions are not
+    differentiated; the refinement is.
+    """
+    bins = log_mag.shape[1]
+    m = log_mag.float()
+    left, right = F.pad(m, (0, 0, 1, 0), value=-1e4)[:, :-1], F.pad(m, (0, 0, 0, 1), value=-1e4)[:, 1:]
+    peak = (m >= left) & (m > right)  # [b bins f]
+    curvature = left - 2 * m + right
+    offset = torch.where(
+        peak & (curvature < -1e-6), 0.5 * (left - right) / curvature.clamp(max=-1e-6), torch.zeros_like(m)
+    ).clamp(-0.5, 0.5)  # [b bins f] peak position within its bin
+    index = torch.arange(bins, device=m.device).view(1, -1, 1).expand_as(m)
+    below = torch.where(peak, index, -(10**6)).cummax(dim=1).values  # [b bins f] nearest peak at or below
+    above = torch.where(peak, index, 10**6).flip(1).cummin(dim=1).values.flip(1)  # nearest at or above
+    nearest = torch.where((index - below) <= (above - index), below, above)  # [b bins f]
+    nearest = torch.where(nearest.abs() >= bins, index, nearest)  # no peak at all: the bin itself
+    frequency = nearest + offset.gather(1, nearest)  # [b bins f] in bins
+    return 2 * torch.pi * frequency * hop / n_fft, torch.pi * (index - nearest)  # [b bins f] each
 
 
 class ISTFTHead(nn.Module):
@@ -64,6 +93,9 @@ class ISTFTHead(nn.Module):
       ``sample_rate / hop``, 62.5 Hz at 16 kHz and hop 256: measured here, the vocoder snapped notes onto
       them), as phase advances it makes any frequency. The phase of the first frame is 0, so the output's
       absolute phase is not the input's (score it with magnitudes, not SI-SDR).
+    - ``"locked"``: no phase numbers at all; each bin advances at the frequency of its nearest
+      magnitude peak (:func:`peak_locked_advance`), summed over frames as above. The pitch is then
+      exactly what the magnitudes say, which a network learns far more easily than a phase.
 
     :meth:`spectrum` exposes the phase anchor that chunked decoding carries from chunk to chunk.
     """
@@ -77,24 +109,37 @@ class ISTFTHead(nn.Module):
         if phase not in PHASES:
             raise ValueError(f"ISTFTHead: phase must be one of {PHASES}, got {phase!r}")
         self.n_fft, self.hop, self.phase = n_fft, hop, phase
-        self.proj = nn.Linear(dim, n_fft + 2)
+        self.proj = nn.Linear(dim, n_fft // 2 + 1 if phase == "locked" else n_fft + 2)
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
         advance = 2 * torch.pi * torch.arange(n_fft // 2 + 1) * hop / n_fft  # [bins] radians per hop
         self.register_buffer("advance", advance.view(1, -1, 1), persistent=False)
 
     def spectrum(
-        self, x: torch.Tensor, anchor: int = -1, anchor_phase: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        anchor: int = -1,
+        anchor_phase: torch.Tensor | None = None,
+        log_mag_base: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(complex spectrum [b bins f], phase [b bins f])`` of features ``x`` ``[b d f]``.
+
+        ``log_mag_base`` ``[b bins f]``, when given, is added to the predicted log-magnitudes (the network
+        then predicts a correction to it).
 
         With integrated phase, frame ``anchor`` (``-1``: the frame before the first) has phase
         ``anchor_phase`` (``[b bins]``, default 0) and every other frame that plus the advances between.
         """
-        h = self.proj(x.transpose(1, 2)).transpose(1, 2).float()  # [b n_fft+2 f]
-        log_mag, angle = h.chunk(2, dim=1)  # [b bins f] each
+        h = self.proj(x.transpose(1, 2)).transpose(1, 2).float()  # [b n_fft+2 f] ([b bins f] if locked)
+        log_mag, angle = (h, None) if self.phase == "locked" else h.chunk(2, dim=1)  # [b bins f] each
+        if log_mag_base is not None:
+            log_mag = log_mag + log_mag_base.float()
+        if self.phase == "locked":
+            angle, lobe = peak_locked_advance(log_mag, self.hop, self.n_fft)  # [b bins f] each
         magnitude = log_mag.exp().clamp(max=1e2)
-        if self.phase == "integrated":
-            steps = self.advance + torch.pi * torch.tanh(angle)  # [b bins f] radians per hop
+        if self.phase in ("integrated", "locked"):
+            steps = (
+                angle if self.phase == "locked" else self.advance + torch.pi * torch.tanh(angle)
+            )  # [b bins f]
             # float64: a long clip sums thousands of advances, and chunked decoding must agree with one pass
             total = steps.double().cumsum(dim=2)  # [b bins f] phase after each frame's advance
             at_anchor = (
@@ -104,14 +149,16 @@ class ISTFTHead(nn.Module):
             if anchor_phase is not None:
                 angle = angle + anchor_phase[..., None].double()
             angle = torch.remainder(angle, 2 * torch.pi).float()  # [b bins f] in [0, 2 pi)
+        if self.phase == "locked":  # the carried phase is the integrated one; the lobe offset is per frame
+            return torch.polar(magnitude, angle + lobe), angle  # [b bins f] complex, [b bins f]
         return torch.polar(magnitude, angle), angle  # [b bins f] complex, [b bins f]
 
     def synthesize(self, spec: torch.Tensor) -> torch.Tensor:
         """Complex spectrum ``[b bins f]`` -> samples ``[b f*hop]``."""
         return istft_same(spec, self.n_fft, self.hop, self.window.float())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.synthesize(self.spectrum(x)[0])  # [b f*hop]
+    def forward(self, x: torch.Tensor, log_mag_base: torch.Tensor | None = None) -> torch.Tensor:
+        return self.synthesize(self.spectrum(x, log_mag_base=log_mag_base)[0])  # [b f*hop]
 
 
 class ChannelNorm(nn.LayerNorm):
@@ -148,6 +195,10 @@ class VocoderConfig:
     kernel: int = 7
     phase: str = "integrated"  # the ISTFT head's phase model: integrated | absolute (see ISTFTHead)
     mel: MelConfig = field(default_factory=MelConfig)
+    head_fft: int = 0  # the ISTFT head's window (0: the mel's n_fft); hop is always the mel's
+    prior: bool = (
+        False  # predict a log-magnitude correction to the mel's pseudo-inverse (LogMel.linear_magnitude)
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.mel, dict):  # from JSON
@@ -155,6 +206,11 @@ class VocoderConfig:
         if self.dim < 1 or self.num_blocks < 0:
             raise ValueError(
                 f"VocoderConfig: dim must be >= 1 and num_blocks >= 0, got {self.dim}, {self.num_blocks}"
+            )
+        if self.prior and self.head_fft not in (0, self.mel.n_fft):
+            raise ValueError(
+                f"VocoderConfig: prior=True needs the head's window to be the mel's ({self.mel.n_fft}), "
+                f"got head_fft={self.head_fft}"
             )
 
 
@@ -182,8 +238,12 @@ class Vocoder(ConfigModel):
             [ConvNeXtBlock(c.dim, c.mult, c.kernel, layer_scale=scale) for _ in range(c.num_blocks)]
         )
         self.norm_out = ChannelNorm(c.dim, eps=1e-6)
-        self.head = ISTFTHead(c.dim, c.mel.n_fft, c.mel.hop_length, c.phase)
+        self.head = ISTFTHead(c.dim, c.head_fft or c.mel.n_fft, c.mel.hop_length, c.phase)
         self._mel = LogMel(c.mel)
+        if c.prior:  # start exactly at the pseudo-inverse: the correction begins at 0
+            bins = c.mel.n_fft // 2 + 1
+            nn.init.zeros_(self.head.proj.weight[:bins])
+            nn.init.zeros_(self.head.proj.bias[:bins])
 
     def mel_of(self, audio: torch.Tensor) -> torch.Tensor:
         """The input this vocoder expects for ``audio`` ``[b c t]``: normalised log-mel ``[b c m t/hop]``."""
@@ -199,5 +259,9 @@ class Vocoder(ConfigModel):
         for block in self.blocks:
             h = block(h)  # [b*c d f]
         h = self.norm_out(h)
-        audio = self.head(h)  # [b*c f*hop]
+        base = None
+        if c.prior:
+            linear = self._mel.linear_magnitude(mel.flatten(0, 1)[:, None])[:, 0]  # [b*c bins f]
+            base = linear.clamp_min(c.mel.floor).log()  # [b*c bins f]
+        audio = self.head(h, base)  # [b*c f*hop]
         return audio.view(b, ch, -1)  # [b c f*hop]

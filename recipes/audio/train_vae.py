@@ -18,8 +18,10 @@ in the model's config, so ``encode`` gives near unit-variance latents.
 
 ``--arch oobleck`` trains diffusers' ``AutoencoderOobleck`` (wrapped by
 :class:`~mediadiff.audio.autoencoder.OobleckVAE`) with the same data, losses and schedule, for the
-side-by-side comparison in ``benchmarks/audio_autoencoders.py``; ``--channels`` / ``--strides`` then
-set its ``encoder_hidden_size`` (first entry) and ``downsampling_ratios``.
+side-by-side comparison in ``benchmarks/audio_autoencoders.py``; ``--strides`` then sets its
+``downsampling_ratios`` (channel multiples 1, 2, 4, ...), the first ``--channels`` entry its
+``decoder_channels`` and ``--latent-channels`` its latent width. Compare at the same ratio and latent
+width: a 4x Oobleck with 16 latent channels stores 4 numbers per sample and keeps every note.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from mediadiff.audio.training import (
     random_crop,
     tone_scores,
 )
+from mediadiff.audio.vocoder import PHASES
 from mediadiff.train.autoencoder import (
     AutoencoderRecipe,
     LossContext,
@@ -214,7 +217,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--head", choices=["istft", "fold"], default=default.head)
     parser.add_argument(
         "--phase",
-        choices=["integrated", "absolute"],
+        choices=list(PHASES),
         default=default.phase,
         help="the ISTFT head's phase model (integrated: phase advances summed over frames, see ISTFTHead)",
     )

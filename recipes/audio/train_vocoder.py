@@ -43,7 +43,7 @@ from mediadiff.audio.training import (
     random_crop,
     tone_scores,
 )
-from mediadiff.audio.vocoder import Vocoder, VocoderConfig
+from mediadiff.audio.vocoder import PHASES, Vocoder, VocoderConfig
 from mediadiff.train.autoencoder import (
     AutoencoderRecipe,
     LossContext,
@@ -58,7 +58,16 @@ _MRSTFT = MultiResolutionSTFTLoss()
 
 def build(args: argparse.Namespace) -> Vocoder:
     mel = MelConfig(sample_rate=args.sample_rate, n_mels=args.n_mels)
-    return Vocoder(VocoderConfig(dim=args.dim, num_blocks=args.blocks, phase=args.phase, mel=mel))
+    return Vocoder(
+        VocoderConfig(
+            dim=args.dim,
+            num_blocks=args.blocks,
+            phase=args.phase,
+            mel=mel,
+            head_fft=args.head_fft,
+            prior=args.prior,
+        )
+    )
 
 
 def loss(model, x: torch.Tensor, ctx: LossContext) -> LossOutput:
@@ -131,9 +140,21 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--n-mels", type=int, default=MelConfig.n_mels)
     parser.add_argument(
         "--phase",
-        choices=["integrated", "absolute"],
+        choices=list(PHASES),
         default=VocoderConfig.phase,
         help="the ISTFT head's phase model (absolute: Vocos'; integrated: phase advances, see ISTFTHead)",
+    )
+    parser.add_argument(
+        "--head-fft",
+        type=int,
+        default=VocoderConfig.head_fft,
+        help="the ISTFT head's FFT size (0: the mel's); a longer window resolves low notes' partials",
+    )
+    parser.add_argument(
+        "--prior",
+        action=argparse.BooleanOptionalAction,
+        default=VocoderConfig.prior,
+        help="predict a correction to the mel's pseudo-inverse magnitudes (with --phase locked: pitch from the start)",
     )
     parser.add_argument("--mel-weight", type=float, default=15.0, help="weight of the log-mel L1")
     add_gan_arguments(parser)
