@@ -4,6 +4,7 @@ real files, diffusers' Oobleck through the same recipe, and the held-out seed ke
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,21 @@ def test_recipe_resumes_exactly(tmp_path, recipe_name, tiny, load, adversarial):
         assert a.config.latent_scale == b.config.latent_scale
     if adversarial:
         assert (tmp_path / "b" / "checkpoints" / "step_0000004" / "discriminator.safetensors").is_file()
+
+
+def test_vocoder_recipe_with_locked_phase_prior_and_spectrum_loss(tmp_path):
+    """The locked-phase prior vocoder trains through the recipe with the spectral term, which is logged."""
+    recipe = load_recipe("train_vocoder")
+    summary = recipe.main(
+        ["--output-dir", str(tmp_path), "--max-steps", "6", *COMMON, *TINY_VOCODER,
+         "--phase", "locked", "--prior", "--spectrum-weight", "1"]
+    )  # fmt: skip
+    v = Vocoder.from_pretrained(tmp_path / "final")
+    assert v.config.phase == "locked" and v.config.prior
+    logs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    spectral = [r["spectrum_l1"] for r in logs if "spectrum_l1" in r]
+    assert len(spectral) >= 5 and all(np.isfinite(spectral))
+    assert summary["steps"] == 6
 
 
 def test_recipes_refuse_the_heldout_seed(tmp_path):

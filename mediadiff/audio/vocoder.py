@@ -249,7 +249,11 @@ class Vocoder(ConfigModel):
         """The input this vocoder expects for ``audio`` ``[b c t]``: normalised log-mel ``[b c m t/hop]``."""
         return self._mel(audio)
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, mel: torch.Tensor, with_spectrum: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``mel`` ``[b c m f]`` -> audio ``[b c f*hop]``; with ``with_spectrum`` also the head's
+        magnitudes ``[b c bins f]`` (what a spectral loss can compare with the target's STFT)."""
         c = self.config
         if mel.dim() != 4 or mel.shape[2] != c.mel.n_mels:
             raise ValueError(f"Vocoder: mel must be [b c {c.mel.n_mels} f], got shape {tuple(mel.shape)}")
@@ -263,5 +267,8 @@ class Vocoder(ConfigModel):
         if c.prior:
             linear = self._mel.linear_magnitude(mel.flatten(0, 1)[:, None])[:, 0]  # [b*c bins f]
             base = linear.clamp_min(c.mel.floor).log()  # [b*c bins f]
-        audio = self.head(h, base)  # [b*c f*hop]
-        return audio.view(b, ch, -1)  # [b c f*hop]
+        spectrum = self.head.spectrum(h, log_mag_base=base)[0]  # [b*c bins f] complex
+        audio = self.head.synthesize(spectrum).view(b, ch, -1)  # [b c f*hop]
+        if with_spectrum:
+            return audio, spectrum.abs().view(b, ch, *spectrum.shape[1:])  # [b c f*hop], [b c bins f]
+        return audio

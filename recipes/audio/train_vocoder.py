@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 
 import torch
+import torch.nn.functional as F
 
 from mediadiff.audio.losses import MultiResolutionSTFTLoss, mel_loss
 from mediadiff.audio.mel import MelConfig
@@ -70,17 +71,35 @@ def build(args: argparse.Namespace) -> Vocoder:
     )
 
 
+def head_stft_magnitude(x: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor) -> torch.Tensor:
+    """|STFT| of ``x`` ``[b c t]`` in the ISTFT head's "same" framing (frame ``i`` centred on
+    ``(i + 1/2) * hop``, see :func:`~mediadiff.audio.vocoder.istft_same`): ``[b c n_fft/2+1 t/hop]``."""
+    pad = (n_fft - hop) // 2
+    flat = F.pad(x.flatten(0, 1)[:, None].float(), (pad, pad), mode="reflect")[:, 0]  # [b*c t+2pad]
+    spec = torch.stft(
+        flat, n_fft, hop, window=window.float(), center=False, return_complex=True
+    )  # [b*c bins f]
+    return spec.abs().view(*x.shape[:2], *spec.shape[1:])  # [b c bins f]
+
+
 def loss(model, x: torch.Tensor, ctx: LossContext) -> LossOutput:
     vocoder = ctx.accelerator.unwrap_model(model)
     x = random_crop(x, ctx.args.crop, vocoder.config.mel.hop_length, ctx.generator)  # [b c crop]
     mel = vocoder.mel_of(x)  # [b c m f]
     with ctx.accelerator.autocast():
-        y = model(mel)  # [b c crop]
+        y, magnitude = model(mel, with_spectrum=True)  # [b c crop], [b c bins f]
     y = y.float()
     stft = _MRSTFT(y, x)
     mel_l1 = mel_loss(vocoder.mel_of(y), mel)
     total = stft + ctx.args.mel_weight * mel_l1
     logs = {"mrstft": stft.detach(), "mel_l1": mel_l1.detach()}
+    if ctx.args.spectrum_weight > 0:  # the head's own magnitudes against the target's STFT, bin by bin
+        head = vocoder.head
+        floor = vocoder.config.mel.floor
+        target = head_stft_magnitude(x, head.n_fft, head.hop, head.window)  # [b c bins f]
+        spectrum_l1 = (magnitude.float().clamp_min(floor).log() - target.clamp_min(floor).log()).abs().mean()
+        total = total + ctx.args.spectrum_weight * spectrum_l1
+        logs["spectrum_l1"] = spectrum_l1.detach()
     if ctx.discriminator is not None:
         total, logs = gan_terms(total, logs, x, y, ctx)
     return LossOutput(total, logs, real=x, fake=y)
@@ -155,6 +174,12 @@ def main(argv: list[str] | None = None) -> dict:
         action=argparse.BooleanOptionalAction,
         default=VocoderConfig.prior,
         help="predict a correction to the mel's pseudo-inverse magnitudes (with --phase locked: pitch from the start)",
+    )
+    parser.add_argument(
+        "--spectrum-weight",
+        type=float,
+        default=0.0,
+        help="weight of the L1 between the head's log-magnitudes and the target's STFT (same window and hop)",
     )
     parser.add_argument("--mel-weight", type=float, default=15.0, help="weight of the log-mel L1")
     add_gan_arguments(parser)
