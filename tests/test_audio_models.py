@@ -100,6 +100,22 @@ def test_vocoder_shapes_presets_and_save_load(tmp_path):
         v(torch.zeros(1, 1, 64, 10))
 
 
+def test_shipped_vocoder_loads_and_gives_back_the_spectrogram():
+    from mediadiff.audio.tones import HELDOUT_SEED
+    from mediadiff.audio.vocoder import TONES_VOCODER_DIR
+
+    v = Vocoder.from_pretrained(TONES_VOCODER_DIR).eval()
+    x = torch.stack([Tones(length=4, seed=HELDOUT_SEED)[i]["audio"] for i in range(4)])  # [4 1 t]
+    with torch.no_grad():
+        m = v.mel_of(x)
+        y = v(m)
+        griffin_lim = GriffinLim(v.config.mel)(m)
+    assert y.shape == x.shape
+    # a trained vocoder: closer to the input's log-mel than Griffin-Lim, and far closer than silence
+    assert (v.mel_of(y) - m).abs().mean() < (v.mel_of(griffin_lim) - m).abs().mean()
+    assert (v.mel_of(y) - m).abs().mean() < 0.2 * (v.mel_of(torch.zeros_like(x)) - m).abs().mean()
+
+
 def test_vocoder_head_fft_is_a_longer_window_at_the_same_hop(tmp_path):
     v = Vocoder(VocoderConfig(dim=16, num_blocks=1, head_fft=2048))
     assert v.head.n_fft == 2048 and v.head.hop == v.config.mel.hop_length

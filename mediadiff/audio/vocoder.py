@@ -14,6 +14,7 @@ free angle, turned into samples by an inverse STFT. There is no learned up-sampl
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -45,6 +46,9 @@ def istft_same(spec: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor) -
     )[0, 0, 0]  # [length]
     return (audio / envelope.clamp_min(1e-11))[:, pad : length - pad]  # [b f*hop]
 
+
+TONES_VOCODER_DIR = Path(__file__).resolve().parents[1] / "weights" / "audio_vocoder_tones"
+"""The shipped vocoder, trained on Tones by ``recipes/audio/train_vocoder.py`` (its ``training.json``)."""
 
 PHASES = ("integrated", "absolute", "locked")
 
