@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
@@ -47,7 +46,7 @@ from mediadiff.nn.autoencoder import (
     load_model_folder,
 )
 
-from .vocoder import ChannelNorm, ConvNeXtBlock, ISTFTHead
+from .vocoder import ChannelNorm, ConvNeXtBlock, ISTFTHead, stft_same
 
 __all__ = [
     "TONES_VAE_DIR",
@@ -307,11 +306,8 @@ class WaveformVAE(LatentAutoencoder):
         c = self.config
         if c.analysis == "fold":
             return rearrange(x, "b c (t p) -> b (c p) t", p=c.patch)  # [b c*patch t/patch]
-        n_fft, pad = c.analysis_fft, (c.analysis_fft - c.patch) // 2
-        mode = "reflect" if x.shape[-1] > pad else "constant"  # reflection needs more samples than the pad
-        x = F.pad(x.float(), (pad, pad), mode=mode).flatten(0, 1)  # [b*c t+2pad]
-        window = torch.hann_window(n_fft, device=x.device)
-        spec = torch.stft(x, n_fft, c.patch, window=window, center=False, return_complex=True)  # [b*c n t/p]
+        window = torch.hann_window(c.analysis_fft, device=x.device)
+        spec = stft_same(x.flatten(0, 1), c.analysis_fft, c.patch, window)  # [b*c n t/patch]
         magnitude = spec.abs().clamp_min(1e-5)
         phase = spec / magnitude  # unit complex
         h = torch.cat([(magnitude.log() + 4) / 4, phase.real, phase.imag], dim=1)  # [b*c 3n t/patch]

@@ -94,6 +94,8 @@ class LogMel(nn.Module):
             norm="slaney",
             mel_scale="slaney",
         )
+        inverse = torch.linalg.pinv(self.mel.mel_scale.fb.T.double()).float()  # [bins m]
+        self.register_buffer("inverse_fb", inverse, persistent=False)  # for linear_magnitude
 
     def magnitude(self, audio: torch.Tensor) -> torch.Tensor:
         """Mel magnitudes ``[b c m f]`` (not logged, not normalised) of ``audio`` ``[b c t]``."""
@@ -114,10 +116,8 @@ class LogMel(nn.Module):
         The minimum-norm least-squares inverse of the mel filterbank (its pseudo-inverse, what torchaudio's
         ``InverseMelScale`` solves for), clipped at 0: the magnitudes Griffin-Lim starts from.
         """
-        fb = self.mel.mel_scale.fb  # [bins m]
-        inverse = torch.linalg.pinv(fb.T.double()).to(mel.device, torch.float32)  # [bins m]
         magnitude = self.denormalize(mel.float()).exp()  # [b c m f]
-        return torch.einsum("km,bcmf->bckf", inverse, magnitude).clamp_min(0)  # [b c bins f]
+        return torch.einsum("km,bcmf->bckf", self.inverse_fb, magnitude).clamp_min(0)  # [b c bins f]
 
     def normalize(self, log_mel: torch.Tensor) -> torch.Tensor:
         """Natural-log mel -> about ``[-1, 1]``."""

@@ -47,6 +47,15 @@ def istft_same(spec: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor) -
     return (audio / envelope.clamp_min(1e-11))[:, pad : length - pad]  # [b f*hop]
 
 
+def stft_same(x: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor) -> torch.Tensor:
+    """STFT with "same" padding, the inverse framing of :func:`istft_same`: ``[b t]`` -> complex
+    ``[b n_fft/2+1 t/hop]``, frame ``i`` centred on sample ``(i + 1/2) * hop``."""
+    pad = (n_fft - hop) // 2
+    mode = "reflect" if x.shape[-1] > pad else "constant"  # reflection needs more samples than the pad
+    x = F.pad(x.float()[:, None], (pad, pad), mode=mode)[:, 0]  # [b t+2pad]
+    return torch.stft(x, n_fft, hop, window=window.float(), center=False, return_complex=True)  # [b bins f]
+
+
 TONES_VOCODER_DIR = Path(__file__).resolve().parents[1] / "weights" / "audio_vocoder_tones"
 """The shipped vocoder, trained on Tones by ``recipes/audio/train_vocoder.py`` (its ``training.json``)."""
 
@@ -200,9 +209,8 @@ class VocoderConfig:
     phase: str = "integrated"  # the ISTFT head's phase model: integrated | absolute (see ISTFTHead)
     mel: MelConfig = field(default_factory=MelConfig)
     head_fft: int = 0  # the ISTFT head's window (0: the mel's n_fft); hop is always the mel's
-    prior: bool = (
-        False  # predict a log-magnitude correction to the mel's pseudo-inverse (LogMel.linear_magnitude)
-    )
+    # predict a log-magnitude correction to the mel's pseudo-inverse (LogMel.linear_magnitude)
+    prior: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.mel, dict):  # from JSON

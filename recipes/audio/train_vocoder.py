@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 
 import torch
-import torch.nn.functional as F
 
 from mediadiff.audio.losses import MultiResolutionSTFTLoss, mel_loss
 from mediadiff.audio.mel import MelConfig
@@ -44,7 +43,7 @@ from mediadiff.audio.training import (
     random_crop,
     tone_scores,
 )
-from mediadiff.audio.vocoder import PHASES, Vocoder, VocoderConfig
+from mediadiff.audio.vocoder import PHASES, Vocoder, VocoderConfig, stft_same
 from mediadiff.train.autoencoder import (
     AutoencoderRecipe,
     LossContext,
@@ -71,17 +70,6 @@ def build(args: argparse.Namespace) -> Vocoder:
     )
 
 
-def head_stft_magnitude(x: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor) -> torch.Tensor:
-    """|STFT| of ``x`` ``[b c t]`` in the ISTFT head's "same" framing (frame ``i`` centred on
-    ``(i + 1/2) * hop``, see :func:`~mediadiff.audio.vocoder.istft_same`): ``[b c n_fft/2+1 t/hop]``."""
-    pad = (n_fft - hop) // 2
-    flat = F.pad(x.flatten(0, 1)[:, None].float(), (pad, pad), mode="reflect")[:, 0]  # [b*c t+2pad]
-    spec = torch.stft(
-        flat, n_fft, hop, window=window.float(), center=False, return_complex=True
-    )  # [b*c bins f]
-    return spec.abs().view(*x.shape[:2], *spec.shape[1:])  # [b c bins f]
-
-
 def loss(model, x: torch.Tensor, ctx: LossContext) -> LossOutput:
     vocoder = ctx.accelerator.unwrap_model(model)
     x = random_crop(x, ctx.args.crop, vocoder.config.mel.hop_length, ctx.generator)  # [b c crop]
@@ -96,8 +84,9 @@ def loss(model, x: torch.Tensor, ctx: LossContext) -> LossOutput:
     if ctx.args.spectrum_weight > 0:  # the head's own magnitudes against the target's STFT, bin by bin
         head = vocoder.head
         floor = vocoder.config.mel.floor
-        target = head_stft_magnitude(x, head.n_fft, head.hop, head.window)  # [b c bins f]
-        spectrum_l1 = (magnitude.float().clamp_min(floor).log() - target.clamp_min(floor).log()).abs().mean()
+        target = stft_same(x.flatten(0, 1), head.n_fft, head.hop, head.window).abs()  # [b*c bins f]
+        log_target = target.clamp_min(floor).log().view_as(magnitude)  # [b c bins f]
+        spectrum_l1 = (magnitude.float().clamp_min(floor).log() - log_target).abs().mean()
         total = total + ctx.args.spectrum_weight * spectrum_l1
         logs["spectrum_l1"] = spectrum_l1.detach()
     if ctx.discriminator is not None:
