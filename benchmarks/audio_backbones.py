@@ -9,7 +9,7 @@ Inputs (one second of 16 kHz audio, batch ``--batch``), each with 16 text tokens
 
 - UNet1D on a mono waveform ``[b 1 16384]`` (the presets: a patch of 16 samples folded into channels);
 - UNet1D on 1-D latents ``[b 16 64]`` (the presets with ``in_channels=16, patch=1``);
-- UNet2D on a log-mel spectrogram ``[b 1 80 64]`` (80 bins, hop 256);
+- UNet2D on a log-mel spectrogram ``[b 1 128 64]`` (128 bins, hop 256);
 - DiT1D on 1-D latents ``[b 16 64]`` (patch 1: 64 tokens).
 
 "forward" is one ``torch.no_grad`` call in eval mode; "train step" is forward + backward of the mean
@@ -36,7 +36,7 @@ from mediadiff.utils import machine
 INPUTS: dict[str, tuple[type, tuple[int, ...], dict[str, Any]]] = {
     "UNet1D waveform": (UNet1D, (1, 16384), {}),
     "UNet1D latent": (UNet1D, (16, 64), {"in_channels": 16, "patch": 1}),
-    "UNet2D mel": (UNet2D, (1, 80, 64), {}),
+    "UNet2D mel": (UNet2D, (1, 128, 64), {}),
     "DiT1D latent": (DiT1D, (16, 64), {}),
 }
 

@@ -225,7 +225,7 @@ def test_mel_unet_on_an_80_bin_spectrogram():
         context_dim=CTX,
         down_factors=((2, 2), (2, 2)),
     )
-    x, t, ctx = inputs("unet2d", shape=(1, 1, 80, 64))  # 16384 samples at hop 256
+    x, t, ctx = inputs("unet2d", shape=(1, 1, 128, 64))  # 16384 samples at hop 256
     assert perturb_(model)(x, t, ctx).shape == x.shape
 
 
@@ -241,7 +241,7 @@ def test_clear_errors_for_bad_inputs_and_configs():
     ):
         unet1d(torch.randn(1, 1, 48), t)
     with pytest.raises(ValueError, match=r"multiples of the downsampling factors \[2, 2\]"):
-        unet2d(torch.randn(1, 1, 80, 63), t)
+        unet2d(torch.randn(1, 1, 128, 63), t)
     with pytest.raises(ValueError, match=r"x must be \[b 1 \.\.\.\] with 4 dims"):
         unet2d(torch.randn(1, 1, 64), t)  # a waveform into the mel model
     with pytest.raises(ValueError, match=r"multiples of the patch size \[2\]"):

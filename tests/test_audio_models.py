@@ -34,7 +34,7 @@ def test_log_mel_frames_divide_and_values_are_unit_scale():
     mel = LogMel()
     x = _tones()
     m = mel(x)
-    assert m.shape == (4, 1, 80, 64)  # 16384 / 256 frames: same padding, not 65 as center=True gives
+    assert m.shape == (4, 1, 128, 64)  # 16384 / 256 frames: same padding, not 65 as center=True gives
     assert -1.05 <= m.min() and m.max() <= 1.0 and m.std() > 0.2
     assert mel(torch.zeros(1, 1, 1024)).max() == pytest.approx(-1.0, abs=0.02)  # the floor maps to -1
     with pytest.raises(ValueError, match="multiple of the mel hop"):
@@ -96,7 +96,7 @@ def test_vocoder_shapes_presets_and_save_load(tmp_path):
     torch.testing.assert_close(w(m), y)
     for name in ("S", "B"):
         assert Vocoder.presets[name].dim > Vocoder.presets["tiny"].dim
-    with pytest.raises(ValueError, match=r"\[b c 80 f\]"):
+    with pytest.raises(ValueError, match=r"\[b c 128 f\]"):
         v(torch.zeros(1, 1, 64, 10))
 
 
@@ -185,6 +185,62 @@ def test_prior_vocoder_starts_at_the_mel_pseudo_inverse():
         VocoderConfig(prior=True, head_fft=2048)
 
 
+def test_phase_from_prior_keeps_the_pitch_whatever_the_correction():
+    """With ``phase_from_prior`` the locked phase follows the prior's peaks: a large random magnitude
+    correction changes the timbre but the played pitch stays the input's; locked to the corrected
+    magnitudes instead, the same correction moves it."""
+    t = torch.arange(16384) / 16000
+    f0 = 207.65  # G#3
+    x = 0.3 * torch.sin(2 * math.pi * f0 * t).view(1, 1, -1)  # [1 1 t]
+
+    def played(phase_from_prior: bool) -> float:
+        torch.manual_seed(0)
+        cfg = VocoderConfig(
+            dim=16, num_blocks=1, phase="locked", prior=True, phase_from_prior=phase_from_prior
+        )
+        v = Vocoder(cfg).eval()
+        torch.nn.init.normal_(v.head.proj.weight, std=0.3)  # corrections of about a neper, varying by bin
+        with torch.no_grad():
+            y = v(v.mel_of(x))[0, 0, 2048:-2048]  # [t]
+        spectrum = torch.fft.rfft(y * torch.hann_window(len(y)), n=8 * len(y)).abs()
+        return int(spectrum.argmax()) * 16000 / (8 * len(y))
+
+    assert abs(12 * math.log2(played(True) / f0)) < 0.25
+    assert abs(12 * math.log2(played(False) / f0)) > 0.5
+    with pytest.raises(ValueError, match="phase_from_prior needs"):
+        VocoderConfig(phase_from_prior=True)
+
+
+def test_richardson_lucy_draws_the_prior_back_to_a_low_sine():
+    """The lowest note, a C3 sine between FFT bins: its log-mel's pseudo-inverse spreads it over the mel
+    band and peaks off it; Richardson-Lucy steps give back a spectrum whose mel matches the input's and
+    whose (parabola-refined) peak sits closer to the sine, without a negative number."""
+    lm = LogMel()
+    f0 = 130.81  # C3: bin 8.37 of 1024 at 16 kHz
+    t = torch.arange(16384) / 16000
+    mel = lm((0.5 * torch.sin(2 * math.pi * f0 * t)).view(1, 1, -1))  # [1 1 128 64]
+    fb = lm.mel.mel_scale.fb  # [bins m]
+    target = lm.denormalize(mel).exp()[0, 0]  # [m f]
+
+    def semitones_off(linear: torch.Tensor) -> float:
+        m = linear[0, 0, :, 32].clamp_min(1e-8).log()  # [bins] a middle frame
+        p = int(m.argmax())
+        offset = 0.5 * (m[p - 1] - m[p + 1]) / (m[p - 1] - 2 * m[p] + m[p + 1])
+        return abs(12 * math.log2((p + float(offset)) * 16000 / 1024 / f0))
+
+    def mel_error(linear: torch.Tensor) -> float:
+        return float((fb.T @ linear[0, 0] - target).abs().mean() / target.mean())
+
+    pinv, sharp = lm.linear_magnitude(mel), lm.linear_magnitude(mel, iterations=10)
+    assert sharp.min() >= 0 and sharp.shape == pinv.shape == (1, 1, 513, 64)
+    assert mel_error(sharp) < 0.02 and mel_error(sharp) < mel_error(pinv)
+    assert semitones_off(sharp) < 0.3 < 0.4 < semitones_off(pinv)  # measured: 0.27 and 0.42
+    with pytest.raises(ValueError, match="iterations"):
+        lm.linear_magnitude(mel, iterations=-1)
+    with pytest.raises(ValueError, match="needs prior=True"):
+        VocoderConfig(prior_iterations=3)
+
+
 @pytest.mark.parametrize("phase", ["integrated", "absolute", "locked"])
 def test_istft_head_gets_gradients_everywhere(phase):
     head = ISTFTHead(16, 256, 64, phase)
@@ -240,6 +296,18 @@ TINY = dict(
     weight_norm=False,
 )
 TINY_DEFAULT = dict(channels=(8, 8, 8, 8), latent_channels=4)
+# log-mel in, a log-mel through a (locked-phase, prior) vocoder out: 256x at the mel's frame rate
+TINY_MEL = dict(
+    channels=(16,),
+    latent_channels=4,
+    patch=256,
+    strides=(),
+    analysis="mel",
+    head="vocoder",
+    dilations=(1,),
+    decoder_dilations=(1,),
+    vocoder=VocoderConfig(dim=16, num_blocks=1, phase="locked", prior=True, prior_iterations=2),
+)
 
 
 def test_vae_shapes_for_several_lengths_and_heads():
@@ -250,6 +318,8 @@ def test_vae_shapes_for_several_lengths_and_heads():
         {**TINY, "patch": 16, "strides": (4, 4)},
         {**TINY, "in_channels": 2},
         {**TINY_DEFAULT, "in_channels": 2},
+        TINY_MEL,
+        {**TINY_MEL, "in_channels": 2},
     ):
         vae = WaveformVAE(**kwargs).eval()
         r, c = vae.config.ratio, vae.config.in_channels
@@ -277,9 +347,13 @@ def test_vae_bad_inputs_are_named():
         WaveformVAEConfig(head="mdct")
 
 
-@pytest.mark.parametrize("kwargs", [TINY, TINY_DEFAULT])
+@pytest.mark.parametrize("kwargs", [TINY, TINY_DEFAULT, TINY_MEL])
 def test_vae_every_parameter_gets_a_gradient(kwargs):
     vae = WaveformVAE(**kwargs)
+    if (
+        vae.config.head == "vocoder"
+    ):  # a prior vocoder's correction starts at exactly 0 (so does its gradient)
+        torch.nn.init.normal_(vae.vocoder.head.proj.weight, std=0.01)
     rec, posterior = vae(torch.rand(2, 1, 1024) * 2 - 1)
     (rec.square().mean() + posterior.kl().mean()).backward()
     missing = [n for n, p in vae.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
@@ -294,6 +368,7 @@ def test_vae_every_parameter_gets_a_gradient(kwargs):
         ({**TINY, "head": "istft"}, "locked"),
         ({**TINY, "head": "fold"}, "absolute"),
         (TINY_DEFAULT, "absolute"),
+        (TINY_MEL, "locked"),  # the phase model is the vocoder's
     ],
 )
 def test_vae_chunked_decode_equals_one_pass(kwargs, phase):
@@ -316,6 +391,26 @@ def test_vae_chunked_decode_equals_one_pass(kwargs, phase):
             assert changed.max() < (36 + ctx) * r
         else:  # an integrated (or locked) phase carries a change forward to the end: chunks carry it too
             assert changed.max() == z.shape[-1] * r - 1
+
+
+def test_vae_with_a_vocoder_head_reads_the_log_mel_and_round_trips(tmp_path):
+    vae = WaveformVAE(**TINY_MEL).eval()
+    x = _tones(2, 4096)
+    torch.testing.assert_close(vae.analyse(x), vae.vocoder.mel_of(x).flatten(1, 2))  # one analysis
+    rec, _, mel = vae(x, sample=False, with_mel=True)
+    assert rec.shape == x.shape and mel.shape == (2, 1, 128, 16)
+    vae.save_pretrained(tmp_path)
+    loaded = load_autoencoder(tmp_path)
+    assert loaded.config == vae.config and loaded.config.vocoder == vae.config.vocoder
+    torch.testing.assert_close(loaded.decode(loaded.encode(x)), vae.decode(vae.encode(x)))
+    with pytest.raises(ValueError, match="patch must be 256"):
+        WaveformVAEConfig(**{**TINY_MEL, "patch": 64})
+    with pytest.raises(ValueError, match="decoder's frames are 512"):
+        WaveformVAEConfig(
+            **{**TINY_MEL, "patch": 256, "strides": (2,), "channels": (8, 8), "decoder_strides": ()}
+        )
+    with pytest.raises(ValueError, match="mel differ"):
+        WaveformVAEConfig(**{**TINY_MEL, "mel": MelConfig(n_mels=80)})
 
 
 def test_vae_save_load_and_latent_stats(tmp_path):

@@ -8,7 +8,7 @@ needs:
 - the downsampling factor between levels, per axis (``down_factors``): large first strides make
   the long top levels of a waveform cheap (audio-diffusion-pytorch's 1-D U-Net, Schneider et al.
   2023, "Moûsai", uses factors 4, 4, 4, 2, ...); on a spectrogram, (mel, time) pairs that keep the
-  mel axis divisible (80 = 5 * 16 bins);
+  mel axis divisible (128 bins, the default log-mel);
 - ``UNet1D``'s input patch: ``patch`` consecutive samples folded into channels before the first
   convolution and unfolded after the last (a 1-D pixel-unshuffle, Shi et al. 2016; the
   ``patch_size`` of audio-diffusion-pytorch), so a 16384-sample top level runs at 16384 / patch
@@ -126,8 +126,8 @@ UNET2D_PRESETS: dict[str, UNet2DConfig] = {
         head_dim=8,
         norm_groups=8,
     ),
-    # 80 x 64 log-mel (16384 samples at hop 256) -> 40 x 32 -> 20 x 16, attention at the lowest
-    # level (320 tokens); mel bins and frames multiples of 4
+    # 128 x 64 log-mel (16384 samples at hop 256) -> 64 x 32 -> 32 x 16, attention at the lowest
+    # level (512 tokens); mel bins and frames multiples of 4
     "S": UNet2DConfig(
         channels=64,
         channel_mult=(1, 2, 4),

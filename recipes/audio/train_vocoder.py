@@ -66,6 +66,8 @@ def build(args: argparse.Namespace) -> Vocoder:
             mel=mel,
             head_fft=args.head_fft,
             prior=args.prior,
+            prior_iterations=args.prior_iterations,
+            phase_from_prior=args.phase_from_prior,
         )
     )
 
@@ -163,6 +165,17 @@ def main(argv: list[str] | None = None) -> dict:
         action=argparse.BooleanOptionalAction,
         default=VocoderConfig.prior,
         help="predict a correction to the mel's pseudo-inverse magnitudes (with --phase locked: pitch from the start)",
+    )
+    parser.add_argument(
+        "--prior-iterations",
+        type=int,
+        default=VocoderConfig.prior_iterations,
+        help="Richardson-Lucy steps that draw the prior's magnitudes back into peaks (needs --prior)",
+    )
+    parser.add_argument(
+        "--phase-from-prior",
+        action="store_true",
+        help="with --phase locked --prior: lock the phase to the prior's peaks (the pitch is the mel's)",
     )
     parser.add_argument(
         "--spectrum-weight",
