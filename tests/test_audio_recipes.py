@@ -90,6 +90,31 @@ def test_vocoder_recipe_with_locked_phase_prior_and_spectrum_loss(tmp_path):
     assert summary["steps"] == 6
 
 
+def test_vae_recipe_with_a_frozen_pretrained_vocoder_head(tmp_path):
+    """--head vocoder --vocoder DIR starts the head from a trained vocoder; --freeze-vocoder keeps it
+    exactly (on resume too) while the encoder and decoder learn, with the decoded-mel term logged."""
+    vocoder = Vocoder(dim=8, num_blocks=1, phase="locked", prior=True, prior_iterations=2)
+    vocoder.save_pretrained(tmp_path / "vocoder")
+    recipe = load_recipe("train_vae")
+    flags = [*COMMON, "--analysis", "mel", "--patch", "256", "--strides", "", "--decoder-strides", "",
+             "--channels", "8", "--latent-channels", "4", "--stats-clips", "2", "--head", "vocoder",
+             "--vocoder", str(tmp_path / "vocoder"), "--freeze-vocoder", "--decoded-mel-weight", "1"]  # fmt: skip
+    recipe.main(["--output-dir", str(tmp_path / "a"), "--max-steps", "4", *flags])
+    recipe.main(["--output-dir", str(tmp_path / "b"), "--max-steps", "2", *flags])
+    recipe.main(["--output-dir", str(tmp_path / "b"), "--max-steps", "4", "--resume", *flags])
+    a, b = load_autoencoder(tmp_path / "a" / "final"), load_autoencoder(tmp_path / "b" / "final")
+    _same_weights(a, b)
+    assert a.config.head == "vocoder" and a.config.vocoder == vocoder.config
+    _same_weights(a.vocoder, vocoder)  # frozen: not one number moved
+    fresh = WaveformVAE(a.config)
+    assert any(not torch.equal(p, q) for p, q in zip(a.encoder.parameters(), fresh.encoder.parameters()))
+    logs = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert logs[0]["trainable_params"] == logs[0]["params"] - sum(p.numel() for p in vocoder.parameters())
+    assert all(np.isfinite(r["decoded_mel_l1"]) for r in logs if "loss" in r)
+    with pytest.raises(SystemExit):  # a vocoder flag without the vocoder head
+        recipe.main(["--output-dir", str(tmp_path / "c"), *COMMON, *TINY_VAE, "--freeze-vocoder"])
+
+
 def test_recipes_refuse_the_heldout_seed(tmp_path):
     for name in ("train_vae", "train_vocoder"):
         with pytest.raises(SystemExit):

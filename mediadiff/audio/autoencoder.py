@@ -46,9 +46,12 @@ from mediadiff.nn.autoencoder import (
     load_model_folder,
 )
 
-from .vocoder import ChannelNorm, ConvNeXtBlock, ISTFTHead, stft_same
+from .mel import LogMel, MelConfig
+from .vocoder import ChannelNorm, ConvNeXtBlock, ISTFTHead, Vocoder, VocoderConfig, stft_same
 
 __all__ = [
+    "ANALYSES",
+    "HEADS",
     "TONES_VAE_DIR",
     "IdentityAutoencoder",
     "OobleckVAE",
@@ -62,8 +65,8 @@ __all__ = [
 # The VAE that recipes/audio/train_vae.py trained on Tones (16 kHz mono), shipped in the package.
 TONES_VAE_DIR = Path(__file__).resolve().parents[1] / "weights" / "audio_vae_tones"
 
-HEADS = ("istft", "fold")
-ANALYSES = ("stft", "fold")
+HEADS = ("istft", "fold", "vocoder")
+ANALYSES = ("stft", "fold", "mel")
 
 
 @dataclass
@@ -72,8 +75,8 @@ class WaveformVAEConfig:
 
     in_channels: int = 1  # audio channels
     latent_channels: int = 16
-    patch: int = 4  # samples per encoder input frame (folded into channels, or the STFT hop)
-    analysis: str = "fold"  # encoder input: fold (samples into channels) | stft (a fixed STFT)
+    patch: int = 4  # samples per encoder input frame (folded into channels, or the STFT / mel hop)
+    analysis: str = "fold"  # encoder input: fold (samples into channels) | stft (a fixed STFT) | mel
     analysis_fft: int = 1024  # window of the analysis STFT
     strides: tuple[int, ...] = (4, 4, 4)  # strided stages after the fold; ratio = patch * prod(strides)
     decoder_strides: tuple[int, ...] | None = None  # up-sampling stages of the decoder (None: strides
@@ -82,15 +85,23 @@ class WaveformVAEConfig:
     dilations: tuple[int, ...] = (1, 3, 9)  # one Snake residual unit per dilation at each encoder level
     decoder_dilations: tuple[int, ...] = (1, 3, 9)  # the same in the decoder
     kernel: int = 7
-    head: str = "fold"  # fold (unfold samples) | istft
+    head: str = "fold"  # fold (unfold samples) | istft | vocoder (a log-mel through a Vocoder)
     phase: str = "integrated"  # the ISTFT head's phase model: integrated | absolute | locked (ISTFTHead)
     n_fft: int = 0  # ISTFT head window (0: 4 * hop)
     head_blocks: int = 6  # ConvNeXt blocks of the decoder, before its head
+    mel: MelConfig = field(default_factory=MelConfig)  # the log-mel of analysis="mel"
+    vocoder: VocoderConfig | None = None  # head="vocoder": its vocoder (None: locked phase, mel prior)
     weight_norm: bool = True  # weight-normalised convolutions (Salimans & Kingma 2016), as Oobleck / DAC
     latent_shift: list[float] = field(default_factory=list)  # per latent channel; empty = zeros
     latent_scale: list[float] = field(default_factory=list)  # per latent channel; empty = ones
 
     def __post_init__(self) -> None:
+        if isinstance(self.mel, dict):  # from JSON
+            self.mel = MelConfig(**self.mel)
+        if isinstance(self.vocoder, dict):
+            self.vocoder = VocoderConfig(**self.vocoder)
+        if self.head == "vocoder" and self.vocoder is None:
+            self.vocoder = VocoderConfig(mel=self.mel, phase="locked", prior=True, phase_from_prior=True)
         self.strides = tuple(int(s) for s in self.strides)
         self.channels = tuple(int(c) for c in self.channels)
         self.dilations = tuple(int(d) for d in self.dilations)
@@ -121,8 +132,24 @@ class WaveformVAEConfig:
                 f"WaveformVAEConfig: analysis_fft ({self.analysis_fft}) must be >= patch ({self.patch}) "
                 "and differ from it by an even number"
             )
+        if self.analysis == "mel" and self.patch != self.mel.hop_length:
+            raise ValueError(
+                f"WaveformVAEConfig: analysis='mel' reads frames of the mel's hop ({self.mel.hop_length} "
+                f"samples), so patch must be {self.mel.hop_length}, got {self.patch}"
+            )
         if self.head not in HEADS:
             raise ValueError(f"WaveformVAEConfig: head must be one of {HEADS}, got {self.head!r}")
+        if self.head == "vocoder" and self.hop != self.vocoder.mel.hop_length:
+            raise ValueError(
+                f"WaveformVAEConfig: head='vocoder' decodes log-mel frames of the vocoder's hop "
+                f"({self.vocoder.mel.hop_length} samples), but the decoder's frames are {self.hop} samples "
+                f"(ratio {self.ratio} / decoder strides {self.decoder_strides})"
+            )
+        if self.head == "vocoder" and self.analysis == "mel" and self.vocoder.mel != self.mel:
+            raise ValueError(
+                "WaveformVAEConfig: the analysis mel and the vocoder's mel differ; use one "
+                f"(mel={self.mel}, vocoder.mel={self.vocoder.mel})"
+            )
         if self.head == "istft" and (self.fft_size < self.hop or (self.fft_size - self.hop) % 2):
             raise ValueError(
                 f"WaveformVAEConfig: n_fft ({self.fft_size}) must be >= the head's hop ({self.hop}) "
@@ -161,6 +188,12 @@ class WaveformVAEConfig:
             radius += 1 + units / per_latent[i]  # transposed conv (one input frame) + units at level i
         if self.head == "istft":
             radius += (self.head_blocks * half + self.fft_size / (2 * self.hop)) / per_latent[0]
+        elif self.head == "vocoder":  # the log-mel conv, then the vocoder's embedding, blocks and window
+            v = self.vocoder
+            head_fft = v.head_fft or v.mel.n_fft
+            radius += (half + (1 + v.num_blocks) * (v.kernel // 2) + head_fft / (2 * self.hop)) / per_latent[
+                0
+            ]
         else:
             radius += half / per_latent[0]
         return math.ceil(radius)
@@ -219,7 +252,8 @@ class WaveformVAE(LatentAutoencoder):
             return [ResidualUnit(width, d, k) for d in dilations]
 
         # encoder: fold -> conv -> (units, Snake, strided conv) per stage -> units -> Snake -> conv
-        features = c.patch if c.analysis == "fold" else 3 * (c.analysis_fft // 2 + 1)
+        features = {"fold": c.patch, "stft": 3 * (c.analysis_fft // 2 + 1), "mel": c.mel.n_mels}[c.analysis]
+        self._mel = LogMel(c.mel) if c.analysis == "mel" else None
         enc: list[nn.Module] = [nn.Conv1d(c.in_channels * features, ch[0], k, padding=k // 2)]
         for i, s in enumerate(c.strides):
             enc += [
@@ -253,6 +287,10 @@ class WaveformVAE(LatentAutoencoder):
             if c.in_channels > 1:  # one feature map per output channel, each through the shared head
                 dec.append(nn.Conv1d(ch[0], ch[0] * c.in_channels, 1))
             self.head = ISTFTHead(ch[0], c.fft_size, c.hop, c.phase)
+        elif c.head == "vocoder":  # the decoder makes a log-mel, the vocoder (a submodule) renders it
+            dec += [Snake(ch[0]), nn.Conv1d(ch[0], c.in_channels * c.vocoder.mel.n_mels, k, padding=k // 2)]
+            self.head = None
+            self.vocoder = Vocoder(c.vocoder)
         else:
             dec += [Snake(ch[0]), nn.Conv1d(ch[0], c.in_channels * c.hop, k, padding=k // 2)]
             self.head = None
@@ -301,11 +339,14 @@ class WaveformVAE(LatentAutoencoder):
         return DiagonalGaussian(self.encoder(self.analyse(x)))  # moments [b 2*zc t/ratio]
 
     def analyse(self, x: torch.Tensor) -> torch.Tensor:
-        """The encoder's input frames ``[b c*features t/patch]``: folded samples, or a fixed STFT with hop
-        ``patch`` ("same" framing, as the ISTFT head) as log-magnitude, cosine and sine of the phase."""
+        """The encoder's input frames ``[b c*features t/patch]``: folded samples, a fixed STFT with hop
+        ``patch`` ("same" framing, as the ISTFT head) as log-magnitude, cosine and sine of the phase, or
+        the normalised log-mel (:class:`~mediadiff.audio.mel.LogMel` of ``config.mel``)."""
         c = self.config
         if c.analysis == "fold":
             return rearrange(x, "b c (t p) -> b (c p) t", p=c.patch)  # [b c*patch t/patch]
+        if c.analysis == "mel":
+            return rearrange(self._mel(x), "b c m f -> b (c m) f")  # [b c*m t/patch]
         window = torch.hann_window(c.analysis_fft, device=x.device)
         spec = stft_same(x.flatten(0, 1), c.analysis_fft, c.patch, window)  # [b*c n t/patch]
         magnitude = spec.abs().clamp_min(1e-5)
@@ -315,17 +356,24 @@ class WaveformVAE(LatentAutoencoder):
 
     def _decode(
         self, z: torch.Tensor, anchor: int = -1, anchor_phase: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Unnormalised ``z`` ``[b zc f]`` -> ``(audio [b c f*ratio], head phase [b*c bins frames] or None)``;
-        ``anchor`` / ``anchor_phase`` as :meth:`~mediadiff.audio.vocoder.ISTFTHead.spectrum`."""
-        h = self.decoder(z)  # [b c0 f*ratio/hop] (istft) or [b c*hop f*ratio/hop] (fold)
-        if self.head is None:
-            return rearrange(h, "b (c p) t -> b c (t p)", p=self.config.hop), None  # [b c f*ratio]
-        c = self.config.in_channels
-        h = rearrange(h, "b (c d) t -> (b c) d t", c=c)  # [b*c c0 f*ratio/hop]
-        spec, phase = self.head.spectrum(h, anchor, anchor_phase)  # [b*c bins frames]
-        audio = self.head.synthesize(spec)  # [b*c f*ratio]
-        return rearrange(audio, "(b c) t -> b c t", c=c), phase  # [b c f*ratio]
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Unnormalised ``z`` ``[b zc f]`` -> ``(audio [b c f*ratio], head phase [b*c bins frames] or None,
+        decoded log-mel [b c m frames] or None)``; ``anchor`` / ``anchor_phase`` as
+        :meth:`~mediadiff.audio.vocoder.ISTFTHead.spectrum`. The log-mel is the vocoder head's input."""
+        c = self.config
+        h = self.decoder(z)  # [b c0 frames] (istft), [b c*hop frames] (fold), [b c*m frames] (vocoder)
+        if c.head == "fold":
+            return rearrange(h, "b (c p) t -> b c (t p)", p=c.hop), None, None  # [b c f*ratio]
+        mel = None
+        if c.head == "vocoder":
+            mel = rearrange(h, "b (c m) t -> b c m t", c=c.in_channels)  # [b c m frames]
+            h, base = self.vocoder.features(mel)  # [b*c d frames], [b*c bins frames] or None
+            spec, phase = self.vocoder.spectrum(h, base, anchor, anchor_phase)  # [b*c bins frames]
+        else:
+            h = rearrange(h, "b (c d) t -> (b c) d t", c=c.in_channels)  # [b*c c0 frames]
+            spec, phase = self.head.spectrum(h, anchor, anchor_phase)  # [b*c bins frames]
+        audio = (self.head or self.vocoder.head).synthesize(spec)  # [b*c f*ratio]
+        return rearrange(audio, "(b c) t -> b c t", c=c.in_channels), phase, mel  # [b c f*ratio]
 
     def decode(
         self, z: torch.Tensor, chunk_size: int | None = None, overlap: int | None = None
@@ -353,7 +401,7 @@ class WaveformVAE(LatentAutoencoder):
             stop = min(f, start + chunk_size)
             lo, hi = max(0, start - overlap), min(f, stop + overlap)
             anchor = (start - lo) * q - 1  # the head frame before `start`, inside this window
-            x, window_phase = self._decode(
+            x, window_phase, _ = self._decode(
                 z[..., lo:hi], anchor if start else -1, phase
             )  # [b c (hi-lo)*ratio]
             out[..., start * r : stop * r] = x[..., (start - lo) * r : (stop - lo) * r]
@@ -361,11 +409,19 @@ class WaveformVAE(LatentAutoencoder):
                 phase = window_phase[..., (stop - lo) * q - 1]  # [b*c bins] at the chunk's last frame
         return out.clamp(-1, 1)
 
-    def forward(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None):
-        """Reconstruct ``x`` (not clamped); returns ``(reconstruction, posterior)`` (for training)."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        sample: bool = True,
+        generator: torch.Generator | None = None,
+        with_mel: bool = False,
+    ):
+        """Reconstruct ``x`` (not clamped); returns ``(reconstruction, posterior)`` (for training), and with
+        ``with_mel`` the decoded log-mel ``[b c m frames]`` (``head="vocoder"``; else ``None``) third."""
         posterior = self.encode_posterior(x)
         z = posterior.sample(generator) if sample else posterior.mean  # [b zc f]
-        return self._decode(z)[0], posterior
+        audio, _, mel = self._decode(z)
+        return (audio, posterior, mel) if with_mel else (audio, posterior)
 
 
 @dataclass

@@ -234,6 +234,9 @@ class AutoencoderRecipe:
     higher_is_better: bool
     # (bare model, args) -> None: fail early on flags the model cannot take (bad sizes)
     check: Callable[[nn.Module, argparse.Namespace], None] | None = None
+    # (bare model, args) -> None: before the optimizer is built, on fresh and resumed runs alike (what
+    # training holds fixed: requires_grad_(False) on a pretrained part)
+    prepare: Callable[[nn.Module, argparse.Namespace], None] | None = None
     # args -> a fresh discriminator, for --adversarial-from
     discriminator: Callable[[argparse.Namespace], nn.Module] | None = None
     # (prepared discriminator, real, fake (both detached), ctx) -> the discriminator's loss and logs
@@ -504,6 +507,8 @@ def train(args: argparse.Namespace, recipe: AutoencoderRecipe, *, argv: list[str
         state = {"step": 0, "train_seconds": 0.0, "skipped_steps": 0, best_key: None}
     if recipe.check is not None:
         recipe.check(model, args)
+    if recipe.prepare is not None:
+        recipe.prepare(model, args)
     model.train()
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.99)
@@ -565,6 +570,7 @@ def train(args: argparse.Namespace, recipe: AutoencoderRecipe, *, argv: list[str
             "step": step,
             "args": {k: str(v) for k, v in vars(args).items()},
             "params": sum(p.numel() for p in raw.parameters()),
+            "trainable_params": sum(p.numel() for p in raw.parameters() if p.requires_grad),
             "config": _config_of(raw),
         }
         if raw_disc is not None:

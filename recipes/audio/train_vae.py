@@ -31,6 +31,8 @@ import argparse
 import torch
 
 from mediadiff.audio.autoencoder import (
+    ANALYSES,
+    HEADS,
     OobleckVAE,
     OobleckVAEConfig,
     WaveformVAE,
@@ -38,7 +40,7 @@ from mediadiff.audio.autoencoder import (
     load_autoencoder,
 )
 from mediadiff.audio.losses import MultiResolutionSTFTLoss, mel_loss, si_sdr
-from mediadiff.audio.mel import LogMel
+from mediadiff.audio.mel import LogMel, MelConfig
 from mediadiff.audio.training import (
     add_data_arguments,
     add_gan_arguments,
@@ -51,7 +53,7 @@ from mediadiff.audio.training import (
     random_crop,
     tone_scores,
 )
-from mediadiff.audio.vocoder import PHASES
+from mediadiff.audio.vocoder import PHASES, Vocoder
 from mediadiff.train.autoencoder import (
     AutoencoderRecipe,
     LossContext,
@@ -82,7 +84,13 @@ def build(args: argparse.Namespace):
                 sample_rate=args.sample_rate,
             )
         )
-    return WaveformVAE(
+    vocoder = Vocoder.from_pretrained(args.vocoder) if args.vocoder else None
+    mel = (
+        vocoder.config.mel
+        if vocoder is not None
+        else MelConfig(sample_rate=args.sample_rate, n_mels=args.n_mels)
+    )
+    vae = WaveformVAE(
         WaveformVAEConfig(
             latent_channels=args.latent_channels,
             patch=args.patch,
@@ -96,8 +104,19 @@ def build(args: argparse.Namespace):
             head=args.head,
             phase=args.phase,
             head_blocks=args.head_blocks,
+            mel=mel,
+            vocoder=vocoder.config if vocoder is not None else None,
         )
     )
+    if vocoder is not None:
+        vae.vocoder.load_state_dict(vocoder.state_dict())
+    return vae
+
+
+def prepare(model, args: argparse.Namespace) -> None:
+    """``--freeze-vocoder``: the vocoder head keeps its (pretrained) weights; gradients still flow through it."""
+    if args.freeze_vocoder:
+        model.vocoder.requires_grad_(False)
 
 
 def check(model, args: argparse.Namespace) -> None:
@@ -109,8 +128,12 @@ def loss(model, x: torch.Tensor, ctx: LossContext) -> LossOutput:
     args = ctx.args
     vae = ctx.accelerator.unwrap_model(model)
     x = random_crop(x, args.crop, vae.config.ratio, ctx.generator)  # [b c crop]
+    decoded = None
     with ctx.accelerator.autocast():
-        rec, posterior = model(x, sample=True, generator=ctx.generator)  # [b c crop]
+        if args.decoded_mel_weight:
+            rec, posterior, decoded = model(x, sample=True, generator=ctx.generator, with_mel=True)
+        else:
+            rec, posterior = model(x, sample=True, generator=ctx.generator)  # [b c crop]
     rec = rec.float()
     stft = _MRSTFT(rec, x)
     mel_l1 = mel_loss(_MEL.to(x.device)(rec), _MEL(x))
@@ -118,6 +141,11 @@ def loss(model, x: torch.Tensor, ctx: LossContext) -> LossOutput:
     kl = posterior.kl().mean() / posterior.mean[0].numel()  # per latent element
     total = stft + args.mel_weight * mel_l1 + args.l1_weight * l1 + args.kl_weight * kl
     logs = {"mrstft": stft.detach(), "mel_l1": mel_l1.detach(), "l1": l1.detach(), "kl": kl.detach()}
+    if decoded is not None:  # the vocoder head's input against the input's log-mel in the same analysis
+        target = vae.vocoder.mel_of(x)  # [b c m crop/hop]
+        decoded_l1 = (decoded.float() - target).abs().mean()
+        total = total + args.decoded_mel_weight * decoded_l1
+        logs["decoded_mel_l1"] = decoded_l1.detach()
     if ctx.discriminator is not None:
         total, logs = gan_terms(total, logs, x, rec, ctx)
     return LossOutput(total, logs, real=x, fake=rec)
@@ -163,6 +191,7 @@ RECIPE = AutoencoderRecipe(
     main_metric="eval_mrstft",
     higher_is_better=False,
     check=check,
+    prepare=prepare,
     discriminator=build_discriminator,
     discriminator_loss=lambda d, real, fake, ctx: LossOutput(*discriminator_terms(d, real, fake, ctx)),
     finalize=finalize,
@@ -196,8 +225,12 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--channels", default=",".join(map(str, default.channels)), help="width per level")
     parser.add_argument(
-        "--analysis", choices=["stft", "fold"], default=default.analysis, help="encoder input"
+        "--analysis",
+        choices=list(ANALYSES),
+        default=default.analysis,
+        help="encoder input (mel: the log-mel of --n-mels, or of --vocoder's; needs --patch = its hop)",
     )
+    parser.add_argument("--n-mels", type=int, default=default.mel.n_mels, help="mel bands of --analysis mel")
     parser.add_argument(
         "--dilations",
         default=",".join(map(str, default.dilations)),
@@ -214,7 +247,23 @@ def main(argv: list[str] | None = None) -> dict:
         default=default.weight_norm,
         help="weight-normalised convolutions",
     )
-    parser.add_argument("--head", choices=["istft", "fold"], default=default.head)
+    parser.add_argument(
+        "--head",
+        choices=list(HEADS),
+        default=default.head,
+        help="decoder output (vocoder: a log-mel rendered by a Vocoder inside the VAE)",
+    )
+    parser.add_argument(
+        "--vocoder",
+        default=None,
+        help="a trained Vocoder folder for --head vocoder (its weights start the head, its mel is the "
+        "analysis'); e.g. mediadiff/weights/audio_vocoder_tones",
+    )
+    parser.add_argument(
+        "--freeze-vocoder",
+        action="store_true",
+        help="keep the vocoder head's weights fixed (gradients still flow through it to the decoder)",
+    )
     parser.add_argument(
         "--phase",
         choices=list(PHASES),
@@ -231,12 +280,23 @@ def main(argv: list[str] | None = None) -> dict:
         help="weight of the waveform L1 (use 0 with --head istft --phase integrated: an integrated phase "
         "starts each crop at phase 0, so it cannot match the waveform sample by sample)",
     )
+    parser.add_argument(
+        "--decoded-mel-weight",
+        type=float,
+        default=0.0,
+        help="weight of the L1 between the decoded log-mel (the vocoder head's input) and the input's",
+    )
     parser.add_argument("--kl-weight", type=float, default=1e-4, help="weight of the KL per latent element")
     add_gan_arguments(parser)
     parser.add_argument(
         "--stats-clips", type=int, default=256, help="training clips for the latent shift/scale"
     )
-    return train(parse_and_check(parser, RECIPE, argv), RECIPE, argv=argv)
+    args = parse_and_check(parser, RECIPE, argv)
+    used = [flag for flag, on in [("--vocoder", args.vocoder), ("--freeze-vocoder", args.freeze_vocoder),
+                                  ("--decoded-mel-weight", args.decoded_mel_weight)] if on]  # fmt: skip
+    if used and (args.arch != "waveform" or args.head != "vocoder"):
+        parser.error(f"{', '.join(used)} need --head vocoder (got --arch {args.arch} --head {args.head})")
+    return train(args, RECIPE, argv=argv)
 
 
 if __name__ == "__main__":
