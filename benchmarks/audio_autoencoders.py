@@ -39,11 +39,12 @@ SECONDS = (1, 8, 32)
 def _load(kind: str, path: str | None, device: str):
     """A decoder row: (code function, decode function, model or None)."""
     from mediadiff.audio.autoencoder import load_autoencoder
-    from mediadiff.audio.mel import GriffinLim, LogMel
+    from mediadiff.audio.mel import GriffinLim, LogMel, MelConfig
     from mediadiff.audio.vocoder import Vocoder
 
-    if kind == "griffin-lim":
-        mel, gl = LogMel().to(device), GriffinLim(n_iter=32).to(device)
+    if kind == "griffin-lim":  # path: the number of mel bands ("80"), or None for the default
+        config = MelConfig(n_mels=int(path)) if path else MelConfig()
+        mel, gl = LogMel(config).to(device), GriffinLim(config, n_iter=32).to(device)
         return mel, gl, None
     if kind == "vocoder":
         vocoder = Vocoder.from_pretrained(path, device=device).eval()
@@ -114,6 +115,12 @@ def presets_table(device: str, repeats: int) -> None:
     x = torch.rand(1, 1, 16384, device=dev) * 2 - 1  # [1 1 16384]
     models = [(f"Vocoder-{name}", Vocoder.from_preset(name)) for name in Vocoder.presets]
     models += [("WaveformVAE (default)", WaveformVAE()), ("OobleckVAE (default)", OobleckVAE())]
+    if (WEIGHTS / "audio_vae_tones" / "config.json").is_file():
+        from mediadiff.audio.autoencoder import load_autoencoder
+
+        models.append(
+            ("WaveformVAE (shipped: mel in, vocoder head)", load_autoencoder(WEIGHTS / "audio_vae_tones"))
+        )
     print(f"\n### Presets: parameters and time on {device}, one thread, batch 1, 16384 samples (ms)\n")
     print("| model | params | forward | train step (forward, backward, AdamW) |")
     print("|---|---:|---:|---:|")
@@ -170,7 +177,12 @@ def main() -> None:
         presets_table(args.device, args.repeats)
         return
 
-    rows = [("Griffin-Lim (32 it.)", "griffin-lim", None)]
+    from mediadiff.audio.mel import MelConfig
+
+    rows = [
+        (f"Griffin-Lim (32 it., {MelConfig.n_mels} mels)", "griffin-lim", None),
+        ("Griffin-Lim (32 it., 80 mels)", "griffin-lim", "80"),
+    ]
     for name, kind, path in (
         ("vocoder", "vocoder", args.vocoder),
         ("waveform VAE", "vae", args.vae),
@@ -199,7 +211,9 @@ def main() -> None:
     print("\n### Training (from each model's training.json)\n")
     print("| model | steps x batch | crop | train minutes | threads | precision | command |")
     print("|---|---:|---:|---:|---:|---|---|")
-    for name, _, path in rows[1:]:
+    for name, kind, path in rows:
+        if kind == "griffin-lim":
+            continue
         info_path = Path(path) / "training.json"
         if info_path.is_file():
             info = json.loads(info_path.read_text())
@@ -214,6 +228,8 @@ def main() -> None:
     print(f"\n### Peak memory and time of one decode (batch 1) against length, on {args.device}\n")
     variants = []
     for name, kind, path in rows:
+        if kind == "griffin-lim" and path:  # the 80-band reference: the same memory as the default
+            continue
         variants.append((name, kind, path, None))
         if name == "waveform VAE":
             variants.append((f"{name}, chunks of {args.chunk_size}", kind, path, args.chunk_size))

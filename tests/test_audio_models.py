@@ -114,6 +114,14 @@ def test_shipped_vocoder_loads_and_gives_back_the_spectrogram():
     # a trained vocoder: closer to the input's log-mel than Griffin-Lim, and far closer than silence
     assert (v.mel_of(y) - m).abs().mean() < (v.mel_of(griffin_lim) - m).abs().mean()
     assert (v.mel_of(y) - m).abs().mean() < 0.2 * (v.mel_of(torch.zeros_like(x)) - m).abs().mean()
+    from mediadiff.audio.detect import read_tones
+
+    labels = [Tones(length=4, seed=HELDOUT_SEED).labels(i) for i in range(4)]
+    for reading, label in zip(read_tones(y), labels, strict=True):  # the notes come back
+        assert abs(reading.midi - label["midi"]) < 0.5 and reading.waveform == label["waveform"], (
+            reading,
+            label,
+        )
 
 
 def test_vocoder_head_fft_is_a_longer_window_at_the_same_hop(tmp_path):

@@ -22,6 +22,14 @@ pitch; at 256x and 1000-2000 steps on this CPU neither did the sample-domain dec
 waveform L1 (6-25% of held-out notes). ``phase="locked"`` (each bin advances at its nearest
 magnitude peak's frequency) leaves the decoder only magnitudes to learn.
 
+The pair that keeps the pitch on this CPU works at the mel's frame rate: ``analysis="mel"`` (the
+encoder reads the normalised log-mel, ``patch`` = the mel hop) and ``head="vocoder"`` (the decoder
+makes a log-mel, and a :class:`~mediadiff.audio.vocoder.Vocoder` submodule, which the recipe can start
+from a trained one and hold fixed, renders it: the mel's pseudo-inverse as the magnitude prior, the phase
+locked to its peaks). Waveform in, waveform out, 256x with 16 channels as the default layout, but
+the network learns a code of log-mel frames, a task of a few thousand steps, and the pitch is where the
+decoded mel puts its partials.
+
 The decoder sees no future limit: :meth:`WaveformVAE.decode` with ``chunk_size`` decodes windows of
 latent frames with ``overlap`` frames of context on each side and keeps each window's centre, so long
 audio decodes in flat memory with the same result as one pass (the overlap covers the receptive field).
