@@ -407,6 +407,11 @@ def test_vae_with_a_vocoder_head_reads_the_log_mel_and_round_trips(tmp_path):
     torch.testing.assert_close(vae.analyse(x), vae.vocoder.mel_of(x).flatten(1, 2))  # one analysis
     rec, _, mel = vae(x, sample=False, with_mel=True)
     assert rec.shape == x.shape and mel.shape == (2, 1, 128, 16)
+    nothing, _, same = vae(x, sample=False, with_mel=True, render=False)  # the log-mel alone
+    assert nothing is None
+    torch.testing.assert_close(same, mel)
+    with pytest.raises(ValueError, match="render=False needs"):
+        WaveformVAE(**TINY)(torch.zeros(1, 1, 1024), render=False)
     vae.save_pretrained(tmp_path)
     loaded = load_autoencoder(tmp_path)
     assert loaded.config == vae.config and loaded.config.vocoder == vae.config.vocoder

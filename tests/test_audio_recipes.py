@@ -113,6 +113,18 @@ def test_vae_recipe_with_a_frozen_pretrained_vocoder_head(tmp_path):
     assert all(np.isfinite(r["decoded_mel_l1"]) for r in logs if "loss" in r)
     with pytest.raises(SystemExit):  # a vocoder flag without the vocoder head
         recipe.main(["--output-dir", str(tmp_path / "c"), *COMMON, *TINY_VAE, "--freeze-vocoder"])
+    with pytest.raises(SystemExit):  # nothing to learn
+        recipe.main(["--output-dir", str(tmp_path / "c"), *COMMON, *TINY_VAE, "--mrstft-weight", "0",
+                     "--mel-weight", "0", "--l1-weight", "0"])  # fmt: skip
+    # the log-mel alone: the vocoder does not run in training (no waveform terms logged), and it learns
+    summary = recipe.main(["--output-dir", str(tmp_path / "d"), "--max-steps", "30", *flags, "--mrstft-weight",
+                           "0", "--mel-weight", "0", "--l1-weight", "0", "--lr", "3e-3"])  # fmt: skip
+    logs = [json.loads(line) for line in (tmp_path / "d" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in logs if "loss" in r]
+    assert not any("mrstft" in r for r in steps) and np.isfinite(summary["heldout_eval_mrstft"])
+    assert np.mean([r["decoded_mel_l1"] for r in steps[-5:]]) < 0.8 * np.mean(
+        [r["decoded_mel_l1"] for r in steps[:5]]
+    )
 
 
 def test_recipes_refuse_the_heldout_seed(tmp_path):

@@ -423,11 +423,21 @@ class WaveformVAE(LatentAutoencoder):
         sample: bool = True,
         generator: torch.Generator | None = None,
         with_mel: bool = False,
+        render: bool = True,
     ):
         """Reconstruct ``x`` (not clamped); returns ``(reconstruction, posterior)`` (for training), and with
-        ``with_mel`` the decoded log-mel ``[b c m frames]`` (``head="vocoder"``; else ``None``) third."""
+        ``with_mel`` the decoded log-mel ``[b c m frames]`` (``head="vocoder"``; else ``None``) third.
+        ``render=False`` (``head="vocoder"`` only) stops at the decoded log-mel: the reconstruction is
+        ``None`` and the vocoder does not run (a loss on the log-mel alone)."""
         posterior = self.encode_posterior(x)
         z = posterior.sample(generator) if sample else posterior.mean  # [b zc f]
+        if not render:
+            if self.config.head != "vocoder":
+                raise ValueError(
+                    f"render=False needs head='vocoder' (a decoded log-mel), not {self.config.head!r}"
+                )
+            mel = rearrange(self.decoder(z), "b (c m) t -> b c m t", c=self.config.in_channels)  # [b c m f]
+            return (None, posterior, mel) if with_mel else (None, posterior)
         audio, _, mel = self._decode(z)
         return (audio, posterior, mel) if with_mel else (audio, posterior)
 

@@ -144,6 +144,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import shutil
 import sys
 import time
@@ -665,7 +666,11 @@ def train(args: argparse.Namespace, recipe: AutoencoderRecipe, *, argv: list[str
                 if adversarial:
                     record["disc_lr"] = disc_optimizer.param_groups[0]["lr"]
                 record["train_seconds"] = state["train_seconds"]
-                shown = {label: fmt.format(**record) for label, fmt in recipe.progress.items()}
+                shown = {  # a label whose numbers this run does not log is left out
+                    label: fmt.format(**record)
+                    for label, fmt in recipe.progress.items()
+                    if all(key in record for key in re.findall(r"{(\w+)", fmt))
+                }
                 bar.set_postfix(loss=f"{record['loss']:.4f}", **shown, eval=latest_eval)
                 log(record)
             if step % args.eval_every == 0 or step == args.max_steps:

@@ -5,11 +5,21 @@
     python recipes/audio/train_vae.py --output-dir runs/audio_vae --max-minutes 60 --resume
     python recipes/audio/train_vae.py --arch oobleck --output-dir runs/oobleck --max-minutes 45  # reference
 
-Loss: the multi-resolution STFT loss (Yamamoto et al. 2020, Eqs. 4-6), ``--mel-weight`` times the
-log-mel L1 (HiFi-GAN, Eq. 4), ``--l1-weight`` times the waveform L1, and ``--kl-weight`` times the KL
-divergence of the diagonal Gaussian posterior to ``N(0, I)`` per latent element (Kingma & Welling
-2014, Eq. 10) -- the terms of Stable Audio's autoencoder (Evans et al. 2024, Sec. 3.1) -- plus, with
-``--adversarial-from S``, a multi-resolution STFT discriminator (hinge, feature matching) from step S.
+Loss: ``--mrstft-weight`` times the multi-resolution STFT loss (Yamamoto et al. 2020, Eqs. 4-6),
+``--mel-weight`` times the log-mel L1 (HiFi-GAN, Eq. 4), ``--l1-weight`` times the waveform L1, and
+``--kl-weight`` times the KL divergence of the diagonal Gaussian posterior to ``N(0, I)`` per latent
+element (Kingma & Welling 2014, Eq. 10) -- the terms of Stable Audio's autoencoder (Evans et al. 2024,
+Sec. 3.1) -- plus, with ``--adversarial-from S``, a multi-resolution STFT discriminator (hinge, feature
+matching) from step S.
+
+With ``--head vocoder`` (a log-mel decoded and rendered by a Vocoder inside the VAE, ``--vocoder DIR``
+to start it from a trained one, ``--freeze-vocoder`` to keep it), ``--decoded-mel-weight`` adds an L1
+between the decoded log-mel and the input's. With the waveform weights at 0 the vocoder does not run
+in training at all (the shipped VAE: a code of the log-mel, which its trained vocoder renders):
+
+    python recipes/audio/train_vae.py --output-dir runs/vae_mel --analysis mel --patch 256 --strides '' \
+        --decoder-strides '' --channels 128 --head vocoder --vocoder mediadiff/weights/audio_vocoder_tones \
+        --freeze-vocoder --decoded-mel-weight 1 --mrstft-weight 0 --mel-weight 0 --l1-weight 0 --crop 16384
 
 Data: as ``recipes/audio/train_vocoder.py``: Tones with the training ``--seed`` (held-out seed
 refused), or ``--data DIR``; each step sees a random ``--crop`` of every clip, aligned to the latent
@@ -128,20 +138,26 @@ def loss(model, x: torch.Tensor, ctx: LossContext) -> LossOutput:
     args = ctx.args
     vae = ctx.accelerator.unwrap_model(model)
     x = random_crop(x, args.crop, vae.config.ratio, ctx.generator)  # [b c crop]
+    render = bool(args.mrstft_weight or args.mel_weight or args.l1_weight or ctx.discriminator is not None)
     decoded = None
     with ctx.accelerator.autocast():
-        if args.decoded_mel_weight:
-            rec, posterior, decoded = model(x, sample=True, generator=ctx.generator, with_mel=True)
+        if getattr(vae.config, "head", None) == "vocoder":
+            rec, posterior, decoded = model(
+                x, sample=True, generator=ctx.generator, with_mel=True, render=render
+            )  # [b c crop] (None without render), posterior, [b c m crop/hop]
         else:
             rec, posterior = model(x, sample=True, generator=ctx.generator)  # [b c crop]
-    rec = rec.float()
-    stft = _MRSTFT(rec, x)
-    mel_l1 = mel_loss(_MEL.to(x.device)(rec), _MEL(x))
-    l1 = (rec - x).abs().mean()
     kl = posterior.kl().mean() / posterior.mean[0].numel()  # per latent element
-    total = stft + args.mel_weight * mel_l1 + args.l1_weight * l1 + args.kl_weight * kl
-    logs = {"mrstft": stft.detach(), "mel_l1": mel_l1.detach(), "l1": l1.detach(), "kl": kl.detach()}
-    if decoded is not None:  # the vocoder head's input against the input's log-mel in the same analysis
+    total = args.kl_weight * kl
+    logs = {"kl": kl.detach()}
+    if render:
+        rec = rec.float()
+        stft = _MRSTFT(rec, x)
+        mel_l1 = mel_loss(_MEL.to(x.device)(rec), _MEL(x))
+        l1 = (rec - x).abs().mean()
+        total = total + args.mrstft_weight * stft + args.mel_weight * mel_l1 + args.l1_weight * l1
+        logs |= {"mrstft": stft.detach(), "mel_l1": mel_l1.detach(), "l1": l1.detach()}
+    if args.decoded_mel_weight:  # the vocoder head's input against the input's log-mel in the same analysis
         target = vae.vocoder.mel_of(x)  # [b c m crop/hop]
         decoded_l1 = (decoded.float() - target).abs().mean()
         total = total + args.decoded_mel_weight * decoded_l1
@@ -281,6 +297,9 @@ def main(argv: list[str] | None = None) -> dict:
         "starts each crop at phase 0, so it cannot match the waveform sample by sample)",
     )
     parser.add_argument(
+        "--mrstft-weight", type=float, default=1.0, help="weight of the multi-resolution STFT loss"
+    )
+    parser.add_argument(
         "--decoded-mel-weight",
         type=float,
         default=0.0,
@@ -296,6 +315,8 @@ def main(argv: list[str] | None = None) -> dict:
                                   ("--decoded-mel-weight", args.decoded_mel_weight)] if on]  # fmt: skip
     if used and (args.arch != "waveform" or args.head != "vocoder"):
         parser.error(f"{', '.join(used)} need --head vocoder (got --arch {args.arch} --head {args.head})")
+    if not (args.mrstft_weight or args.mel_weight or args.l1_weight or args.decoded_mel_weight):
+        parser.error("every reconstruction weight is 0: nothing to learn")
     return train(args, RECIPE, argv=argv)
 
 
