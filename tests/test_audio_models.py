@@ -426,6 +426,29 @@ def test_vae_with_a_vocoder_head_reads_the_log_mel_and_round_trips(tmp_path):
         WaveformVAEConfig(**{**TINY_MEL, "mel": MelConfig(n_mels=80)})
 
 
+def test_shipped_vae_keeps_the_notes():
+    """The shipped Tones VAE: 16 x 64 unit-scale latents per clip, and the held-out notes come back."""
+    from mediadiff.audio.autoencoder import TONES_VAE_DIR
+    from mediadiff.audio.detect import read_tones
+    from mediadiff.audio.tones import HELDOUT_SEED
+
+    vae = load_autoencoder(TONES_VAE_DIR).eval()
+    data = Tones(length=4, seed=HELDOUT_SEED)
+    x = torch.stack([data[i]["audio"] for i in range(4)])  # [4 1 16384]
+    with torch.no_grad():
+        z = vae.encode(x)
+        y = vae.decode(z)
+        chunked = vae.decode(z, chunk_size=16)
+    assert z.shape == (4, 16, 64) and 0.5 < z.std() < 2.0 and z.mean().abs() < 0.5
+    torch.testing.assert_close(chunked, y, atol=1e-4, rtol=0)
+    for reading, i in zip(read_tones(y), range(4), strict=True):
+        label = data.labels(i)
+        assert abs(reading.midi - label["midi"]) < 0.5 and reading.waveform == label["waveform"], (
+            reading,
+            label,
+        )
+
+
 def test_vae_save_load_and_latent_stats(tmp_path):
     vae = WaveformVAE(**TINY).eval()
     vae.set_latent_stats(torch.arange(4.0), torch.full((4,), 2.0))

@@ -26,6 +26,7 @@ __all__ = [
     "generator_hinge_loss",
     "mel_loss",
     "si_sdr",
+    "spectral_convergence",
     "stft_magnitude",
 ]
 
@@ -65,9 +66,16 @@ class MultiResolutionSTFTLoss(nn.Module):
         total = prediction.new_zeros((), dtype=torch.float32)
         for n_fft, hop in self.resolutions:
             s, t = stft_magnitude(prediction, n_fft, hop), stft_magnitude(target, n_fft, hop)  # [b*c f n]
-            convergence = torch.linalg.norm(t - s, dim=(1, 2)) / torch.linalg.norm(t, dim=(1, 2))  # [b*c]
-            total = total + convergence.mean() + (t.log() - s.log()).abs().mean()
+            total = total + spectral_convergence(s, t) + (t.log() - s.log()).abs().mean()
         return total / len(self.resolutions)
+
+
+def spectral_convergence(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``||T - S||_F / ||T||_F`` per spectrogram, averaged (Yamamoto et al. 2020, Eq. 4): magnitudes
+    ``[n f t]``, or ``[b c f t]`` (each ``[f t]`` its own). It weighs the loud bins, where a
+    log-magnitude L1 weighs every bin alike."""
+    s, t = prediction.float().flatten(0, -3), target.float().flatten(0, -3)  # [n f t]
+    return (torch.linalg.norm(t - s, dim=(1, 2)) / torch.linalg.norm(t, dim=(1, 2)).clamp_min(1e-8)).mean()
 
 
 def mel_loss(prediction_mel: torch.Tensor, target_mel: torch.Tensor) -> torch.Tensor:

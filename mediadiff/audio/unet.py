@@ -134,7 +134,7 @@ UNET2D_PRESETS: dict[str, UNet2DConfig] = {
         attention_levels=(False, False, True),
         head_dim=64,
     ),
-    # 80 x 64 -> ... -> 10 x 8 (80 = 5 * 16 stays divisible), attention at 20 x 16 and 10 x 8;
+    # 128 x 64 -> ... -> 16 x 8, attention at 32 x 16 and 16 x 8;
     # mel bins and frames multiples of 8
     "B": UNet2DConfig(
         channels=128,

@@ -274,6 +274,11 @@ class Vocoder(ConfigModel):
             nn.init.zeros_(self.head.proj.weight[:bins])
             nn.init.zeros_(self.head.proj.bias[:bins])
 
+    @property
+    def log_mel(self) -> LogMel:
+        """The analysis this vocoder inverts (its :meth:`~mediadiff.audio.mel.LogMel.denormalize` too)."""
+        return self._mel
+
     def mel_of(self, audio: torch.Tensor) -> torch.Tensor:
         """The input this vocoder expects for ``audio`` ``[b c t]``: normalised log-mel ``[b c m t/hop]``."""
         return self._mel(audio)

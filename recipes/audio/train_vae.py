@@ -49,7 +49,7 @@ from mediadiff.audio.autoencoder import (
     WaveformVAEConfig,
     load_autoencoder,
 )
-from mediadiff.audio.losses import MultiResolutionSTFTLoss, mel_loss, si_sdr
+from mediadiff.audio.losses import MultiResolutionSTFTLoss, mel_loss, si_sdr, spectral_convergence
 from mediadiff.audio.mel import LogMel, MelConfig
 from mediadiff.audio.training import (
     add_data_arguments,
@@ -162,6 +162,12 @@ def loss(model, x: torch.Tensor, ctx: LossContext) -> LossOutput:
         decoded_l1 = (decoded.float() - target).abs().mean()
         total = total + args.decoded_mel_weight * decoded_l1
         logs["decoded_mel_l1"] = decoded_l1.detach()
+    if args.decoded_sc_weight:  # the same, as magnitudes: weighs the loud bands, where the partials are
+        target = vae.vocoder.mel_of(x)  # [b c m crop/hop]
+        mel = vae.vocoder.log_mel
+        sc = spectral_convergence(mel.denormalize(decoded.float()).exp(), mel.denormalize(target).exp())
+        total = total + args.decoded_sc_weight * sc
+        logs["decoded_mel_sc"] = sc.detach()
     if ctx.discriminator is not None:
         total, logs = gan_terms(total, logs, x, rec, ctx)
     return LossOutput(total, logs, real=x, fake=rec)
@@ -305,6 +311,12 @@ def main(argv: list[str] | None = None) -> dict:
         default=0.0,
         help="weight of the L1 between the decoded log-mel (the vocoder head's input) and the input's",
     )
+    parser.add_argument(
+        "--decoded-sc-weight",
+        type=float,
+        default=0.0,
+        help="weight of the spectral convergence of the decoded mel magnitudes against the input's",
+    )
     parser.add_argument("--kl-weight", type=float, default=1e-4, help="weight of the KL per latent element")
     add_gan_arguments(parser)
     parser.add_argument(
@@ -312,10 +324,17 @@ def main(argv: list[str] | None = None) -> dict:
     )
     args = parse_and_check(parser, RECIPE, argv)
     used = [flag for flag, on in [("--vocoder", args.vocoder), ("--freeze-vocoder", args.freeze_vocoder),
-                                  ("--decoded-mel-weight", args.decoded_mel_weight)] if on]  # fmt: skip
+                                  ("--decoded-mel-weight", args.decoded_mel_weight),
+                                  ("--decoded-sc-weight", args.decoded_sc_weight)] if on]  # fmt: skip
     if used and (args.arch != "waveform" or args.head != "vocoder"):
         parser.error(f"{', '.join(used)} need --head vocoder (got --arch {args.arch} --head {args.head})")
-    if not (args.mrstft_weight or args.mel_weight or args.l1_weight or args.decoded_mel_weight):
+    if not (
+        args.mrstft_weight
+        or args.mel_weight
+        or args.l1_weight
+        or args.decoded_mel_weight
+        or args.decoded_sc_weight
+    ):
         parser.error("every reconstruction weight is 0: nothing to learn")
     return train(args, RECIPE, argv=argv)
 
