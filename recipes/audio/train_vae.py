@@ -19,7 +19,7 @@ in training at all (the shipped VAE: a code of the log-mel, which its trained vo
 
     python recipes/audio/train_vae.py --output-dir runs/vae_mel --analysis mel --patch 256 --strides '' \
         --decoder-strides '' --channels 128 --head vocoder --vocoder mediadiff/weights/audio_vocoder_tones \
-        --freeze-vocoder --decoded-mel-weight 1 --decoded-sc-weight 1 --mrstft-weight 0 --mel-weight 0 \
+        --freeze-vocoder --decoded-mel-weight 3 --decoded-sc-weight 0.5 --mrstft-weight 0 --mel-weight 0 \
         --l1-weight 0 --crop 16384 --max-steps 7500 --max-minutes 16 --threads 1
 
 Data: as ``recipes/audio/train_vocoder.py``: Tones with the training ``--seed`` (held-out seed
