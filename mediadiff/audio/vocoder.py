@@ -312,13 +312,6 @@ class Vocoder(ConfigModel):
         peaks = base if self.config.phase_from_prior else None
         return self.head.spectrum(h, anchor, anchor_phase, log_mag_base=base, peaks_from=peaks)
 
-    @property
-    def receptive_field(self) -> float:
-        """Frames on each side one output sample can depend on (the embedding, the blocks, the head's
-        window)."""
-        c = self.config
-        return (1 + c.num_blocks) * (c.kernel // 2) + self.head.n_fft / (2 * self.head.hop)
-
     def forward(
         self, mel: torch.Tensor, with_spectrum: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
