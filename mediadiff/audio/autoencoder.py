@@ -374,7 +374,7 @@ class WaveformVAE(LatentAutoencoder):
             return rearrange(h, "b (c p) t -> b c (t p)", p=c.hop), None, None  # [b c f*ratio]
         mel = None
         if c.head == "vocoder":
-            mel = rearrange(h, "b (c m) t -> b c m t", c=c.in_channels)  # [b c m frames]
+            mel = self._as_mel(h)  # [b c m frames]
             h, base = self.vocoder.features(mel)  # [b*c d frames], [b*c bins frames] or None
             spec, phase = self.vocoder.spectrum(h, base, anchor, anchor_phase)  # [b*c bins frames]
         else:
@@ -382,6 +382,10 @@ class WaveformVAE(LatentAutoencoder):
             spec, phase = self.head.spectrum(h, anchor, anchor_phase)  # [b*c bins frames]
         audio = (self.head or self.vocoder.head).synthesize(spec)  # [b*c f*ratio]
         return rearrange(audio, "(b c) t -> b c t", c=c.in_channels), phase, mel  # [b c f*ratio]
+
+    def _as_mel(self, h: torch.Tensor) -> torch.Tensor:
+        """The vocoder head's decoder output ``[b c*m f]`` as log-mel ``[b c m f]``."""
+        return rearrange(h, "b (c m) t -> b c m t", c=self.config.in_channels)  # [b c m f]
 
     def decode(
         self, z: torch.Tensor, chunk_size: int | None = None, overlap: int | None = None
@@ -436,7 +440,7 @@ class WaveformVAE(LatentAutoencoder):
                 raise ValueError(
                     f"render=False needs head='vocoder' (a decoded log-mel), not {self.config.head!r}"
                 )
-            mel = rearrange(self.decoder(z), "b (c m) t -> b c m t", c=self.config.in_channels)  # [b c m f]
+            mel = self._as_mel(self.decoder(z))  # [b c m f]
             return (None, posterior, mel) if with_mel else (None, posterior)
         audio, _, mel = self._decode(z)
         return (audio, posterior, mel) if with_mel else (audio, posterior)

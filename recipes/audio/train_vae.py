@@ -158,13 +158,13 @@ def loss(model, x: torch.Tensor, ctx: LossContext) -> LossOutput:
         l1 = (rec - x).abs().mean()
         total = total + args.mrstft_weight * stft + args.mel_weight * mel_l1 + args.l1_weight * l1
         logs |= {"mrstft": stft.detach(), "mel_l1": mel_l1.detach(), "l1": l1.detach()}
-    if args.decoded_mel_weight:  # the vocoder head's input against the input's log-mel in the same analysis
-        target = vae.vocoder.mel_of(x)  # [b c m crop/hop]
-        decoded_l1 = (decoded.float() - target).abs().mean()
+    if args.decoded_mel_weight or args.decoded_sc_weight:  # the vocoder head's input against the input's
+        target = vae.vocoder.mel_of(x)  # [b c m crop/hop] log-mel in the same analysis
+    if args.decoded_mel_weight:
+        decoded_l1 = mel_loss(decoded, target)
         total = total + args.decoded_mel_weight * decoded_l1
         logs["decoded_mel_l1"] = decoded_l1.detach()
     if args.decoded_sc_weight:  # the same, as magnitudes: weighs the loud bands, where the partials are
-        target = vae.vocoder.mel_of(x)  # [b c m crop/hop]
         mel = vae.vocoder.log_mel
         sc = spectral_convergence(mel.denormalize(decoded.float()).exp(), mel.denormalize(target).exp())
         total = total + args.decoded_sc_weight * sc
