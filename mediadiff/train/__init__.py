@@ -25,6 +25,7 @@ _NAMES = {  # module -> the names it exports here
     "memory": ["DryRunReport"],
     "precision": ["resolve_mixed_precision"],
     "recipe": ["Parts", "Recipe", "pipeline_sample_fn"],
+    "text": ["add_text_recipe_args", "fit_pooled_norm", "install_text_adapter", "load_text_adapter"],
     "trainer": ["NonFiniteLossError", "SampleContext", "Trainer", "ema_decay_at", "make_accelerator"],
 }
 _EXPORTS = {name: module for module, names in _NAMES.items() for name in names}

@@ -14,7 +14,6 @@ This module imports neither the trainer nor the pipelines: a pipeline is anythin
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -112,39 +111,7 @@ def periodic_eval(
     return evaluate
 
 
-# --- what the Shapes recipes share -----------------------------------------------------------------
-
-
-def add_shapes_recipe_args(group: Any, context_pool: str = "mean", pooled_norm: bool = False) -> None:
-    """The flags every Shapes recipe takes: data seed, text encoder, conditioning, evaluation.
-
-    ``context_pool`` and ``pooled_norm``: the recipe's defaults for ``--context-pool`` and
-    ``--pooled-norm`` (what its shipped model was trained with).
-    """
-    import argparse
-
-    group.add_argument("--data-seed", type=int, default=0, help="Shapes stream trained on")
-    group.add_argument("--text-encoder", default="minilm", help='"minilm" or a local encoder folder')
-    group.add_argument(
-        "--pooled-norm",
-        action=argparse.BooleanOptionalAction,
-        default=pooled_norm,
-        help="standardise the pooled text by statistics of the training captions (nn.FixedStandardize)",
-    )
-    group.add_argument(
-        "--context-pool",
-        choices=["mean", "attention"],
-        default=context_pool,
-        help="how the text tokens become the one vector that modulates the backbone (nn.AttentionPool)",
-    )
-    group.add_argument(
-        "--t-sampler",
-        choices=["uniform", "logit_normal"],
-        default="uniform",
-        help="training noise levels: uniform trains the high-noise steps where direction is decided",
-    )
-    group.add_argument("--eval-num", type=int, default=24, help="clips per periodic evaluation")
-    group.add_argument("--guidance", type=float, default=4.0, help="CFG scale of the periodic evaluation")
+# --- what the Shapes recipes add to the shared text-recipe helpers (mediadiff.train.text) ----------
 
 
 def check_train_seed(seed: int) -> None:
@@ -158,36 +125,7 @@ def check_shapes_args(args: Any) -> None:
     check_train_seed(args.data_seed)
 
 
-def fit_pooled_norm(backbone: torch.nn.Module, text_encoder: Any, seed: int, num: int = 2000) -> None:
-    """Fit ``backbone.pooled_norm`` on the first ``num`` training captions of Shapes stream ``seed``,
-    plus 10% empty prompts (what caption dropout feeds the backbone)."""
-    from mediadiff.nn import masked_mean
-
+def training_captions(seed: int, num: int = 2000) -> list[str]:
+    """The first ``num`` captions of Shapes stream ``seed`` (what ``fit_pooled_norm`` is fitted on)."""
     data = Shapes(num_frames=2, size=16, seed=seed)  # captions do not depend on frames or size
-    captions = [data[i]["text"] for i in range(num)]
-    tokens, mask = text_encoder.encode(captions + [""] * (num // 10))  # [n l d], [n l]
-    backbone.pooled_norm.fit(masked_mean(tokens, mask))  # [n d]
-
-
-def load_text_adapter(path: str) -> dict[str, torch.Tensor]:
-    """The state dict of a TokenAdapter saved by ``recipes/video/align_text.py``, or a clear error."""
-    from safetensors.torch import load_file
-
-    if not os.path.isfile(path):
-        raise SystemExit(f"--text-adapter: no file {path} (train one with recipes/video/align_text.py)")
-    state = load_file(path)
-    if "mlp.0.weight" not in state:
-        raise SystemExit(f"--text-adapter: {path} holds no TokenAdapter weights (keys {sorted(state)[:4]})")
-    return state
-
-
-def install_text_adapter(backbone: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load pre-trained TokenAdapter weights into ``backbone.context_adapter`` and freeze them."""
-    dim = backbone.context_adapter.norm.normalized_shape[0]
-    if state["mlp.0.weight"].shape[1] != dim:
-        raise SystemExit(
-            f"--text-adapter: the adapter takes {state['mlp.0.weight'].shape[1]}-wide tokens, "
-            f"the text encoder gives {dim}"
-        )
-    backbone.context_adapter.load_state_dict(state)
-    backbone.context_adapter.requires_grad_(False)  # the backbone learns on top of the aligned text
+    return [data[i]["text"] for i in range(num)]

@@ -25,8 +25,9 @@ from mediadiff.diffusion import FlowSchedule
 from mediadiff.pipelines import VideoPipeline, export_run
 from mediadiff.text import load_text_encoder
 from mediadiff.train.recipe import Parts, Recipe
+from mediadiff.train.text import install_text_adapter, load_text_adapter
 from mediadiff.video import SHAPES_VAE_DIR, DiT, VideoFolder, load_autoencoder
-from mediadiff.video.shapes_eval import install_text_adapter, load_text_adapter, save_grid
+from mediadiff.video.shapes_eval import save_grid
 
 
 def add_args(g) -> None:

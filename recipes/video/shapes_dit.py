@@ -24,15 +24,14 @@ from mediadiff.diffusion import FlowSchedule
 from mediadiff.pipelines import VideoPipeline, export_run
 from mediadiff.text import load_text_encoder
 from mediadiff.train.recipe import Parts, Recipe
-from mediadiff.video import SHAPES_VAE_DIR, DiT, Shapes, load_autoencoder
-from mediadiff.video.shapes_eval import (
-    add_shapes_recipe_args,
-    check_shapes_args,
+from mediadiff.train.text import (
+    add_text_recipe_args,
     fit_pooled_norm,
     install_text_adapter,
     load_text_adapter,
-    periodic_eval,
 )
+from mediadiff.video import SHAPES_VAE_DIR, DiT, Shapes, load_autoencoder
+from mediadiff.video.shapes_eval import check_shapes_args, periodic_eval, training_captions
 
 FRAMES, SIZE = 17, 64
 
@@ -51,7 +50,7 @@ def add_args(g) -> None:
         default=None,
         help="frozen TokenAdapter weights from recipes/video/align_text.py, put in front of the text pathway",
     )
-    add_shapes_recipe_args(g)
+    add_text_recipe_args(g)
 
 
 def build(args) -> Parts:
@@ -75,7 +74,7 @@ def build(args) -> Parts:
         install_text_adapter(backbone, adapter)
     dataset = Shapes(length=args.items, num_frames=FRAMES, size=SIZE, seed=args.data_seed)
     if args.pooled_norm:
-        fit_pooled_norm(backbone, text_encoder, args.data_seed)
+        fit_pooled_norm(backbone, text_encoder, training_captions(args.data_seed))
     return Parts(
         dataset, backbone, FlowSchedule(), "flow", data_key="video", autoencoder=autoencoder,
         text_encoder=text_encoder, t_sampler=args.t_sampler,

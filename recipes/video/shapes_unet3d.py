@@ -28,6 +28,7 @@ from mediadiff.diffusion import FlowSchedule
 from mediadiff.pipelines import VideoPipeline, export_run
 from mediadiff.text import load_text_encoder
 from mediadiff.train.recipe import Parts, Recipe
+from mediadiff.train.text import add_text_recipe_args, fit_pooled_norm
 from mediadiff.video import IdentityAutoencoder, Shapes, UNet3D, shapes_eval
 
 FRAMES, SIZE = 8, 32
@@ -45,7 +46,7 @@ def add_args(g) -> None:
         default=False,
         help="give the U-Net (frame, row, column) coordinate channels (UNet3DConfig.coord_channels)",
     )
-    shapes_eval.add_shapes_recipe_args(g)
+    add_text_recipe_args(g)
 
 
 def build(args) -> Parts:
@@ -70,7 +71,7 @@ def build(args) -> Parts:
     # nominal epoch; clips are rendered on the fly, any index is valid
     dataset = Shapes(length=100_000, num_frames=FRAMES, size=SIZE, seed=args.data_seed)
     if args.pooled_norm:
-        shapes_eval.fit_pooled_norm(backbone, text_encoder, args.data_seed)
+        fit_pooled_norm(backbone, text_encoder, shapes_eval.training_captions(args.data_seed))
     evaluate = shapes_eval.periodic_eval(
         num_frames=FRAMES, size=SIZE, num=args.eval_num, guidance_scale=args.guidance
     )
