@@ -16,8 +16,8 @@ clip encoder takes latents with any number of axes (``[c f h w]``, ``[c l]``, ..
     python recipes/video/align_text.py --cache runs/shapes_dit/cache -o runs/align/adapter.safetensors
 
 On a Shapes cache it prints, on held-out items, how much of the pooled text's variance colour, shape and direction
-explain before and after (the between-class share, sum over classes of n_c |mean_c - mean|^2 over the
-total sum of squares) and text-to-clip retrieval accuracy of the direction; on any cache, the share
+explain before and after (on a Tones cache: waveform, pitch and contour) (the between-class share, sum over classes of n_c |mean_c - mean|^2 over the
+total sum of squares) and how often the clip a caption retrieves has its classes; on any cache, the share
 of held-out captions whose own clip is the nearest (``retrieval_top1``).
 """
 
@@ -107,6 +107,28 @@ def load_cache(path: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tor
     return tuple(torch.cat(parts[k]) for k in ("latent", "tokens", "mask", "index"))  # type: ignore[return-value]
 
 
+def held_out_labels(
+    dataset_type: str, index: torch.Tensor, args: argparse.Namespace
+) -> dict[str, torch.Tensor]:
+    """Class ids ``[h]`` per attribute of the held-out items of a procedural cache (Shapes: colour, shape,
+    direction; Tones: waveform, pitch, contour), for the class-share report; ``{}`` for any other data."""
+    if dataset_type.endswith(".Shapes"):
+        from mediadiff.video import Shapes
+
+        shapes = Shapes(
+            length=int(index.max()) + 1, num_frames=2, size=16, seed=args.data_seed
+        )  # tiny renders
+        items, keys = [shapes[int(i)] for i in index], ("colour", "shape", "direction")
+    elif dataset_type.endswith(".Tones"):
+        from mediadiff.audio import Tones
+
+        tones = Tones(length=int(index.max()) + 1, seed=args.data_seed)
+        items, keys = [tones.labels(int(i)) for i in index], ("waveform", "pitch", "contour")
+    else:
+        return {}
+    return {k: torch.tensor([it[f"{k}_id"] for it in items]) for k in keys}
+
+
 def between_share(x: torch.Tensor, labels: torch.Tensor) -> float:
     """Share of the total sum of squares of x [n d] that the class means of labels [n] explain."""
     x = x - x.mean(0)  # [n d]
@@ -125,13 +147,9 @@ def main(argv: list[str] | None = None) -> dict:
     if not 0 < args.holdout < n // 2:
         raise SystemExit(f"align_text: --holdout must be in (0, {n // 2}), got {args.holdout}")
     train_n = n - args.holdout
-    labels: dict[str, torch.Tensor] = {}
-    if LatentCache(args.cache).meta["fingerprint"]["dataset"]["type"].endswith(".Shapes"):
-        from mediadiff.video import Shapes  # the class-share report: only on a Shapes cache
-
-        shapes = Shapes(length=n, num_frames=2, size=16, seed=args.data_seed)  # labels only: tiny renders
-        held = [shapes[int(i)] for i in index[train_n:]]
-        labels = {k: torch.tensor([h[f"{k}_id"] for h in held]) for k in ("colour", "shape", "direction")}
+    labels = held_out_labels(
+        LatentCache(args.cache).meta["fingerprint"]["dataset"]["type"], index[train_n:], args
+    )
 
     adapter = TokenAdapter(tokens.shape[-1], args.hidden)
     text_head = nn.Linear(tokens.shape[-1], args.embed_dim)
@@ -153,9 +171,8 @@ def main(argv: list[str] | None = None) -> dict:
                 **{f"raw_{k}_share": round(between_share(raw, y), 4) for k, y in labels.items()},
                 **{f"aligned_{k}_share": round(between_share(aligned, y), 4) for k, y in labels.items()},
             }
-            if labels:  # the retrieved clip moves the way the caption says
-                hit = labels["direction"][best] == labels["direction"]  # [h]
-                row["retrieval_direction_acc"] = round(float(hit.float().mean()), 4)
+            for k, y in labels.items():  # the retrieved clip has the caption's class (moves its way, ...)
+                row[f"retrieval_{k}_acc"] = round(float((y[best] == y).float().mean()), 4)
         print(json.dumps(row), flush=True)
         return row
 
