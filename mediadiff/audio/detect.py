@@ -25,7 +25,15 @@ import torch
 
 from .tones import GLIDE_SEMITONES, WAVEFORMS, harmonic_amplitudes, midi_to_name
 
-__all__ = ["ToneReading", "read_tone", "read_tones", "score_tones", "track_pitch"]
+__all__ = [
+    "PitchTrack",
+    "ToneReading",
+    "analyse_tone",
+    "read_tone",
+    "read_tones",
+    "score_tones",
+    "track_pitch",
+]
 
 FMIN, FMAX = 60.0, 1100.0  # Hz: C3 falling a fifth is ~87 Hz, C5 rising a fifth ~784 Hz
 HARMONICS = 5  # fundamental + harmonics 2..5 decide the waveform class
@@ -46,6 +54,15 @@ class ToneReading:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class PitchTrack:
+    """A pYIN track: frame ``times [n]`` (seconds), ``midi [n]`` (nan where unvoiced), ``voiced [n]``."""
+
+    times: np.ndarray
+    midi: np.ndarray
+    voiced: np.ndarray
 
 
 def _as_mono(audio: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -115,12 +132,22 @@ def read_tone(
     audio: np.ndarray | torch.Tensor, sample_rate: int = 16000, hop_length: int = 256
 ) -> ToneReading:
     """Start pitch, contour and waveform class of one note ``[t]`` or ``[c t]`` (see the module docstring)."""
+    return analyse_tone(audio, sample_rate, hop_length)[0]
+
+
+def analyse_tone(
+    audio: np.ndarray | torch.Tensor, sample_rate: int = 16000, hop_length: int = 256
+) -> tuple[ToneReading, PitchTrack]:
+    """:func:`read_tone` and the pitch track it read it from (one pYIN pass for both, so a feature
+    extractor that needs the track does not run pYIN again)."""
     y = _as_mono(audio)
     times, midi, voiced = track_pitch(y, sample_rate, hop_length)
     ok = voiced & np.isfinite(midi)
+    track = PitchTrack(times, np.where(ok, midi, np.nan), ok)
     share = float(ok.mean()) if len(ok) else 0.0
     if ok.sum() < 3:
-        return ToneReading(float("nan"), "", 0.0, "steady", "sine", (_FLOOR_DB,) * (HARMONICS - 1), share)
+        silent = ToneReading(float("nan"), "", 0.0, "steady", "sine", (_FLOOR_DB,) * (HARMONICS - 1), share)
+        return silent, track
     slope, start = np.polyfit(times[ok], midi[ok], 1)
     duration = len(y) / sample_rate
     glide = float(slope * duration)
@@ -130,13 +157,13 @@ def read_tone(
         contour = "falling"
     else:
         contour = "steady"
-    track = np.where(ok, midi, np.nan)
-    db = _harmonics_db(y, sample_rate, times, track, hop_length)
+    db = _harmonics_db(y, sample_rate, times, track.midi, hop_length)
     waveform = min(WAVEFORMS, key=lambda w: float(np.abs(db - _TEMPLATES_DB[w]).sum()))
     nearest = int(np.clip(round(start), 0, 127))
-    return ToneReading(
+    reading = ToneReading(
         float(start), midi_to_name(nearest), glide, contour, waveform, tuple(float(v) for v in db), share
     )
+    return reading, track
 
 
 def read_tones(audio: np.ndarray | torch.Tensor, sample_rate: int = 16000) -> list[ToneReading]:
