@@ -12,11 +12,13 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("cli", "diffusion", "eval", "nn", "pipelines", "text", "train", "utils", "video")
+_SUBMODULES = ("audio", "cli", "diffusion", "eval", "nn", "pipelines", "text", "train", "utils", "video")
 _EXPORTS: dict[str, str] = {
     "DiffusionPipeline": "mediadiff.pipelines.base",
     "VideoPipeline": "mediadiff.pipelines.video",
     "VideoOutput": "mediadiff.pipelines.video",
+    "AudioPipeline": "mediadiff.pipelines.audio",
+    "AudioOutput": "mediadiff.pipelines.audio",
 }
 
 
@@ -32,4 +34,4 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_SUBMODULES) | set(_EXPORTS))
 
 
-__all__ = ["DiffusionPipeline", "VideoOutput", "VideoPipeline", "__version__"]
+__all__ = ["AudioOutput", "AudioPipeline", "DiffusionPipeline", "VideoOutput", "VideoPipeline", "__version__"]

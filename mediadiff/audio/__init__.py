@@ -56,6 +56,10 @@ _EXPORTS: dict[str, str] = {
     # autoencoders
     "WaveformVAE": "autoencoder",
     "WaveformVAEConfig": "autoencoder",
+    "MelAutoencoder": "autoencoder",
+    "MelAutoencoderConfig": "autoencoder",
+    "TONES_VAE_DIR": "autoencoder",
+    "TONES_VOCODER_DIR": "vocoder",
     "Snake": "autoencoder",
     "load_autoencoder": "autoencoder",
 }

@@ -1,4 +1,5 @@
-"""Audio autoencoders: a 1-D convolutional waveform VAE (Oobleck-style, built for a CPU) and identity.
+"""Audio autoencoders: a 1-D convolutional waveform VAE (Oobleck-style, built for a CPU), the log-mel
+"autoencoder" of mel-domain models (:class:`MelAutoencoder`: log-mel in, vocoder or Griffin-Lim out), and identity.
 
 Interface (DESIGN.md, "Autoencoders"): ``encode(x) -> z`` with ``x`` ``[b c t]`` in ``[-1, 1]`` and
 ``z`` ``[b zc t / ratio]`` already normalised (``latent_shift`` / ``latent_scale`` in the config),
@@ -54,7 +55,7 @@ from mediadiff.nn.autoencoder import (
     load_model_folder,
 )
 
-from .mel import LogMel, MelConfig
+from .mel import GriffinLim, LogMel, MelConfig
 from .vocoder import ChannelNorm, ConvNeXtBlock, ISTFTHead, Vocoder, VocoderConfig, stft_same
 
 __all__ = [
@@ -62,6 +63,8 @@ __all__ = [
     "HEADS",
     "TONES_VAE_DIR",
     "IdentityAutoencoder",
+    "MelAutoencoder",
+    "MelAutoencoderConfig",
     "OobleckVAE",
     "OobleckVAEConfig",
     "Snake",
@@ -531,9 +534,112 @@ class OobleckVAE(LatentAutoencoder):
         return self.model.decode(z).sample, posterior
 
 
+RENDERERS = ("vocoder", "griffin_lim")
+
+
+@dataclass
+class MelAutoencoderConfig:
+    """The log-mel "autoencoder" of a mel-domain model: the analysis, and what renders a log-mel as audio."""
+
+    in_channels: int = 1  # audio channels (each its own log-mel)
+    mel: MelConfig = field(default_factory=MelConfig)
+    renderer: str = "vocoder"  # vocoder (a trained Vocoder of ``vocoder``) | griffin_lim (no training)
+    vocoder: VocoderConfig | None = None  # renderer="vocoder": its architecture (its mel must be ``mel``)
+    griffin_lim_iterations: int = 32
+    latent_shift: list[float] = field(default_factory=list)  # per channel, on the normalised log-mel
+    latent_scale: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.mel, dict):  # from JSON
+            self.mel = MelConfig(**self.mel)
+        if isinstance(self.vocoder, dict):
+            self.vocoder = VocoderConfig(**self.vocoder)
+        if self.renderer not in RENDERERS:
+            raise ValueError(
+                f"MelAutoencoderConfig: renderer must be one of {RENDERERS}, got {self.renderer!r}"
+            )
+        if self.renderer == "vocoder":
+            if self.vocoder is None:
+                raise ValueError("MelAutoencoderConfig: renderer='vocoder' needs a vocoder config")
+            if self.vocoder.mel != self.mel:
+                raise ValueError(
+                    f"MelAutoencoderConfig: the vocoder inverts another mel (mel={self.mel}, "
+                    f"vocoder.mel={self.vocoder.mel})"
+                )
+        check_latent_stats(self)
+
+    @property
+    def latent_channels(self) -> int:
+        return self.in_channels
+
+    @property
+    def ratio(self) -> int:
+        """Samples per latent (mel) frame: the mel hop."""
+        return self.mel.hop_length
+
+
+class MelAutoencoder(LatentAutoencoder):
+    """The autoencoder of a mel-domain model: ``encode`` is the normalised log-mel
+    (:class:`~mediadiff.audio.mel.LogMel`, then the stored per-channel ``latent_shift`` / ``latent_scale``),
+    ``decode`` renders a log-mel through a trained :class:`~mediadiff.audio.vocoder.Vocoder` or
+    Griffin-Lim (Griffin & Lim 1984; :class:`~mediadiff.audio.mel.GriffinLim`). Latents are
+    ``[b c m f]``: ``m`` mel bins, one frame per hop; nothing is learned here but the vocoder.
+    """
+
+    config_class = MelAutoencoderConfig
+    latent_axes = 2
+
+    def __init__(self, config: MelAutoencoderConfig | None = None, **kwargs) -> None:
+        super().__init__()
+        self.config = c = config or MelAutoencoderConfig(**kwargs)
+        self.log_mel = LogMel(c.mel)
+        self.vocoder = Vocoder(c.vocoder) if c.renderer == "vocoder" else None
+        self.griffin_lim = (
+            GriffinLim(c.mel, n_iter=c.griffin_lim_iterations) if c.renderer == "griffin_lim" else None
+        )
+        self.init_latent_stats()
+
+    @classmethod
+    def from_vocoder(cls, vocoder: Vocoder, in_channels: int = 1) -> MelAutoencoder:
+        """The mel autoencoder that renders through ``vocoder`` (its weights copied) and analyses with its mel."""
+        model = cls(MelAutoencoderConfig(in_channels, vocoder.config.mel, "vocoder", vocoder.config))
+        model.vocoder.load_state_dict(vocoder.state_dict())
+        return model
+
+    def latent_shape(self, input_shape: tuple[int, ...] | torch.Size) -> tuple[int, ...]:
+        """``(b, c, t)`` -> ``(b, c, n_mels, t / hop)``; raises unless ``t`` is a positive multiple of the hop."""
+        c = self.config
+        if len(input_shape) != 3 or input_shape[1] != c.in_channels:
+            raise ValueError(f"audio must be [b {c.in_channels} t], got shape {tuple(input_shape)}")
+        b, _, t = input_shape
+        if t < c.ratio:
+            raise ValueError(f"audio must hold at least one mel frame ({c.ratio} samples), got {t}")
+        return (b, c.in_channels, c.mel.n_mels, c.mel.num_frames(t))
+
+    def encode(
+        self, x: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Audio ``[b c t]`` -> normalised log-mel latents ``[b c m t/hop]`` (deterministic: ``sample`` and
+        ``generator`` are ignored)."""
+        self.latent_shape(tuple(x.shape))
+        return self.normalize(self.log_mel(x.float()))  # [b c m f]
+
+    def decode(self, z: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+        """Latents ``[b c m f]`` -> audio ``[b c f*hop]`` in [-1, 1] (one pass; ``chunk_size`` is ignored)."""
+        c = self.config
+        if z.dim() != 4 or z.shape[1:3] != (c.in_channels, c.mel.n_mels):
+            raise ValueError(
+                f"latents must be [b {c.in_channels} {c.mel.n_mels} f], got shape {tuple(z.shape)}"
+            )
+        mel = self.denormalize(z.float())  # [b c m f] normalised log-mel
+        render = self.vocoder if self.vocoder is not None else self.griffin_lim
+        return render(mel).clamp(-1, 1)  # [b c f*hop]
+
+
 AUTOENCODERS: dict[str, type[nn.Module]] = {
     "WaveformVAE": WaveformVAE,
     "OobleckVAE": OobleckVAE,
+    "MelAutoencoder": MelAutoencoder,
     "IdentityAutoencoder": IdentityAutoencoder,
 }
 

@@ -3,6 +3,7 @@
 - :class:`~mediadiff.pipelines.base.DiffusionPipeline`: what every modality shares (text encoder and
   prompt cache, device and precision, folder format, shipped models, seeds, guidance, sampling).
 - :class:`~mediadiff.pipelines.video.VideoPipeline`: text to video.
+- :class:`~mediadiff.pipelines.audio.AudioPipeline`: text to audio.
 - :func:`~mediadiff.pipelines.export.export_run`: a training run's checkpoint as a pipeline folder.
 
 :data:`MODALITIES` is the registry the ``mediadiff`` command builds ``generate`` and ``eval`` from: a
@@ -19,6 +20,7 @@ from mediadiff.utils import lazy_exports
 
 MODALITIES: dict[str, str] = {
     "video": "mediadiff.pipelines.video:VideoPipeline",
+    "audio": "mediadiff.pipelines.audio:AudioPipeline",
 }
 """Modality name -> ``"module:Class"`` of its :class:`DiffusionPipeline` subclass."""
 
@@ -27,6 +29,8 @@ _EXPORTS: dict[str, str] = {
     "sample_latents": "base",
     "VideoPipeline": "video",
     "VideoOutput": "video",
+    "AudioPipeline": "audio",
+    "AudioOutput": "audio",
     "export_run": "export",
     "run_summary": "export",
 }

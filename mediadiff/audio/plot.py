@@ -1,0 +1,80 @@
+"""Pictures of audio: the log-mel spectrogram of each clip, one panel per clip with its title.
+
+matplotlib with the Agg backend (no display needed), imported on first use.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mediadiff.utils import atomic_write_bytes
+
+from .mel import LogMel, MelConfig
+
+__all__ = ["save_spectrograms"]
+
+_TOP_DB = 80.0  # dynamic range drawn below each clip's loudest bin
+
+
+def save_spectrograms(
+    audio: np.ndarray | torch.Tensor,
+    sample_rate: int,
+    path: str | os.PathLike,
+    titles: Sequence[str] | None = None,
+    n_mels: int = 128,
+) -> Path:
+    """Draw the log-mel spectrogram of each clip of ``audio`` ``[b c t]`` (channels averaged) as one
+    PNG, one row per clip titled ``titles[i]``; time in seconds, frequency in Hz on a mel axis. Written
+    atomically; returns the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = torch.as_tensor(np.asarray(audio, dtype=np.float32))
+    if x.dim() != 3:
+        raise ValueError(f"save_spectrograms: audio must be [b c t], got shape {tuple(x.shape)}")
+    config = MelConfig(sample_rate=sample_rate, n_mels=n_mels)
+    log_mel = LogMel(config)
+    mono = x.mean(1, keepdim=True)  # [b 1 t]
+    mono = torch.nn.functional.pad(mono, (0, -mono.shape[-1] % config.hop_length))  # [b 1 t'] whole frames
+    with torch.no_grad(), torch.autocast(mono.device.type, enabled=False):  # a picture needs no bf16
+        mel = log_mel.magnitude(mono.float())[:, 0].float()  # [b m f] linear mel magnitudes
+    db = 20 * torch.log10(mel.clamp_min(1e-5))  # [b m f]
+    b, m = db.shape[:2]
+    seconds = x.shape[-1] / sample_rate
+    fig, axes = plt.subplots(b, 1, figsize=(8, 2.2 * b), squeeze=False, constrained_layout=True)
+    for i, ax in enumerate(axes[:, 0]):
+        top = float(db[i].max())
+        ax.imshow(
+            db[i].numpy(), origin="lower", aspect="auto", cmap="magma", vmin=top - _TOP_DB, vmax=top,
+            extent=(0.0, seconds, 0, m),
+        )  # fmt: skip
+        ticks = [t for t in (250, 500, 1000, 2000, 4000, 8000) if t < sample_rate / 2]
+        ax.set_yticks([_hz_to_bin(t, config) for t in ticks], [f"{t:g}" for t in ticks])
+        ax.set_ylabel("Hz")
+        if titles is not None and i < len(titles):
+            ax.set_title(titles[i], fontsize=9, loc="left")
+    axes[-1, 0].set_xlabel("seconds")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def _hz_to_bin(hz: float, config: MelConfig) -> float:
+    """Position of ``hz`` on the mel-bin axis: the filters' centres are ``n_mels`` of ``n_mels + 2``
+    equally spaced points on the Slaney mel scale from ``f_min`` to ``f_max`` (LogMel's filterbank)."""
+    import librosa
+
+    top = config.f_max if config.f_max is not None else config.sample_rate / 2
+    lo, hi, at = (float(librosa.hz_to_mel(f, htk=False)) for f in (config.f_min, top, hz))
+    return (at - lo) / (hi - lo) * (config.n_mels + 1) - 0.5  # centre of filter i at i + 0.5
