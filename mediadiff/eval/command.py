@@ -66,6 +66,7 @@ def run_command(
     task: Callable[[dict[str, Any]], tuple[EvalTask, str]],
     generator: Callable[..., Generate],
     reconstructor: Callable[[Any], Reconstruct | None],
+    sizes: dict[str, Any] | None = None,
 ) -> int:
     """Check the options, load the pipeline, evaluate, print the table, write the JSON; the exit code.
 
@@ -73,6 +74,8 @@ def run_command(
     ``use_bf16()``); ``task(resolved settings)`` returns the task and the clip format in words, or
     raises ValueError when the model cannot make the task's clips; ``generator(pipe, steps=, sampler=,
     guidance_scale=)`` and ``reconstructor(pipe)`` wrap the pipeline for :func:`~.harness.evaluate`.
+    ``sizes``: the modality's size settings from its own flags (``{"seconds": 2.0}``), resolved with the
+    sampling settings (None: the model's); the generator is expected to apply them too.
     """
     import torch
 
@@ -96,7 +99,9 @@ def run_command(
         torch.set_num_threads(args.threads)
     try:
         pipe = load(args.model, device=device)
-        resolved = pipe.resolve(steps=args.steps, sampler=args.sampler, guidance_scale=args.cfg)
+        resolved = pipe.resolve(
+            **(sizes or {}), steps=args.steps, sampler=args.sampler, guidance_scale=args.cfg
+        )
         the_task, shape = task(resolved)
     except (FileNotFoundError, ValueError) as err:
         return fail(str(err))
