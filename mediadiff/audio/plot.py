@@ -28,10 +28,11 @@ def save_spectrograms(
     path: str | os.PathLike,
     titles: Sequence[str] | None = None,
     n_mels: int = 128,
+    columns: int = 1,
 ) -> Path:
     """Draw the log-mel spectrogram of each clip of ``audio`` ``[b c t]`` (channels averaged) as one
-    PNG, one row per clip titled ``titles[i]``; time in seconds, frequency in Hz on a mel axis. Written
-    atomically; returns the path."""
+    PNG, one panel per clip titled ``titles[i]`` (``columns`` panels per row, filled row by row); time in
+    seconds, frequency in Hz on a mel axis. Written atomically; returns the path."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -49,8 +50,15 @@ def save_spectrograms(
     db = 20 * torch.log10(mel.clamp_min(1e-5))  # [b m f]
     b, m = db.shape[:2]
     seconds = x.shape[-1] / sample_rate
-    fig, axes = plt.subplots(b, 1, figsize=(8, 2.2 * b), squeeze=False, constrained_layout=True)
-    for i, ax in enumerate(axes[:, 0]):
+    cols = max(1, min(columns, b))
+    rows = -(-b // cols)
+    fig, grid = plt.subplots(
+        rows, cols, figsize=(8 * cols, 2.2 * rows), squeeze=False, constrained_layout=True
+    )
+    axes = grid.ravel()
+    for ax in axes[b:]:
+        ax.axis("off")
+    for i, ax in enumerate(axes[:b]):
         top = float(db[i].max())
         ax.imshow(
             db[i].numpy(), origin="lower", aspect="auto", cmap="magma", vmin=top - _TOP_DB, vmax=top,
@@ -61,7 +69,8 @@ def save_spectrograms(
         ax.set_ylabel("Hz")
         if titles is not None and i < len(titles):
             ax.set_title(titles[i], fontsize=9, loc="left")
-    axes[-1, 0].set_xlabel("seconds")
+        if i >= b - cols:
+            ax.set_xlabel("seconds")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
