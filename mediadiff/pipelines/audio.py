@@ -5,7 +5,7 @@
 file formats, the audio backbones and autoencoders of a saved folder, and the shipped text-to-audio
 models::
 
-    pipe = AudioPipeline.from_pretrained("tones-dit")
+    pipe = AudioPipeline.from_pretrained("tones-dit")     # the shipped default, or a pipeline folder
     out = pipe("a square wave playing E4", seed=0)
     out.save("e4.wav")                          # out.audio: float32 [b c t] in [-1, 1]
     out.save("e4.png")                          # the log-mel spectrogram of each clip, with its prompt
@@ -112,7 +112,6 @@ class AudioPipeline(DiffusionPipeline):
     }
     SHIPPED_MODELS: ClassVar[dict[str, str]] = {
         "tones-dit": "t2a_tones_dit",  # recipes/audio/tones_latent.py: DiT1D on waveform-VAE latents
-        "tones-mel": "t2a_tones_mel",  # recipes/audio/tones_mel.py: mel UNet2D, rendered by the vocoder
     }
     DEFAULT_MODEL: ClassVar[str] = "tones-dit"
     ITEM: ClassVar[str] = "clip"

@@ -129,7 +129,7 @@ def extra(args) -> dict:
 
 RECIPE = Recipe(
     "recipes/audio/tones_latent.py", __doc__, add_args=add_args, build=build, extra=extra, check=check,
-    defaults=dict(max_steps=6000, batch_size=64, lr=3e-4, warmup_steps=200, checkpoint_every=500,
+    defaults=dict(max_steps=4500, batch_size=64, lr=3e-4, warmup_steps=200, checkpoint_every=500,
                   sample_every=500, ema_decay=0.999, mixed_precision="no", output_dir="runs/tones_latent"),
     cache="{output_dir}/cache", pipeline=AudioPipeline, export=export_run,
 )  # fmt: skip
