@@ -44,7 +44,7 @@ def test_features_of_real_notes_and_of_noise():
     n = dict(zip(NAMES, clip_features(noise)))
     assert n["flatness"] > 0.3 and n["flatness"] > 10 * sine["flatness"]
     silent = dict(zip(NAMES, clip_features(np.zeros((1, 16384), np.float32))))
-    assert silent["voiced"] == 0.0 and silent["start_midi"] == 0.0 and silent["peak"] == 0.0
+    assert silent["voiced"] == 0.0 and silent["start_midi"] == 0.0 and silent["silence"] == 1.0
 
 
 TRUTH = Tones(seed=HELDOUT_SEED)
