@@ -52,6 +52,16 @@ CASES: dict[str, dict] = {
 }
 
 
+def cpu_vendor() -> str:
+    """``vendor_id`` of /proc/cpuinfo (``GenuineIntel``, ``AuthenticAMD``), or "" where there is none."""
+    import re
+
+    from mediadiff.utils import cpuinfo
+
+    found = re.search(r"^vendor_id\s*:\s*(\S+)", cpuinfo(), flags=re.M)
+    return found.group(1) if found else ""
+
+
 def frames_hash(case: dict) -> str:
     """SHA-256 of the frames one case generates (on one thread)."""
     from mediadiff import VideoPipeline
@@ -74,7 +84,9 @@ def main() -> None:
     from mediadiff.utils import cpu_bf16_supported
 
     hashes = {name: frames_hash(case) for name, case in CASES.items()}
-    record = {"torch": torch.__version__, "cpu_bf16": cpu_bf16_supported(), "hashes": hashes}
+    record = {
+        "torch": torch.__version__, "cpu_bf16": cpu_bf16_supported(), "cpu_vendor": cpu_vendor(), "hashes": hashes,
+    }  # fmt: skip
     HASHES.write_text(json.dumps(record, indent=2) + "\n")
     json.dump(record, sys.stdout, indent=2)
 

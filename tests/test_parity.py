@@ -142,7 +142,12 @@ MEASURED = {
     "heun_by_hand": 1.5e-9,  # against float64 by hand, not diffusers
     "dpmpp_3m": 1.8e-5,  # 20x the others: diffusers' 3M differs slightly; not chased down
 }
-TOLS = {key: MARGIN * value for key, value in MEASURED.items()}
+# The measured errors are float32 rounding, and rounding differs with the CPU's kernels: on a 2-core AMD
+# EPYC several came out 2-4x the Intel Xeon's measurements above (up to 7.9e-7). No tolerance is below
+# FLOAT32_FLOOR, about 8 float32 ulps at 1: still three orders below what a wrong coefficient gives (> 1e-3).
+# The hand-computed float64 Heun step keeps its own.
+FLOAT32_FLOOR = 1e-6
+TOLS = {k: MARGIN * v if k == "heun_by_hand" else max(MARGIN * v, FLOAT32_FLOOR) for k, v in MEASURED.items()}
 
 
 def skip_reason(case: str, beta: str, pred: str, spacing: str) -> str | None:
