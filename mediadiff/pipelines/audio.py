@@ -122,6 +122,9 @@ class AudioPipeline(DiffusionPipeline):
     )
     EVAL_MODULE: ClassVar[str] = "mediadiff.audio.evaluate"
     EVAL_DESCRIPTION: ClassVar[str] = "pitch, contour and waveform accuracy and Frechet distance on Tones"
+    # measured on a 2-core AMD EPYC (benchmarks/generate.py --modality audio): tones-dit takes 0.333 s per
+    # clip in fp32 and 0.380 s under bf16 autocast, so "auto" stays fp32 on a CPU (bf16 on CUDA)
+    CPU_BF16: ClassVar[bool] = False
 
     def check_defaults(self, defaults: dict[str, Any]) -> None:
         rate = defaults["sample_rate"]

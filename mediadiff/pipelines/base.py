@@ -181,8 +181,8 @@ class DiffusionPipeline:
         info: free-form JSON-able dict saved with the pipeline (recipe, steps, training time, eval).
 
     ``autocast`` (attribute): bf16 autocast while sampling and decoding (True), fp32 (False), or
-    None: bf16 on a CUDA device that supports it and on a CPU with native bf16 (AVX-512 BF16 / AMX),
-    where it measured faster for the shipped models, else fp32.
+    None: bf16 on a CUDA device that supports it and, where the modality's ``CPU_BF16`` says so (it
+    measured faster for its shipped models), on a CPU with native bf16 (AVX-512 BF16 / AMX); else fp32.
     """
 
     modality: ClassVar[str] = ""
@@ -197,6 +197,7 @@ class DiffusionPipeline:
     CLI_DESCRIPTION: ClassVar[str] = ""
     EVAL_MODULE: ClassVar[str | None] = None  # module with add_arguments(parser) and run(args, load)
     EVAL_DESCRIPTION: ClassVar[str] = ""
+    CPU_BF16: ClassVar[bool] = True  # "auto" precision uses bf16 autocast on a CPU with native bf16
 
     def __init__(
         self,
@@ -273,7 +274,7 @@ class DiffusionPipeline:
         if self.device.type == "cuda":
             return torch.cuda.is_bf16_supported()
         if self.device.type == "cpu":
-            return cpu_bf16_supported()
+            return self.CPU_BF16 and cpu_bf16_supported()
         return False
 
     def autocast_context(self) -> Any:
