@@ -358,7 +358,7 @@ def pipeline_generator(
     )
 
 
-def pipeline_reconstructor(pipe: Any, num_samples: int | None = None) -> Reconstruct | None:
+def pipeline_reconstructor(pipe: Any) -> Reconstruct | None:
     """The pipeline's autoencoder round trip (posterior mean, then decode, cut to the input's length) as a
     :data:`Reconstruct`, under the pipeline's autocast; None for an identity autoencoder."""
     from .autoencoder import IdentityAutoencoder
