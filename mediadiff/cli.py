@@ -1,4 +1,5 @@
-"""The ``mediadiff`` command: ``info``, ``train RECIPE [recipe args...]``, ``generate MODALITY``, ``eval MODALITY``.
+"""The ``mediadiff`` command: ``info``, ``train RECIPE [recipe args...]``, ``plot RUN_DIR...``, ``generate MODALITY``,
+``eval MODALITY``.
 
 ``generate`` and ``eval`` take their subcommands from the pipeline registry
 (:data:`mediadiff.pipelines.MODALITIES`): each modality's pipeline class supplies its own arguments
@@ -124,6 +125,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 1
     finally:
         sys.argv = argv
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """Draw one or several training runs' curves on the same axes into ``-o``."""
+    from .train.plot import plot_runs
+
+    if Path(args.output).suffix.lower() != ".png":
+        print(f"mediadiff plot: error: -o {args.output}: the picture is a .png", file=sys.stderr)
+        return 2
+    try:
+        path = plot_runs(args.runs, args.output)
+    except FileNotFoundError as err:
+        print(f"mediadiff plot: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}  ({len(args.runs)} run{'s' if len(args.runs) > 1 else ''})")
     return 0
 
 
@@ -328,6 +345,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("recipe", help="recipe script path, or a name under recipes/ (examples/tiny_latent)")
     train.add_argument("recipe_args", nargs=argparse.REMAINDER, help="arguments for the recipe")
     train.set_defaults(func=cmd_train)
+
+    plot = sub.add_parser(
+        "plot", help="draw training curves of run folders: mediadiff plot RUN_DIR [RUN_DIR ...] -o curves.png"
+    )
+    plot.add_argument("runs", nargs="+", help="run folders (each with metrics.jsonl)")
+    plot.add_argument("-o", "--output", default="curves.png", help="PNG to write (default curves.png)")
+    plot.set_defaults(func=cmd_plot)
 
     from .pipelines import MODALITIES, pipeline_class
 

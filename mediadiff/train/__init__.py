@@ -23,6 +23,7 @@ _NAMES = {  # module -> the names it exports here
     "config": ["TrainConfig", "add_train_args", "config_from_args", "recipe_parser"],
     "data": ["ResumableSampler", "resolve_data_key"],
     "memory": ["DryRunReport"],
+    "plot": ["plot_runs", "read_curves"],
     "precision": ["resolve_mixed_precision"],
     "recipe": ["Parts", "Recipe", "pipeline_sample_fn"],
     "text": ["add_text_recipe_args", "fit_pooled_norm", "install_text_adapter", "load_text_adapter"],

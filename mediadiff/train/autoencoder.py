@@ -565,6 +565,17 @@ def train(args: argparse.Namespace, recipe: AutoencoderRecipe, *, argv: list[str
             metrics_file.write(json.dumps(record, default=str) + "\n")
             metrics_file.flush()
 
+    def plot() -> None:
+        """Redraw ``curves.png`` (main process); a failure to draw never stops the run."""
+        if metrics_file is None:
+            return
+        from .plot import CURVES_NAME, plot_runs
+
+        try:
+            plot_runs([out], out / CURVES_NAME)
+        except Exception as err:
+            print(f"could not draw {out / CURVES_NAME}: {type(err).__name__}: {err}", file=sys.stderr)
+
     try:
         start = {
             "event": "start",
@@ -682,6 +693,7 @@ def train(args: argparse.Namespace, recipe: AutoencoderRecipe, *, argv: list[str
                     value if best is None else (max if recipe.higher_is_better else min)(value, best)
                 )
                 log({"step": step, **metrics, "train_seconds": state["train_seconds"]})
+                plot()
             if accelerator.is_main_process and (step % args.checkpoint_every == 0 or step == args.max_steps):
                 state["step"] = step
                 _save_checkpoint(out, step, raw, optimizer, state, args.keep, raw_disc, disc_optimizer)
@@ -712,6 +724,7 @@ def train(args: argparse.Namespace, recipe: AutoencoderRecipe, *, argv: list[str
             }
             atomic_write_text(final_dir / "training.json", json.dumps(summary, indent=2) + "\n")
             log({"event": "final", **summary})
+            plot()
             print(json.dumps(summary, indent=2))
         return summary
     finally:

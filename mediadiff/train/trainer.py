@@ -518,6 +518,7 @@ class Trainer:
         if self.sample_fn is not None and not (cfg.sample_every and self.step % cfg.sample_every == 0):
             self.sample()
         self._metrics({"event": "end", "step": self.step, "loss": last_loss, "skipped": self.skipped})
+        self.plot_curves()
         return {
             "step": self.step,
             "loss": last_loss,
@@ -595,8 +596,22 @@ class Trainer:
             )
             if measured:
                 self.log(f"step {self.step}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in measured.items()))
+            self.plot_curves()
         self.accelerator.wait_for_everyone()
         return paths
+
+    def plot_curves(self) -> Path | None:
+        """Redraw ``curves.png`` beside ``metrics.jsonl`` (main process; :func:`mediadiff.train.plot.plot_runs`).
+        A failure to draw is logged and never stops the run."""
+        if not self.is_main_process or not (self.out / "metrics.jsonl").is_file():
+            return None
+        from .plot import CURVES_NAME, plot_runs
+
+        try:
+            return plot_runs([self.out], self.out / CURVES_NAME)
+        except Exception as err:
+            self.log(f"could not draw {self.out / CURVES_NAME}: {type(err).__name__}: {err}")
+            return None
 
     # --- checkpoints ------------------------------------------------------------------------------
 
