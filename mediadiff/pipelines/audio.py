@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from .base import DiffusionPipeline
+from .base import DiffusionPipeline, item_paths, output_path
 
 __all__ = ["IMAGE_EXTENSIONS", "AudioOutput", "AudioPipeline", "output_extensions"]
 
@@ -70,13 +70,7 @@ class AudioOutput:
 
         Every file is written atomically (temporary name in the same folder, fsync, rename).
         """
-        path = Path(path)
-        ext = path.suffix.lower()
-        if ext not in output_extensions():
-            raise ValueError(
-                f"{path}: cannot write {ext or 'a file without an extension'}; "
-                f"supported: {', '.join(output_extensions())}"
-            )
+        path, ext = output_path(path, output_extensions())
         if ext in IMAGE_EXTENSIONS:
             from mediadiff.audio.plot import save_spectrograms
 
@@ -84,11 +78,8 @@ class AudioOutput:
             return [save_spectrograms(self.audio, self.sample_rate, path, titles)]
         from mediadiff.audio.io import write_audio
 
-        if len(self) == 1:
-            return [write_audio(path, self.audio[0], self.sample_rate)]
         return [
-            write_audio(path.with_name(f"{path.stem}-{i}{path.suffix}"), clip, self.sample_rate)
-            for i, clip in enumerate(self.audio)
+            write_audio(p, clip, self.sample_rate) for p, clip in zip(item_paths(path, len(self)), self.audio)
         ]
 
 

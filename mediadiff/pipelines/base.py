@@ -64,6 +64,8 @@ __all__ = [
     "WEIGHTS_DIR",
     "DiffusionPipeline",
     "as_prompts",
+    "item_paths",
+    "output_path",
     "sample_latents",
 ]
 
@@ -143,6 +145,26 @@ def as_prompts(value: Any, name: str, who: str, allow_empty: bool = False) -> li
     if not allow_empty and not all(p.strip() for p in prompts):
         raise ValueError(f"{who}: {name} must not be empty (the empty prompt is the unconditional one)")
     return list(prompts)
+
+
+def output_path(path: str | os.PathLike, extensions: Sequence[str]) -> tuple[Path, str]:
+    """``(path, its lower-case extension)``, or a ValueError naming the path and the ``extensions`` an
+    output's ``save`` writes."""
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in extensions:
+        raise ValueError(
+            f"{path}: cannot write {ext or 'a file without an extension'}; supported: {', '.join(extensions)}"
+        )
+    return path, ext
+
+
+def item_paths(path: Path, count: int) -> list[Path]:
+    """Where ``count`` items of an output go: ``path`` itself for one, else ``stem-0.ext``, ``stem-1.ext``, ...
+    beside it."""
+    if count == 1:
+        return [path]
+    return [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(count)]
 
 
 def _positive_int(value: Any, name: str, who: str) -> int:

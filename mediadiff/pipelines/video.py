@@ -27,7 +27,7 @@ from einops import rearrange
 
 from mediadiff.utils import atomic_write_bytes
 
-from .base import DiffusionPipeline
+from .base import DiffusionPipeline, item_paths, output_path
 
 __all__ = ["IMAGE_EXTENSIONS", "VideoOutput", "VideoPipeline", "output_extensions", "parse_size"]
 
@@ -76,23 +76,12 @@ class VideoOutput:
 
         Every file is written atomically (temporary name in the same folder, fsync, rename).
         """
-        path = Path(path)
-        ext = path.suffix.lower()
-        if ext not in output_extensions():
-            raise ValueError(
-                f"{path}: cannot write {ext or 'a file without an extension'}; "
-                f"supported: {', '.join(output_extensions())}"
-            )
+        path, ext = output_path(path, output_extensions())
         if ext in IMAGE_EXTENSIONS:
             return [_write_grid(path, self.frames)]
         from mediadiff.video.io import write_video
 
-        if len(self) == 1:
-            return [write_video(path, self.frames[0], self.fps)]
-        return [
-            write_video(path.with_name(f"{path.stem}-{i}{path.suffix}"), clip, self.fps)
-            for i, clip in enumerate(self.frames)
-        ]
+        return [write_video(p, clip, self.fps) for p, clip in zip(item_paths(path, len(self)), self.frames)]
 
 
 def _write_grid(path: Path, frames: np.ndarray, gutter: int = 2) -> Path:
