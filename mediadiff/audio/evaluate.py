@@ -69,7 +69,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from mediadiff.eval import Feature, Generate, Reconstruct, run_command
+from mediadiff.eval import TEMPLATE_ROW_NAMES, Feature, Generate, Reconstruct, run_command
 from mediadiff.eval import add_arguments as add_eval_arguments
 from mediadiff.eval import pipeline_generator as eval_pipeline_generator
 
@@ -83,6 +83,7 @@ __all__ = [
     "SPLITS",
     "TonesTask",
     "add_arguments",
+    "check_tones_args",
     "clip_features",
     "eval_items",
     "periodic_eval",
@@ -90,6 +91,7 @@ __all__ = [
     "pipeline_reconstructor",
     "real_clips",
     "run",
+    "training_captions",
 ]
 
 REAL_SEEDS = (777, 778)  # Tones seeds of the two real sets (reference, and floor partner); never trained on
@@ -216,6 +218,20 @@ def eval_items(num: int, templates: str = "train", seed: int = HELDOUT_SEED) -> 
     return [data.labels(i) for i in range(num)]
 
 
+def training_captions(seed: int, num: int = 2000) -> list[str]:
+    """The first ``num`` captions of Tones stream ``seed`` (what a recipe's ``fit_pooled_norm`` is fitted on)."""
+    data = Tones(length=num, seed=seed)
+    return [data.labels(i)["text"] for i in range(num)]
+
+
+def check_tones_args(args: Any) -> None:
+    """A Tones recipe's check of its parsed flags (``Recipe(check=...)``): not the held-out stream."""
+    if args.data_seed == HELDOUT_SEED:
+        raise SystemExit(
+            f"--data-seed {HELDOUT_SEED} is the held-out evaluation stream; train on another seed"
+        )
+
+
 # --------------------------------------------------------------------------- the Tones task
 
 
@@ -233,10 +249,7 @@ class TonesTask:
     classes: ClassVar[dict[str, tuple[str, ...]]] = CLASSES
     feature_table: ClassVar[tuple[Feature, ...]] = FEATURES
     splits: ClassVar[tuple[str, ...]] = SPLITS
-    row_names: ClassVar[dict[str, str]] = {
-        "train": "train-template prompts",
-        "heldout": "held-out-template prompts",
-    }
+    row_names: ClassVar[dict[str, str]] = TEMPLATE_ROW_NAMES
     prompt_seed: ClassVar[int] = HELDOUT_SEED
     real_seeds: ClassVar[tuple[int, int]] = REAL_SEEDS
     clip_dtype: ClassVar[Any] = np.float32

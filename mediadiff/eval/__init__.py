@@ -22,6 +22,7 @@ from .frechet import Feature, feature_fd, frechet_distance, marginal_fd, standar
 from .harness import (
     GRID_CLIPS,
     ROW_NAMES,
+    TEMPLATE_ROW_NAMES,
     EvalTask,
     Generate,
     Reconstruct,
@@ -36,6 +37,7 @@ from .harness import (
 __all__ = [
     "GRID_CLIPS",
     "ROW_NAMES",
+    "TEMPLATE_ROW_NAMES",
     "EvalTask",
     "Feature",
     "Generate",

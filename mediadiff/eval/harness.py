@@ -33,6 +33,7 @@ from .frechet import Feature, feature_fd, marginal_fd
 __all__ = [
     "GRID_CLIPS",
     "ROW_NAMES",
+    "TEMPLATE_ROW_NAMES",
     "EvalTask",
     "Generate",
     "Reconstruct",
@@ -299,6 +300,8 @@ def pipeline_generator(pipe: Any, *, output: str, **settings: Any) -> Generate:
 # --------------------------------------------------------------------------- report
 
 ROW_NAMES = {"real": "real clips of the prompts (floor)", "autoencoder": "autoencoder round trip of them"}
+TEMPLATE_ROW_NAMES = {"train": "train-template prompts", "heldout": "held-out-template prompts"}
+"""Row names of the two caption splits every procedural task has (training and held-out templates)."""
 
 
 def format_table(report: Mapping[str, Any], row_names: Mapping[str, str] | None = None) -> str:

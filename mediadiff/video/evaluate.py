@@ -91,7 +91,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from mediadiff.eval import Feature, Generate, Reconstruct, run_command
+from mediadiff.eval import TEMPLATE_ROW_NAMES, Feature, Generate, Reconstruct, run_command
 from mediadiff.eval import add_arguments as add_eval_arguments
 from mediadiff.eval import evaluate as evaluate_task
 from mediadiff.eval import pipeline_generator as eval_pipeline_generator
@@ -281,10 +281,7 @@ class ShapesTask:
     classes: ClassVar[dict[str, tuple[str, ...]]] = CLASSES
     feature_table: ClassVar[tuple[Feature, ...]] = FEATURES
     splits: ClassVar[tuple[str, ...]] = SPLITS
-    row_names: ClassVar[dict[str, str]] = {
-        "train": "train-template prompts",
-        "heldout": "held-out-template prompts",
-    }
+    row_names: ClassVar[dict[str, str]] = TEMPLATE_ROW_NAMES
     prompt_seed: ClassVar[int] = EVAL_SEED
     real_seeds: ClassVar[tuple[int, int]] = REAL_SEEDS
     clip_dtype: ClassVar[Any] = np.uint8

@@ -21,9 +21,9 @@ for held-out captions, and the detector's pitch / contour / waveform accuracies 
 
 from __future__ import annotations
 
-from mediadiff.audio import HELDOUT_SEED, DiT1D, Tones, UNet1D, load_autoencoder
+from mediadiff.audio import DiT1D, Tones, UNet1D, load_autoencoder
 from mediadiff.audio.autoencoder import TONES_VAE_DIR
-from mediadiff.audio.evaluate import periodic_eval
+from mediadiff.audio.evaluate import check_tones_args, periodic_eval, training_captions
 from mediadiff.diffusion import FlowSchedule
 from mediadiff.pipelines import AudioPipeline, export_run
 from mediadiff.text import load_text_encoder
@@ -55,14 +55,6 @@ def add_args(g) -> None:
         help="frozen TokenAdapter weights from recipes/video/align_text.py, put in front of the text pathway",
     )
     add_text_recipe_args(g)
-
-
-def check(args) -> None:
-    """Refuse to train on the evaluation stream."""
-    if args.data_seed == HELDOUT_SEED:
-        raise SystemExit(
-            f"--data-seed {HELDOUT_SEED} is the held-out evaluation stream; train on another seed"
-        )
 
 
 def build_backbone(args, latent_channels: int, context_dim: int, adapter_hidden: int):
@@ -108,7 +100,7 @@ def build(args) -> Parts:
         install_text_adapter(backbone, adapter)
     dataset = Tones(length=args.items, sample_rate=RATE, num_samples=SAMPLES, seed=args.data_seed)
     if args.pooled_norm:
-        fit_pooled_norm(backbone, text_encoder, [dataset.labels(i)["text"] for i in range(2000)])
+        fit_pooled_norm(backbone, text_encoder, training_captions(args.data_seed))
     return Parts(
         dataset, backbone, FlowSchedule(), "flow", data_key="audio", autoencoder=autoencoder,
         text_encoder=text_encoder, t_sampler=args.t_sampler,
@@ -128,7 +120,7 @@ def extra(args) -> dict:
 
 
 RECIPE = Recipe(
-    "recipes/audio/tones_latent.py", __doc__, add_args=add_args, build=build, extra=extra, check=check,
+    "recipes/audio/tones_latent.py", __doc__, add_args=add_args, build=build, extra=extra, check=check_tones_args,
     defaults=dict(max_steps=4500, batch_size=64, lr=3e-4, warmup_steps=200, checkpoint_every=500,
                   sample_every=500, ema_decay=0.999, mixed_precision="no", output_dir="runs/tones_latent"),
     cache="{output_dir}/cache", pipeline=AudioPipeline, export=export_run,

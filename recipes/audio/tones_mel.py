@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from mediadiff.audio import HELDOUT_SEED, TONES_VOCODER_DIR, MelAutoencoder, Tones, UNet2D, Vocoder
-from mediadiff.audio.evaluate import periodic_eval
+from mediadiff.audio import TONES_VOCODER_DIR, MelAutoencoder, Tones, UNet2D, Vocoder
+from mediadiff.audio.evaluate import check_tones_args, periodic_eval, training_captions
 from mediadiff.diffusion import FlowSchedule
 from mediadiff.pipelines import AudioPipeline, export_run
 from mediadiff.text import load_text_encoder
@@ -42,14 +42,6 @@ def add_args(g) -> None:
         "--renderer", choices=["vocoder", "griffin_lim"], default="vocoder", help="log-mel -> audio"
     )
     add_text_recipe_args(g)
-
-
-def check(args) -> None:
-    """Refuse to train on the evaluation stream."""
-    if args.data_seed == HELDOUT_SEED:
-        raise SystemExit(
-            f"--data-seed {HELDOUT_SEED} is the held-out evaluation stream; train on another seed"
-        )
 
 
 def mel_autoencoder(args, dataset: Tones) -> MelAutoencoder:
@@ -83,7 +75,7 @@ def build(args) -> Parts:
         context_pool=args.context_pool,
     )
     if args.pooled_norm:
-        fit_pooled_norm(backbone, text_encoder, [dataset.labels(i)["text"] for i in range(2000)])
+        fit_pooled_norm(backbone, text_encoder, training_captions(args.data_seed))
     return Parts(
         dataset, backbone, FlowSchedule(), "flow", data_key="audio", autoencoder=autoencoder,
         text_encoder=text_encoder, t_sampler=args.t_sampler,
@@ -103,7 +95,7 @@ def extra(args) -> dict:
 
 
 RECIPE = Recipe(
-    "recipes/audio/tones_mel.py", __doc__, add_args=add_args, build=build, extra=extra, check=check,
+    "recipes/audio/tones_mel.py", __doc__, add_args=add_args, build=build, extra=extra, check=check_tones_args,
     defaults=dict(max_steps=4000, batch_size=32, lr=3e-4, warmup_steps=200, checkpoint_every=500,
                   sample_every=500, ema_decay=0.999, output_dir="runs/tones_mel"),
     cache="{output_dir}/cache", pipeline=AudioPipeline, export=export_run,
