@@ -26,7 +26,13 @@ _NAMES = {  # module -> the names it exports here
     "plot": ["plot_runs", "read_curves"],
     "precision": ["resolve_mixed_precision"],
     "recipe": ["Parts", "Recipe", "pipeline_sample_fn"],
-    "text": ["add_text_recipe_args", "fit_pooled_norm", "install_text_adapter", "load_text_adapter"],
+    "text": [
+        "add_folder_text_args",
+        "add_text_recipe_args",
+        "fit_pooled_norm",
+        "install_text_adapter",
+        "load_text_adapter",
+    ],
     "trainer": ["NonFiniteLossError", "SampleContext", "Trainer", "ema_decay_at", "make_accelerator"],
 }
 _EXPORTS = {name: module for module, names in _NAMES.items() for name in names}

@@ -15,7 +15,13 @@ from typing import Any
 
 import torch
 
-__all__ = ["add_text_recipe_args", "fit_pooled_norm", "install_text_adapter", "load_text_adapter"]
+__all__ = [
+    "add_folder_text_args",
+    "add_text_recipe_args",
+    "fit_pooled_norm",
+    "install_text_adapter",
+    "load_text_adapter",
+]
 
 
 def add_text_recipe_args(group: Any, context_pool: str = "mean", pooled_norm: bool = False) -> None:
@@ -47,6 +53,19 @@ def add_text_recipe_args(group: Any, context_pool: str = "mean", pooled_norm: bo
     )
     group.add_argument("--eval-num", type=int, default=24, help="clips per periodic evaluation")
     group.add_argument("--guidance", type=float, default=4.0, help="CFG scale of the periodic evaluation")
+
+
+def add_folder_text_args(group: Any) -> None:
+    """The text and sampling flags of a recipe on a user's captioned folder (video or audio): the text
+    encoder, an aligned text adapter, the sample prompts and their CFG scale."""
+    group.add_argument("--text-encoder", default="minilm", help='"minilm" or a local encoder folder')
+    group.add_argument(
+        "--text-adapter",
+        default=None,
+        help="frozen TokenAdapter weights from recipes/video/align_text.py --cache CACHE (built by a first run)",
+    )
+    group.add_argument("--prompt", action="append", default=None, help="sample prompt (repeatable)")
+    group.add_argument("--guidance", type=float, default=4.0, help="CFG scale of the samples")
 
 
 def fit_pooled_norm(backbone: torch.nn.Module, text_encoder: Any, captions: Sequence[str]) -> None:

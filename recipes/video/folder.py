@@ -25,7 +25,7 @@ from mediadiff.diffusion import FlowSchedule
 from mediadiff.pipelines import VideoPipeline, export_run
 from mediadiff.text import load_text_encoder
 from mediadiff.train.recipe import Parts, Recipe
-from mediadiff.train.text import install_text_adapter, load_text_adapter
+from mediadiff.train.text import add_folder_text_args, install_text_adapter, load_text_adapter
 from mediadiff.video import SHAPES_VAE_DIR, DiT, VideoFolder, load_autoencoder
 from mediadiff.video.shapes_eval import save_grid
 
@@ -40,14 +40,7 @@ def add_args(g) -> None:
     g.add_argument("--depth", type=int, default=8, help="DiT blocks")
     g.add_argument("--heads", type=int, default=4, help="attention heads")
     g.add_argument("--autoencoder", default=str(SHAPES_VAE_DIR), help="video autoencoder folder")
-    g.add_argument("--text-encoder", default="minilm", help='"minilm" or a local encoder folder')
-    g.add_argument(
-        "--text-adapter",
-        default=None,
-        help="frozen TokenAdapter weights from recipes/video/align_text.py --cache CACHE (built by a first run)",
-    )
-    g.add_argument("--prompt", action="append", default=None, help="sample prompt (repeatable)")
-    g.add_argument("--guidance", type=float, default=4.0, help="CFG scale of the samples")
+    add_folder_text_args(g)
 
 
 def build(args) -> Parts:
