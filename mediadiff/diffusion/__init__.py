@@ -3,6 +3,7 @@
 Imports torch only; nothing here knows a modality.
 """
 
+from .editing import keep_known, noised, strength_levels
 from .guidance import cfg
 from .objectives import (
     PREDICTIONS,
@@ -82,15 +83,18 @@ __all__ = [
     "exponential_sigmas",
     "heun",
     "karras_sigmas",
+    "keep_known",
     "loss_weight",
     "make_denoiser",
     "nfe",
+    "noised",
     "pred_to_eps",
     "pred_to_x0",
     "prediction_target",
     "randn",
     "randn_like",
     "sample",
+    "strength_levels",
     "unipc",
     "vp_timesteps",
 ]

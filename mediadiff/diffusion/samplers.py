@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from .editing import keep_known, noised, strength_levels
 from .objectives import PREDICTIONS, pred_to_x0
 from .schedules import Level, Schedule
 
@@ -612,6 +613,10 @@ def sample(
     callback: Callback = None,
     cond: dict[str, Any] | None = None,
     progress: bool = False,
+    init: torch.Tensor | None = None,
+    strength: float = 1.0,
+    known: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
     **options: Any,
 ) -> torch.Tensor:
     """Draw samples by integrating from ``noise`` down to clean data.
@@ -628,6 +633,11 @@ def sample(
         full ``levels``.
     generator: ``torch.Generator`` or one per sample, for the stochastic samplers.
     callback: called after each step with ``{"i", "x", "denoised", "level", "next"}``.
+    init, strength: SDEdit (:mod:`~mediadiff.diffusion.editing`): start from the clean ``init`` (``[b ...]``
+        like ``noise``) noised to the level that ``strength`` picks on the grid (its last
+        ``floor(strength * steps)`` steps); ``strength`` 0 returns ``init``.
+    known, mask: hold the sample to the clean ``known`` where the bool ``mask`` (broadcastable to
+        ``noise``) is True, at every step (the replacement method: continuation, inpainting).
     Returns ``[b ...]`` like ``noise``.
     """
     spec = _spec(sampler)
@@ -645,13 +655,30 @@ def sample(
         else:
             levels = spec.grid(schedule, steps)
     levels = list(levels)
+    if init is not None:
+        if init.shape != noise.shape:
+            raise ValueError(f"init {tuple(init.shape)} and noise {tuple(noise.shape)} must have one shape")
+        levels = strength_levels(levels, strength)
+        if len(levels) == 1:  # strength 0: no step to take
+            return init.to(noise.dtype).clone()
+    elif strength != 1.0:
+        raise ValueError(f"strength {strength!r} needs an init to start from")
+    if (known is None) != (mask is None):
+        raise ValueError("known and mask go together: give both or neither")
     if prediction == "eps" and levels[0].alpha == 0:
         raise ValueError(
             f"eps prediction cannot recover x0 at pure noise (alpha = 0 at t = {levels[0].t}); "
             "use v, x0 or flow prediction with this schedule or grid"
         )
     denoiser = make_denoiser(model, prediction, cond)
-    x = noise * math.sqrt(levels[0].alpha ** 2 + levels[0].sigma ** 2)
+    if init is not None:
+        x = noised(init.to(noise.dtype), noise, levels[0])  # [b ...]
+    else:
+        x = noise * math.sqrt(levels[0].alpha ** 2 + levels[0].sigma ** 2)
+    if known is not None:
+        known = known.to(noise.dtype)
+        x = torch.where(mask, noised(known, noise, levels[0]), x)  # [b ...] known entries start on their path
+        denoiser = keep_known(denoiser, known, mask)
     kwargs = dict(options, generator=generator)
     if progress:
         from tqdm.auto import tqdm
