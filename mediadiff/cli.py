@@ -1,5 +1,5 @@
 """The ``mediadiff`` command: ``info``, ``train RECIPE [recipe args...]``, ``plot RUN_DIR...``, ``generate MODALITY``,
-``eval MODALITY``.
+``eval MODALITY``, ``serve``.
 
 ``generate`` and ``eval`` take their subcommands from the pipeline registry
 (:data:`mediadiff.pipelines.MODALITIES`): each modality's pipeline class supplies its own arguments
@@ -144,6 +144,13 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the local web page (:mod:`mediadiff.serve`; exit 2 with the install line without gradio)."""
+    from .serve import main as serve_main
+
+    return serve_main(args)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with a one-line error (``prog: error: message``) instead of the usage block, exit code 2."""
 
@@ -185,6 +192,35 @@ def _check_generate_args(args: argparse.Namespace, pipeline_cls: Any) -> None:
 
         if not torch.cuda.is_available():
             raise UsageError("--device cuda: no CUDA device is available; use --device cpu")
+    given = [flag for flag in ("init", "extend", "inpaint") if getattr(args, flag) is not None]
+    if len(given) > 1:
+        raise UsageError(
+            f"give one of --init, --extend, --inpaint, not {' and '.join('--' + g for g in given)}"
+        )
+    if args.strength is not None and args.init is None:
+        raise UsageError("--strength goes with --init FILE")
+    if args.strength is not None and not 0 <= args.strength <= 1:
+        raise UsageError(f"--strength must be in [0, 1], got {args.strength}")
+    if (args.mask is None) != (args.inpaint is None):
+        raise UsageError("--inpaint FILE and --mask START:END go together")
+    for flag in given:
+        if not Path(getattr(args, flag)).is_file():
+            raise UsageError(f"--{flag} {getattr(args, flag)}: no such file")
+
+
+def parse_mask(text: str, units: str) -> tuple[float, float]:
+    """``"START:END"`` -> ``(start, end)`` (whole numbers for frames); UsageError otherwise."""
+    parts = text.split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        values = tuple(int(p) if units == "frames" else float(p) for p in parts)
+    except ValueError:
+        kind = "whole frame numbers" if units == "frames" else "seconds"
+        raise UsageError(
+            f"--mask must be START:END in {kind} (e.g. {'4:12' if units == 'frames' else '0.5:1.0'}), got {text!r}"
+        ) from None
+    return values
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -196,6 +232,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     try:
         _check_generate_args(args, pipeline_cls)
         sizes = pipeline_cls.cli_settings(args)
+        mask = None if args.mask is None else parse_mask(args.mask, pipeline_cls.MASK_UNITS)
     except (UsageError, ValueError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
@@ -216,17 +253,24 @@ def cmd_generate(args: argparse.Namespace) -> int:
         "guidance_scale": args.cfg,
         "guidance_rescale": args.cfg_rescale,
         "guidance_interval": None if args.cfg_interval is None else tuple(args.cfg_interval),
+        "init": args.init,
+        "strength": args.strength,
+        "extend": args.extend,
+        "inpaint": args.inpaint,
+        "mask": mask,
     }
     try:
-        settings = pipe.resolve(**options)
-    except ValueError as err:
+        settings, edit = prepared = pipe.prepare_edit(**options)
+    except (UsageError, FileNotFoundError, ValueError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     out = pipe.generate(
-        args.prompt, args.negative, seed=args.seed, num_per_prompt=args.num, progress=True, **options
+        args.prompt, args.negative, seed=args.seed, num_per_prompt=args.num, progress=True, prepared=prepared
     )
     paths = out.save(args.output)
     what = f"{pipe.describe(settings)}, {settings['sampler']} {settings['steps']} steps, cfg {settings['guidance_scale']:g}"
+    if edit is not None:
+        what += f", {edit.describe()}"
     if settings["guidance_rescale"] > 0:
         what += f" (rescale {settings['guidance_rescale']:g})"
     if settings["guidance_interval"] != (0.0, 1.0):
@@ -314,6 +358,41 @@ def add_generate_parser(sub: Any, modality: str, pipeline_cls: Any) -> argparse.
         "--seed", type=int, default=None, help="seed of the first output (default: random, printed)"
     )
     pipeline_cls.add_cli_arguments(gen)
+    units = pipeline_cls.MASK_UNITS
+    edit = gen.add_argument_group(
+        f"editing a {pipeline_cls.ITEM} (one of --init, --extend, --inpaint; the output takes its size from it)"
+    )
+    edit.add_argument(
+        "--init",
+        default=None,
+        metavar="FILE",
+        help=f"{modality}-to-{modality} (SDEdit): start from this file",
+    )
+    edit.add_argument(
+        "--strength",
+        type=float,
+        default=None,
+        metavar="S",
+        help="with --init: how much to change it, 0 (keep) to 1 (ignore); default 0.8",
+    )
+    edit.add_argument(
+        "--extend",
+        default=None,
+        metavar="FILE",
+        help="continue this file: it is kept and what follows is made",
+    )
+    edit.add_argument(
+        "--inpaint",
+        default=None,
+        metavar="FILE",
+        help="regenerate the --mask range of this file, keep the rest",
+    )
+    edit.add_argument(
+        "--mask",
+        default=None,
+        metavar="START:END",
+        help=f"with --inpaint: the range to regenerate, in {units}",
+    )
     gen.add_argument("--num", type=int, default=1, help="how many to generate (seeds SEED, SEED+1, ...)")
     gen.add_argument("--negative", default=None, help="negative prompt (replaces the empty prompt in CFG)")
     gen.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
@@ -352,6 +431,12 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("runs", nargs="+", help="run folders (each with metrics.jsonl)")
     plot.add_argument("-o", "--output", default="curves.png", help="PNG to write (default curves.png)")
     plot.set_defaults(func=cmd_plot)
+
+    from .serve import add_arguments as add_serve_arguments  # light: gradio loads only when serve runs
+
+    serve = sub.add_parser("serve", help="a local web page (Gradio) with a Video and an Audio tab")
+    add_serve_arguments(serve)
+    serve.set_defaults(func=cmd_serve)
 
     from .pipelines import MODALITIES, pipeline_class
 
