@@ -106,6 +106,7 @@ class AudioPipeline(DiffusionPipeline):
     }
     DEFAULT_MODEL: ClassVar[str] = "tones-dit"
     ITEM: ClassVar[str] = "clip"
+    MASK_UNITS: ClassVar[str] = "seconds"  # what an inpainting mask (start, end) counts
     EXAMPLE_PROMPT: ClassVar[str] = "a square wave playing E4"
     CLI_DESCRIPTION: ClassVar[str] = (
         "Generate sounds for a prompt and write them (.wav, .flac, .ogg, .mp3, or .png for their "
@@ -199,13 +200,83 @@ class AudioPipeline(DiffusionPipeline):
     def resolve(self, **settings: Any) -> dict[str, Any]:
         """The base class's resolution, with ``seconds`` (if given and not None) turned into
         ``num_samples`` at the model's sample rate."""
+        return super().resolve(**self._in_samples(settings))
+
+    def _in_samples(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """``settings`` with ``seconds`` (if given and not None) replaced by ``num_samples``."""
+        settings = dict(settings)
         seconds = settings.pop("seconds", None)
         if seconds is not None:
             ok = not isinstance(seconds, bool) and isinstance(seconds, (int, float, np.floating, np.integer))
             if not ok or not math.isfinite(seconds) or seconds <= 0:
                 raise ValueError(f"AudioPipeline: seconds must be a positive number, got {seconds!r}")
             settings["num_samples"] = max(1, round(float(seconds) * self.sample_rate))
-        return super().resolve(**settings)
+        return settings
+
+    # ------------------------------------------------------------------------------------ editing
+
+    def read_input(self, source: Any, mode: str) -> torch.Tensor:
+        """An audio file (any format :func:`~mediadiff.audio.io.read_audio` reads; resampled to the
+        model's rate, channels mixed or copied to the model's) or a float array ``[t]`` / ``[c t]`` at the
+        model's rate -> float ``[c t]`` in [-1, 1]."""
+        if isinstance(source, (str, os.PathLike)):
+            from mediadiff.audio.io import read_audio
+
+            return read_audio(source, sample_rate=self.sample_rate, channels=self.channels)[0]  # [c t]
+        x = torch.as_tensor(np.asarray(source) if isinstance(source, np.ndarray) else source)
+        if x.ndim == 1:
+            x = x[None]  # [1 t]
+        if not x.is_floating_point() or x.ndim != 2 or x.shape[0] != self.channels or x.shape[1] < 1:
+            raise ValueError(
+                f"AudioPipeline: {mode} must be an audio file or a float waveform [t] or [{self.channels} t] "
+                f"at {self.sample_rate} Hz; got {x.dtype} {tuple(x.shape)}"
+            )
+        return x.float().clamp(-1, 1)
+
+    def edit_sizes(self, signal: torch.Tensor, mode: str, settings: dict[str, Any]) -> dict[str, Any]:
+        """``init`` / ``inpaint``: the input's length (the first ``seconds`` when given); ``extend``:
+        ``seconds`` in all, or the kept part (the input's whole latent frames) plus the model's length."""
+        s = self._in_samples(settings)
+        n_in, given = signal.shape[-1], s.get("num_samples")
+        if mode == "extend":
+            s["num_samples"] = given or self._kept_samples(signal, mode) + self.defaults["num_samples"]
+        elif given is None:
+            s["num_samples"] = n_in
+        elif given > n_in:
+            raise ValueError(
+                f"AudioPipeline: {given / self.sample_rate:.3f} s asked for but the {mode} clip has "
+                f"{n_in / self.sample_rate:.3f} s"
+            )
+        return s
+
+    def _kept_samples(self, signal: torch.Tensor, mode: str) -> int:
+        """The samples of ``signal`` that whole latent frames hold (what a continuation keeps)."""
+        kept = signal.shape[-1] // self.samples_per_frame * self.samples_per_frame
+        if kept == 0:
+            ms = 1000 * self.samples_per_frame / self.sample_rate
+            raise ValueError(f"AudioPipeline: the {mode} clip is shorter than one latent frame ({ms:g} ms)")
+        return kept
+
+    def fit_input(self, signal: torch.Tensor, settings: dict[str, Any], mode: str) -> torch.Tensor:
+        """``extend``: the input's whole latent frames; else its first ``num_samples``, zero-padded to the
+        output's latent frames."""
+        if mode == "extend":
+            return signal[:, : self._kept_samples(signal, mode)]  # [c kept]
+        n = settings["num_samples"]
+        padded = self.latent_frames(n) * self.samples_per_frame
+        return torch.nn.functional.pad(signal[:, :n], (0, padded - n))  # [c padded]
+
+    def latent_span(self, mask: tuple[float, float], settings: dict[str, Any]) -> tuple[int, int]:
+        """Seconds ``(start, end)`` -> the latent frames ``[lo, hi)`` that overlap them."""
+        seconds = settings["num_samples"] / self.sample_rate
+        start, end = (float(v) for v in mask)
+        if not (math.isfinite(start) and math.isfinite(end) and 0 <= start < end <= seconds + 1e-9):
+            raise ValueError(
+                f"AudioPipeline: mask must be seconds (start, end) with 0 <= start < end <= {seconds:g}, got {mask}"
+            )
+        per_frame = self.samples_per_frame / self.sample_rate  # seconds per latent frame
+        frames = self.latent_frames(settings["num_samples"])
+        return math.floor(start / per_frame + 1e-9), min(frames, math.ceil(end / per_frame - 1e-9))
 
     def describe(self, settings: dict[str, Any]) -> str:
         return f"{settings['num_samples'] / self.sample_rate:.2f} s at {self.sample_rate} Hz"
@@ -230,8 +301,13 @@ class AudioPipeline(DiffusionPipeline):
         guidance_rescale: float | None = None,
         guidance_interval: tuple[float, float] | None = None,
         num_samples: int | None = None,
+        init: str | os.PathLike | np.ndarray | torch.Tensor | None = None,
+        strength: float | None = None,
+        extend: str | os.PathLike | np.ndarray | torch.Tensor | None = None,
+        inpaint: str | os.PathLike | np.ndarray | torch.Tensor | None = None,
+        mask: tuple[float, float] | None = None,
     ) -> AudioOutput:
-        """Generate ``num_clips`` clips per prompt.
+        """Generate ``num_clips`` clips per prompt, from text alone or by editing a sound.
 
         prompt: one prompt or a list; clip ``i`` of the output comes from prompt ``i // num_clips``.
         negative_prompt: replaces the empty prompt as the unconditional context (one for all, or one
@@ -244,6 +320,13 @@ class AudioPipeline(DiffusionPipeline):
             ``AudioOutput.seeds``); the same seed gives the same clip (up to float rounding) whether
             generated alone or in a batch.
         progress: a tqdm bar over the sampling steps.
+        init, strength: audio-to-audio (SDEdit, Meng et al. 2022): the sound (a file, or float ``[t]`` /
+            ``[c t]`` at the model's rate) encoded, noised to the level ``strength`` (default 0.8) picks on
+            the sampler's grid, and sampled from there; 0 returns its round trip, 1 ignores it.
+        extend: continuation: the sound's whole latent frames are kept (in latent space, at every step)
+            and what follows is generated; ``seconds`` is the whole output (default: the sound's length
+            plus the model's).
+        inpaint, mask: regenerate seconds ``[start, end)`` of the sound and keep the rest.
         Returns an :class:`AudioOutput` with float32 ``audio [b c t]``, ``b = len(prompts) * num_clips``.
         """
         return self.generate(
@@ -260,4 +343,9 @@ class AudioPipeline(DiffusionPipeline):
             guidance_scale=guidance_scale,
             guidance_rescale=guidance_rescale,
             guidance_interval=guidance_interval,
+            init=init,
+            strength=strength,
+            extend=extend,
+            inpaint=inpaint,
+            mask=mask,
         )

@@ -46,6 +46,7 @@ import secrets
 import shutil
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -58,11 +59,14 @@ from mediadiff.utils import atomic_write_text, cpu_bf16_supported, staged_dir
 
 __all__ = [
     "CONTEXT_CACHE_SIZE",
+    "DEFAULT_STRENGTH",
+    "EDIT_MODES",
     "FORMAT",
     "PIPELINE_NAME",
     "SAMPLING_DEFAULTS",
     "WEIGHTS_DIR",
     "DiffusionPipeline",
+    "Edit",
     "as_prompts",
     "item_paths",
     "output_path",
@@ -109,6 +113,7 @@ def sample_latents(
     device: torch.device | str = "cpu",
     progress: bool = False,
     sampler_options: dict[str, Any] | None = None,
+    edit: Edit | None = None,
 ) -> torch.Tensor:
     """Sample one latent of shape ``latent`` (``(c, ...)``, no batch) per seed from ready text contexts.
 
@@ -116,7 +121,8 @@ def sample_latents(
     ``b`` or 1 (one unconditional context shared by all items). Item ``i`` starts from noise drawn by a
     CPU generator seeded with ``seeds[i]``, which then drives the stochastic samplers' fresh noise too,
     so an item is the same alone or in a batch and on any device. ``guidance_scale`` 1 skips the
-    unconditional pass. Runs under whatever autocast state the caller is in. Returns ``[b c ...]``.
+    unconditional pass. ``edit``: start from or keep an input's latents (:class:`Edit`, the same for
+    every item). Runs under whatever autocast state the caller is in. Returns ``[b c ...]``.
     """
     device = torch.device(device)
     n = len(seeds)
@@ -129,9 +135,51 @@ def sample_latents(
         backbone, cond, uncond, scale=guidance_scale, rescale=guidance_rescale, interval=guidance_interval
     )
     options = {"generator": generators, **(sampler_options or {})}  # deterministic samplers ignore it
+    if edit is not None:
+        if tuple(edit.latent.shape[1:]) != tuple(latent):
+            raise ValueError(
+                f"sample_latents: the edit's latent {tuple(edit.latent.shape[1:])} is not {tuple(latent)}"
+            )
+        given = edit.latent.to(device).expand(n, *latent)  # [b c ...]
+        if edit.mode == "init":
+            options.update(init=given, strength=edit.strength)
+        else:
+            options.update(known=given, mask=edit.mask.to(device))
     return sample(
         guided, noise, schedule, prediction, sampler, steps, progress=progress, **options
     )  # [b c ...]
+
+
+# ----------------------------------------------------------------------------------------- editing
+
+EDIT_MODES = ("init", "extend", "inpaint")
+DEFAULT_STRENGTH = 0.8  # SDEdit's strength when none is given (diffusers' img2img default)
+
+
+@dataclass
+class Edit:
+    """An input clip made ready for editing: what :meth:`DiffusionPipeline.prepare_edit` returns.
+
+    mode: ``"init"`` (SDEdit: start from ``latent`` noised to ``strength``), ``"extend"`` or ``"inpaint"``
+    (keep ``latent`` where ``mask`` is True at every step, :func:`mediadiff.diffusion.keep_known`).
+    latent: ``[1 c ...]`` the encoded input, of the output's latent shape (zeros where not given).
+    mask: bool, ``[1 1 ...]`` with the latent time axis full (True: kept), broadcastable to the latent.
+    source: the input's file name (or "the init array"), for messages.
+    """
+
+    mode: str
+    latent: torch.Tensor
+    strength: float = 1.0
+    mask: torch.Tensor | None = None
+    source: str = ""
+
+    def describe(self) -> str:
+        """A few words for messages: what was given and what is kept."""
+        if self.mode == "init":
+            return f"from {self.source} at strength {self.strength:g}"
+        frames = int(self.mask.sum())
+        verb = "extending" if self.mode == "extend" else "inpainting"
+        return f"{verb} {self.source}, {frames} of {self.mask.numel()} latent frames kept"
 
 
 # ----------------------------------------------------------------------------------------- arguments
@@ -215,6 +263,7 @@ class DiffusionPipeline:
     DEFAULT_MODEL: ClassVar[str | None] = None
     # the command line (mediadiff generate / eval MODALITY)
     ITEM: ClassVar[str] = "item"  # what one output is called ("clip")
+    MASK_UNITS: ClassVar[str] = "seconds"  # what an inpainting mask (start, end) counts ("frames", "seconds")
     EXAMPLE_PROMPT: ClassVar[str] = ""
     CLI_DESCRIPTION: ClassVar[str] = ""
     EVAL_MODULE: ClassVar[str | None] = None  # module with add_arguments(parser) and run(args, load)
@@ -440,6 +489,7 @@ class DiffusionPipeline:
         uncond: Context,
         seeds: Sequence[int],
         progress: bool = False,
+        edit: Edit | None = None,
     ) -> torch.Tensor:
         """One latent per seed for resolved ``settings`` (:meth:`resolve`), in the caller's autocast."""
         return sample_latents(
@@ -457,6 +507,7 @@ class DiffusionPipeline:
             guidance_interval=settings["guidance_interval"],
             device=self.device,
             progress=progress,
+            edit=edit,
         )  # [b c ...]
 
     @torch.inference_mode()
@@ -469,14 +520,113 @@ class DiffusionPipeline:
         num_per_prompt: int = 1,
         count_name: str = "num",
         progress: bool = False,
+        prepared: tuple[dict[str, Any], Edit | None] | None = None,
         **settings: Any,
     ) -> Any:
-        """Resolve ``settings``, encode the prompts, sample and decode; returns the subclass's output."""
-        settings = self.resolve(**settings)
+        """Resolve ``settings`` (with an edit's ``init``, ``strength``, ``extend``, ``inpaint``, ``mask``:
+        :meth:`prepare_edit`), encode the prompts, sample and decode; returns the subclass's output.
+        ``prepared``: what :meth:`prepare_edit` returned for these settings, so as not to read the input
+        again (``settings`` are then ignored)."""
+        settings, edit = self.prepare_edit(**settings) if prepared is None else prepared
         prompts, seeds, cond, uncond = self.prepare(prompt, negative_prompt, seed, num_per_prompt, count_name)
         with self.autocast_context():
-            z = self.sample_latents(settings, cond, uncond, seeds, progress)  # [b c ...]
+            z = self.sample_latents(settings, cond, uncond, seeds, progress, edit)  # [b c ...]
             return self.decode(z.float(), settings, prompts, seeds)
+
+    # ------------------------------------------------------------------------------------ editing
+
+    def prepare_edit(
+        self,
+        *,
+        init: Any = None,
+        strength: float | None = None,
+        extend: Any = None,
+        inpaint: Any = None,
+        mask: tuple[float, float] | None = None,
+        **settings: Any,
+    ) -> tuple[dict[str, Any], Edit | None]:
+        """Resolve ``settings`` for an edit of an input clip (a file or an array; at most one mode) and
+        encode it; returns ``(settings, edit)`` (``edit`` None without an input).
+
+        - ``init`` + ``strength`` (default :data:`DEFAULT_STRENGTH`): SDEdit. The output has the input's
+          length (the first ``num_frames`` / ``seconds`` of it when those are given) at the model's size.
+        - ``extend``: continuation. The output holds the input, then new content; its length is the
+          size setting when given, else the input's plus the model's default length.
+        - ``inpaint`` + ``mask`` ``(start, end)``: regenerate that time range of the input (frames for
+          video, seconds for audio) and keep the rest; the output has the input's length.
+
+        The subclass reads, sizes and encodes the input (:meth:`read_input`, :meth:`edit_sizes`,
+        :meth:`fit_input`) and maps times to latent frames (:meth:`latent_span`). ValueError names the
+        input and what was expected.
+        """
+        who = type(self).__name__
+        given = {k: v for k, v in (("init", init), ("extend", extend), ("inpaint", inpaint)) if v is not None}
+        if len(given) > 1:
+            raise ValueError(f"{who}: give one of init, extend or inpaint, not {' and '.join(given)}")
+        if strength is not None and init is None:
+            raise ValueError(f"{who}: strength goes with init (the clip to start from)")
+        if (mask is None) != (inpaint is None):
+            raise ValueError(
+                f"{who}: inpaint and mask go together (the clip and the (start, end) to regenerate)"
+            )
+        if not given:
+            return self.resolve(**settings), None
+        ((mode, source),) = given.items()
+        name = str(source) if isinstance(source, (str, os.PathLike)) else f"the {mode} array"
+        if mode == "init":
+            strength = _number(DEFAULT_STRENGTH if strength is None else strength, "strength", who, 0.0, 1.0)
+        signal = self.read_input(source, mode)  # [c ...] in the autoencoder's input range, on the CPU
+        settings = self.resolve(**self.edit_sizes(signal, mode, settings))
+        shape = self.latent_shape(settings)
+        axis = self.LATENT_TIME_AXIS
+        with torch.inference_mode():
+            clip = self.fit_input(
+                signal, settings, mode
+            )  # [c ...] sized for the output (extend: the kept part)
+            latent = self.autoencoder.encode(clip[None].to(self.device)).float()  # [1 c ...]
+        frames = shape[axis]
+        time_shape = [1] * (len(shape) + 1)
+        time_shape[axis] = frames
+        keep = torch.zeros(frames, dtype=torch.bool)
+        if mode == "extend":
+            k = latent.shape[axis]
+            if k >= frames:
+                raise ValueError(
+                    f"{who}: {name} already fills the {self.describe(settings)} asked for; ask for a longer output"
+                )
+            latent = torch.cat(
+                [latent, latent.new_zeros((1, *shape)).narrow(axis, k, frames - k)], dim=axis
+            )  # [1 c ...] the given frames, then zeros to be generated
+            keep[:k] = True
+        elif mode == "inpaint":
+            lo, hi = self.latent_span(mask, settings)
+            keep[:] = True
+            keep[lo:hi] = False
+        if tuple(latent.shape[1:]) != tuple(shape):
+            raise ValueError(f"{who}: {name} encodes to {tuple(latent.shape[1:])}, expected {shape}")
+        edit_mask = None if mode == "init" else keep.view(time_shape)  # [1 1 .. f ..]
+        return settings, Edit(mode, latent, strength if mode == "init" else 1.0, edit_mask, name)
+
+    LATENT_TIME_AXIS: ClassVar[int] = -1  # the time axis of a latent ``[c ...]`` (video: -3 of [c f h w])
+
+    def read_input(self, source: Any, mode: str) -> torch.Tensor:
+        """An input clip (a file path or an array) as a float tensor ``[c ...]`` in the autoencoder's
+        input range, at the model's rate; ValueError naming the file if it cannot be read."""
+        raise NotImplementedError(f"{type(self).__name__} has no editing (read_input)")
+
+    def edit_sizes(self, signal: torch.Tensor, mode: str, settings: dict[str, Any]) -> dict[str, Any]:
+        """``settings`` with the size settings of the output for an edit of ``signal`` in ``mode``
+        (see :meth:`prepare_edit`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no editing (edit_sizes)")
+
+    def fit_input(self, signal: torch.Tensor, settings: dict[str, Any], mode: str) -> torch.Tensor:
+        """``signal`` cut, padded or resized so that it encodes to the output's latent (``"extend"``: to
+        the leading latent frames that it fixes)."""
+        raise NotImplementedError(f"{type(self).__name__} has no editing (fit_input)")
+
+    def latent_span(self, mask: tuple[float, float], settings: dict[str, Any]) -> tuple[int, int]:
+        """The latent frames ``[lo, hi)`` that cover the time range ``mask`` of an output of ``settings``."""
+        raise NotImplementedError(f"{type(self).__name__} has no editing (latent_span)")
 
     def decode(self, z: torch.Tensor, settings: dict[str, Any], prompts: list[str], seeds: list[int]) -> Any:
         """Latents ``[b c ...]`` -> the modality's output object (inside the sampling autocast)."""

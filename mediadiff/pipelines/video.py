@@ -117,6 +117,7 @@ class VideoPipeline(DiffusionPipeline):
     }
     DEFAULT_MODEL: ClassVar[str] = "shapes-dit"
     ITEM: ClassVar[str] = "clip"
+    MASK_UNITS: ClassVar[str] = "frames"  # what an inpainting mask (start, end) counts
     EXAMPLE_PROMPT: ClassVar[str] = "a yellow triangle moving up"
     CLI_DESCRIPTION: ClassVar[str] = (
         "Generate clips for a prompt and write them (.mp4, .webm, .gif, .mov, .mkv, or .png for a frame grid; "
@@ -176,6 +177,102 @@ class VideoPipeline(DiffusionPipeline):
         fps = float(self.defaults["fps"])
         return f"{settings['num_frames']} frames {settings['height']}x{settings['width']} at {fps:g} fps"
 
+    # ------------------------------------------------------------------------------------ editing
+
+    LATENT_TIME_AXIS: ClassVar[int] = -3  # f of a latent [c f h w]
+
+    @property
+    def temporal_ratio(self) -> int:
+        """Frames per latent frame after the first (the causal autoencoder's ``temporal_ratio``; 1 in pixels)."""
+        return int(getattr(getattr(self.autoencoder, "config", None), "temporal_ratio", 1))
+
+    def read_input(self, source: Any, mode: str) -> torch.Tensor:
+        """A video file (any format :func:`~mediadiff.video.io.read_video` reads), uint8 frames
+        ``[f h w 3]`` or float ``[3 f h w]`` in [-1, 1] -> float ``[3 f h w]`` in [-1, 1]."""
+        from mediadiff.video.io import read_video, to_model
+
+        frames = read_video(source) if isinstance(source, (str, os.PathLike)) else source  # [f h w 3]
+        x = torch.as_tensor(np.asarray(frames) if isinstance(frames, np.ndarray) else frames)
+        if x.dtype == torch.uint8 and x.ndim == 4 and x.shape[-1] == VIDEO_CHANNELS:
+            return to_model(x)  # [3 f h w]
+        if x.is_floating_point() and x.ndim == 4 and x.shape[0] == VIDEO_CHANNELS:
+            return x.float().clamp(-1, 1)  # [3 f h w]
+        raise ValueError(
+            f"VideoPipeline: {mode} must be a video file, uint8 frames [f h w 3] or float [3 f h w] in [-1, 1]; "
+            f"got {x.dtype} {tuple(x.shape)}"
+        )
+
+    def _fit_frames(self, n: int, height: int, width: int, whole: bool, what: str) -> int:
+        """The largest frame count ``<= n`` that the autoencoder takes (``whole``: that the backbone takes
+        too, as a whole output), or a ValueError naming ``what``."""
+        for m in range(n, 0, -1):
+            try:
+                if whole:
+                    self.latent_shape({"num_frames": m, "height": height, "width": width})
+                else:
+                    self.autoencoder.latent_shape((1, VIDEO_CHANNELS, m, height, width))
+                return m
+            except ValueError:
+                continue
+        raise ValueError(f"VideoPipeline: {what} has {n} frames, fewer than any length the model takes")
+
+    def edit_sizes(self, signal: torch.Tensor, mode: str, settings: dict[str, Any]) -> dict[str, Any]:
+        """The output takes the model's (or the given) height and width, the input resized to them.
+        ``init`` / ``inpaint``: the input's frames (the first ``num_frames`` when given), cut to the
+        longest length the model takes; ``extend``: ``num_frames`` in all, or the kept frames plus the
+        model's default, cut the same way."""
+        s = dict(settings)
+        height = s.get("height") or self.defaults["height"]
+        width = s.get("width") or self.defaults["width"]
+        n_in = signal.shape[1]
+        if mode == "extend":
+            kept = self._fit_frames(n_in, height, width, False, f"the {mode} clip")
+            total = s.get("num_frames") or kept + self.defaults["num_frames"]
+            s["num_frames"] = (
+                total if s.get("num_frames") else self._fit_frames(total, height, width, True, "it")
+            )
+        elif s.get("num_frames") is None:
+            s["num_frames"] = self._fit_frames(n_in, height, width, True, f"the {mode} clip")
+        elif s["num_frames"] > n_in:
+            raise ValueError(
+                f"VideoPipeline: num_frames={s['num_frames']} but the {mode} clip has {n_in} frames"
+            )
+        return s
+
+    def fit_input(self, signal: torch.Tensor, settings: dict[str, Any], mode: str) -> torch.Tensor:
+        """The first frames of ``signal`` (``extend``: the longest run the autoencoder takes), resized
+        (bilinear, antialiased; the aspect ratio is not kept) to the output's height and width."""
+        height, width = settings["height"], settings["width"]
+        if mode == "extend":
+            n = self._fit_frames(signal.shape[1], height, width, False, f"the {mode} clip")
+        else:
+            n = settings["num_frames"]
+        x = signal[:, :n]  # [3 n h0 w0]
+        if tuple(x.shape[2:]) != (height, width):
+            x = torch.nn.functional.interpolate(
+                x.transpose(0, 1), size=(height, width), mode="bilinear", antialias=True, align_corners=False
+            ).transpose(0, 1)  # [3 n h w]
+        return x.contiguous()
+
+    def latent_span(self, mask: tuple[float, float], settings: dict[str, Any]) -> tuple[int, int]:
+        """Frames ``[start, end)`` -> the latent frames that hold them: frame 0 is latent frame 0, frame
+        ``j >= 1`` latent frame ``1 + (j - 1) // temporal_ratio`` (the causal autoencoder's grouping)."""
+        n = settings["num_frames"]
+        start, end = mask
+        ints = all(
+            isinstance(v, (int, np.integer)) or (isinstance(v, float) and v.is_integer()) for v in mask
+        )
+        if not ints or not 0 <= start < end <= n:
+            raise ValueError(
+                f"VideoPipeline: mask must be frames (start, end) with 0 <= start < end <= {n}, got {mask}"
+            )
+        rt = self.temporal_ratio
+
+        def latent(j: int) -> int:
+            return 0 if j == 0 else 1 + (j - 1) // rt
+
+        return latent(int(start)), latent(int(end) - 1) + 1
+
     @classmethod
     def load_autoencoder(cls, folder: Path, device: torch.device) -> torch.nn.Module:
         from mediadiff.video.autoencoder import load_autoencoder
@@ -197,8 +294,13 @@ class VideoPipeline(DiffusionPipeline):
         progress: bool = False,
         guidance_rescale: float | None = None,
         guidance_interval: tuple[float, float] | None = None,
+        init: str | os.PathLike | np.ndarray | torch.Tensor | None = None,
+        strength: float | None = None,
+        extend: str | os.PathLike | np.ndarray | torch.Tensor | None = None,
+        inpaint: str | os.PathLike | np.ndarray | torch.Tensor | None = None,
+        mask: tuple[int, int] | None = None,
     ) -> VideoOutput:
-        """Generate ``num_videos`` clips per prompt.
+        """Generate ``num_videos`` clips per prompt, from text alone or by editing a clip.
 
         prompt: one prompt or a list; clip ``i`` of the output comes from prompt ``i // num_videos``.
         negative_prompt: replaces the empty prompt as the unconditional context (one for all, or one
@@ -209,6 +311,14 @@ class VideoPipeline(DiffusionPipeline):
             ``VideoOutput.seeds``); the same seed gives the same clip (up to float rounding) whether
             generated alone or in a batch.
         progress: a tqdm bar over the sampling steps.
+        init, strength: video-to-video (SDEdit, Meng et al. 2022): the clip (a file, uint8 ``[f h w 3]``)
+            encoded, noised to the level ``strength`` (default 0.8) picks on the sampler's grid, and
+            sampled from there; 0 returns its round trip through the autoencoder, 1 ignores it.
+        extend: continuation: the clip's frames are kept (in latent space, at every step) and what follows
+            is generated; ``num_frames`` is the whole output (default: the clip's plus the model's length).
+        inpaint, mask: regenerate frames ``[start, end)`` of the clip and keep the rest.
+        The input is resized to ``height x width`` and cut to a frame count the model takes (1 + 4k for
+        the causal autoencoder); see :meth:`~mediadiff.pipelines.base.DiffusionPipeline.prepare_edit`.
         Returns a :class:`VideoOutput` with uint8 ``frames [b f h w 3]``, ``b = len(prompts) * num_videos``.
         """
         return self.generate(
@@ -226,4 +336,9 @@ class VideoPipeline(DiffusionPipeline):
             guidance_scale=guidance_scale,
             guidance_rescale=guidance_rescale,
             guidance_interval=guidance_interval,
+            init=init,
+            strength=strength,
+            extend=extend,
+            inpaint=inpaint,
+            mask=mask,
         )
