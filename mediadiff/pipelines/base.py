@@ -42,6 +42,7 @@ import copy
 import importlib
 import json
 import os
+import re
 import secrets
 import shutil
 from collections import OrderedDict
@@ -816,7 +817,13 @@ class DiffusionPipeline:
 
     @classmethod
     def resolve_model(cls, name_or_folder: str | os.PathLike) -> Path:
-        """The pipeline folder of a shipped model name or a folder path; ``FileNotFoundError`` if none."""
+        """The pipeline folder of a shipped model name, a folder path, or a Hugging Face Hub model id
+        (``"org/name"``, optionally ``"org/name@revision"``); ``FileNotFoundError`` if none.
+
+        A hub id resolves through huggingface_hub's cache (:func:`huggingface_hub.snapshot_download`:
+        ``HF_HUB_CACHE``, ``HF_HUB_OFFLINE=1`` and tokens work as they do for every hub library); with no
+        connection it takes the cached snapshot.
+        """
         name = str(name_or_folder)
         shipped = f"shipped: {cls.installed_models() or 'none installed'}"
         writer = f"{cls.__name__}.save_pretrained"
@@ -836,9 +843,11 @@ class DiffusionPipeline:
                     f"{writer}, or a shipped model: {sorted(cls.SHIPPED_MODELS)}"
                 )
             return folder
+        if HUB_ID.fullmatch(name):
+            return _hub_snapshot(name, writer)
         raise FileNotFoundError(
-            f"model {name!r} not found: neither a shipped model ({shipped}) nor a folder; "
-            f"give a folder written by {writer}"
+            f"model {name!r} not found: neither a shipped model ({shipped}), a folder, nor a hub id "
+            f"(org/name); give a folder written by {writer}"
         )
 
     def __repr__(self) -> str:
@@ -848,6 +857,29 @@ class DiffusionPipeline:
             f"autoencoder={type(self.autoencoder).__name__}, schedule={self.schedule!r}, "
             f"prediction={self.prediction!r}, defaults={self.defaults})"
         )
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?")  # org/name[@revision]
+
+
+def _hub_snapshot(repo: str, writer: str) -> Path:
+    """The local snapshot of hub model ``repo`` (``org/name[@revision]``) holding a pipeline folder."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    repo_id, _, revision = repo.partition("@")
+    try:
+        folder = Path(snapshot_download(repo_id, revision=revision or None))
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise FileNotFoundError(
+            f"model {repo!r}: no such folder, and not in the Hugging Face Hub cache nor downloadable ({reason})"
+        ) from None
+    if not (folder / PIPELINE_NAME).is_file():
+        raise FileNotFoundError(
+            f"hub model {repo!r} ({folder}) has no {PIPELINE_NAME}; it was not written by {writer}"
+        )
+    return folder
 
 
 def _copy_text_encoder(source: Path, target: Path) -> None:
