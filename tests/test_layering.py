@@ -3,7 +3,8 @@
 ``diffusion/`` imports nothing of mediadiff outside itself; ``utils/`` imports no other mediadiff package;
 the shared packages (``nn/``, ``text/``, ``eval/``, ``train/``) import no modality; a modality
 (``video/``, ``audio/``) imports neither ``train/`` nor another modality; nothing below ``pipelines/``
-imports ``pipelines/`` or the CLI. Every import counts: top-level, inside functions (lazy), relative,
+imports ``pipelines/``, the CLI or the web page (``serve``); only ``mediadiff/serve.py`` imports gradio (an
+optional extra). Every import counts: top-level, inside functions (lazy), relative,
 and module names handed to ``importlib.import_module`` as string constants.
 """
 
@@ -17,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "mediadiff"
 MODALITIES = ("video", "audio")
-TOP = ("cli", "pipelines")
+TOP = ("cli", "pipelines", "serve")
 
 # package -> mediadiff packages it may not import (besides itself)
 FORBIDDEN: dict[str, set[str]] = {
@@ -29,7 +30,7 @@ FORBIDDEN: dict[str, set[str]] = {
     "train": {*MODALITIES, *TOP},
     "video": {"train", "audio", *TOP},
     "audio": {"train", "video", *TOP},
-    "pipelines": {"cli"},
+    "pipelines": {"cli", "serve"},
 }
 
 
@@ -117,3 +118,16 @@ def test_the_reader_sees_every_kind_of_import(tmp_path, monkeypatch):
 def test_every_package_has_a_rule():
     packages = {p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()}
     assert packages - set(FORBIDDEN) == set(), "add the new package's rule to FORBIDDEN"
+
+
+def test_only_the_web_page_imports_gradio():
+    """gradio is the optional ``[serve]`` extra: no other module may import it, at any level."""
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            if any(n.split(".")[0] == "gradio" for n in names):
+                found.append(str(path.relative_to(ROOT.parent)))
+    assert sorted(set(found)) == ["mediadiff/serve.py"]
