@@ -10,8 +10,9 @@ spectrogram picture::
     mediadiff serve                        # http://127.0.0.1:7860
     mediadiff serve --port 8000 --video-model runs/my_run/pipeline
 
-Generation is the pipelines' own call (:class:`~mediadiff.pipelines.video.VideoPipeline`,
-:class:`~mediadiff.pipelines.audio.AudioPipeline`); each model is loaded once and kept
+Generation is what ``mediadiff generate`` does with the pipelines (:class:`~mediadiff.pipelines.video.
+VideoPipeline`, :class:`~mediadiff.pipelines.audio.AudioPipeline`: ``prepare_edit`` then ``generate``);
+each model is loaded once and kept
 (:class:`ModelCache`), and requests are queued, one generation at a time. A bad setting comes back
 as one message on the page (:class:`ServeError`, shown as ``gr.Error``), not a traceback.
 
@@ -22,7 +23,6 @@ Gradio is an optional extra (``pip install -e ".[serve]"``): this module imports
 from __future__ import annotations
 
 import argparse
-import inspect
 import itertools
 import sys
 import tempfile
@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from mediadiff.pipelines import pipeline_class
+from mediadiff.pipelines.base import DEFAULT_STRENGTH
+from mediadiff.pipelines.base import EDIT_MODES as PIPELINE_EDIT_MODES
 
 __all__ = [
     "DEFAULT_HOST",
@@ -55,12 +57,11 @@ __all__ = [
 INSTALL_HINT = 'pip install -e ".[serve]"'
 DEFAULT_HOST = "127.0.0.1"  # this machine only; --host 0.0.0.0 opens the page to the network
 DEFAULT_PORT = 7860
-EDIT_MODES = ("none", "init", "extend", "inpaint")
+EDIT_MODES = ("none", *PIPELINE_EDIT_MODES)  # none, init, extend, inpaint
 EDIT_HELP = (
     "none: text only. init: start from the input clip noised to the strength (SDEdit; 0 keeps it, "
     "1 ignores it). extend: continue the input clip. inpaint: regenerate the range START..END of it."
 )
-DEFAULT_STRENGTH = 0.6
 
 
 class ServeError(ValueError):
@@ -95,6 +96,7 @@ class TabSpec:
     extension: str  # the file format of the result (its player and its download link)
     mask_unit: str  # what an inpainting range counts: its start and end are pipeline mask=(START, END)
     mask_integer: bool  # whole numbers (frame indices) or not (seconds)
+    mask_default: tuple[float, float]  # what the inpainting range starts as on the page
     picture: bool = False  # also a picture of the result (AudioOutput.save("x.png"): its spectrogram)
 
 
@@ -107,6 +109,7 @@ TABS: tuple[TabSpec, ...] = (
         extension=".mp4",
         mask_unit="frame",
         mask_integer=True,
+        mask_default=(6, 12),
     ),
     TabSpec(
         "audio",
@@ -116,6 +119,7 @@ TABS: tuple[TabSpec, ...] = (
         extension=".wav",
         mask_unit="second",
         mask_integer=False,
+        mask_default=(0.25, 0.75),
         picture=True,
     ),
 )
@@ -194,14 +198,8 @@ def model_defaults(modality: str, model: str) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------- requests
 
 
-def _takes(pipe: Any, name: str) -> bool:
-    """Whether the pipeline's ``__call__`` takes the keyword ``name``."""
-    return name in inspect.signature(type(pipe).__call__).parameters
-
-
 def edit_options(
     spec: TabSpec,
-    pipe: Any,
     mode: str | None,
     clip: str | None,
     strength: float | None = None,
@@ -212,8 +210,7 @@ def edit_options(
 
     ``init``: ``{"init": clip, "strength": s}``; ``extend``: ``{"extend": clip}``; ``inpaint``:
     ``{"inpaint": clip, "mask": (start, end)}`` in the tab's ``mask_unit`` (frames or seconds).
-    A :class:`ServeError` for an unknown mode, a missing clip, a bad number, or a pipeline that does not
-    take the keyword.
+    A :class:`ServeError` for an unknown mode, a missing clip or a bad number.
     """
     if mode in (None, "", "none"):
         return {}
@@ -221,11 +218,6 @@ def edit_options(
         raise ServeError(f"unknown editing mode {mode!r}; choose from {', '.join(EDIT_MODES)}")
     if not clip:
         raise ServeError(f"editing mode {mode!r} needs an input clip: upload one under 'Input clip'")
-    if not _takes(pipe, mode):
-        raise ServeError(
-            f"editing mode {mode!r}: this mediadiff's {type(pipe).__name__} does not take {mode}= yet; "
-            "choose editing 'none'"
-        )
     if mode == "init":
         if strength is None or not 0 <= strength <= 1:
             raise ServeError(f"strength must be in [0, 1], got {strength!r}")
@@ -301,20 +293,18 @@ class Generator:
             "sampler": sampler or None,
             "guidance_scale": _optional(guidance_scale, integer=False),
         }
+        edits = edit_options(spec, edit, clip, strength, start, end)
         if progress is not None and self.cache.key(spec.modality, model) not in self.cache:
             progress(0, desc=f"loading {model}")
         pipe = self.cache.get(spec.modality, model)
-        edits = edit_options(spec, pipe, edit, clip, strength, start, end)
-        try:
-            settings = pipe.resolve(**values, **options)
-            out = pipe(
+        try:  # what `mediadiff generate` does: resolve the settings, read and encode the input clip, sample
+            prepared = settings, edited = pipe.prepare_edit(**values, **options, **edits)
+            out = pipe.generate(
                 prompt,
-                negative_prompt=negative_prompt or None,
+                negative_prompt or None,
                 seed=None if seed is None else int(seed),
                 progress=True,
-                **values,
-                **options,
-                **edits,
+                prepared=prepared,
             )
         except (ValueError, TypeError, FileNotFoundError) as err:
             raise ServeError(str(err)) from None
@@ -326,10 +316,8 @@ class Generator:
             f"seed {used}: {pipe.describe(settings)}, {settings['sampler']} {settings['steps']} steps, "
             f"cfg {settings['guidance_scale']:g}"
         )
-        if edits:
-            summary += f"; {edit} from the input clip" + (
-                f" at strength {edits['strength']:g}" if "strength" in edits else ""
-            )
+        if edited is not None:  # "from NAME at strength S", "extending NAME, 3 of 5 latent frames kept"
+            summary += ", " + edited.describe().replace(str(clip), Path(clip).name)
         return Result(media, used, summary, picture)
 
 
@@ -387,8 +375,8 @@ def _build_tab(gr: Any, spec: TabSpec, generator: Generator, model: str | None) 
                     )
                     inputs["folder"] = gr.Textbox(
                         value=folder_value,
-                        label="or a pipeline folder",
-                        placeholder="path/to/pipeline (wins over the dropdown)",
+                        label="or a pipeline folder (used when given)",
+                        placeholder="path/to/pipeline_folder",
                         elem_id=f"{ids}-folder",
                     )
                 with gr.Row():
@@ -431,9 +419,9 @@ def _build_tab(gr: Any, spec: TabSpec, generator: Generator, model: str | None) 
                         elem_id=f"{ids}-strength",
                     )
                     with gr.Row():
-                        for end in ("start", "end"):
+                        for end, value in zip(("start", "end"), spec.mask_default):
                             inputs[end] = gr.Number(
-                                None,
+                                value,
                                 label=f"Inpaint {end} ({spec.mask_unit})",
                                 precision=0 if spec.mask_integer else None,
                                 elem_id=f"{ids}-{end}",

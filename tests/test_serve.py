@@ -4,7 +4,6 @@ Generate, download the result and read it back with the detectors."""
 
 from __future__ import annotations
 
-import inspect
 import subprocess
 import sys
 
@@ -29,13 +28,6 @@ pytestmark = [
     # Gradio's queue calls pandas options that pandas 3 deprecates (gradio/queueing.py), not ours
     pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword is deprecated):Warning"),
 ]
-
-
-def has_editing(cls: type) -> str | None:
-    """Why editing checks cannot run yet (None: the pipelines take ``init=``)."""
-    if "init" in inspect.signature(cls.__call__).parameters:
-        return None
-    return f"{cls.__name__}.__call__ does not take init= yet (the editing keywords have not landed)"
 
 
 def check_video(path) -> None:
@@ -106,26 +98,15 @@ def pipeline_default(spec) -> str:
     return {"video": VideoPipeline, "audio": AudioPipeline}[spec.modality].DEFAULT_MODEL
 
 
-class Editable:
-    """A stand-in pipeline whose call takes the editing keywords (only its signature is read)."""
-
-    def __call__(self, prompt, init=None, strength=None, extend=None, inpaint=None, mask=None): ...
-
-
-class TextOnly:
-    def __call__(self, prompt): ...
-
-
 def test_edit_options_map_each_mode_to_the_pipeline_keywords():
-    pipe = Editable()
-    assert edit_options(VIDEO, pipe, "none", "in.mp4") == {}
-    assert edit_options(VIDEO, pipe, "init", "in.mp4", 0.3) == {"init": "in.mp4", "strength": 0.3}
-    assert edit_options(AUDIO, pipe, "extend", "in.wav") == {"extend": "in.wav"}
-    assert edit_options(VIDEO, pipe, "inpaint", "in.mp4", start=4, end=9) == {
+    assert edit_options(VIDEO, "none", "in.mp4") == {}
+    assert edit_options(VIDEO, "init", "in.mp4", 0.3) == {"init": "in.mp4", "strength": 0.3}
+    assert edit_options(AUDIO, "extend", "in.wav") == {"extend": "in.wav"}
+    assert edit_options(VIDEO, "inpaint", "in.mp4", start=4, end=9) == {
         "inpaint": "in.mp4",
         "mask": (4, 9),
     }
-    assert edit_options(AUDIO, pipe, "inpaint", "in.wav", start=0.25, end=0.5) == {
+    assert edit_options(AUDIO, "inpaint", "in.wav", start=0.25, end=0.5) == {
         "inpaint": "in.wav",
         "mask": (0.25, 0.5),
     }
@@ -137,15 +118,10 @@ def test_edit_options_map_each_mode_to_the_pipeline_keywords():
         (("inpaint", "in.mp4"), "needs a start and an end"),
     ]:
         with pytest.raises(ServeError, match=message):
-            edit_options(VIDEO, pipe, *args)
-    with pytest.raises(ServeError, match="does not take init= yet"):
-        edit_options(VIDEO, TextOnly(), "init", "in.mp4", 0.5)
+            edit_options(VIDEO, *args)
 
 
 def test_handler_edits_through_the_pipeline(generator):
-    reason = has_editing(VideoPipeline)
-    if reason:
-        pytest.skip(reason)
     source = generator.run(VIDEO, VIDEO_PROMPT, model="shapes-dit", seed=0)
     kept = generator.run(
         VIDEO,
@@ -156,7 +132,7 @@ def test_handler_edits_through_the_pipeline(generator):
         clip=str(source.media),
         strength=0.2,
     )
-    assert "init from the input clip at strength 0.2" in kept.summary
+    assert f"from {source.media.name} at strength 0.2" in kept.summary
     assert detect(read_video(kept.media)).colour == "yellow"
 
 
@@ -255,9 +231,6 @@ def test_browser_shows_a_bad_setting_as_a_message(page_url, chromium):
 def test_browser_edits_an_uploaded_clip(page_url, chromium, tmp_path, modality):
     """init at a small strength keeps the input's colour (video) or pitch (audio) under a prompt that
     asks for another direction or contour."""
-    reason = has_editing({"video": VideoPipeline, "audio": AudioPipeline}[modality])
-    if reason:
-        pytest.skip(reason)
     prompt = {"video": VIDEO_PROMPT, "audio": AUDIO_PROMPT}[modality]
     page = browser.new_page(chromium, page_url)
     browser.generate(page, modality, prompt, seed=0)
@@ -269,8 +242,7 @@ def test_browser_edits_an_uploaded_clip(page_url, chromium, tmp_path, modality):
     other = {"video": "a yellow triangle moving down", "audio": "a square wave playing E4, rising"}[modality]
     browser.generate(page, modality, other, seed=1)
     assert (
-        "init from the input clip at strength 0.2"
-        in page.locator(f"#{modality}-summary textarea").input_value()
+        f"from {source.name} at strength 0.2" in page.locator(f"#{modality}-summary textarea").input_value()
     )
     edited = browser.download(page, modality, tmp_path / "edited")
     if modality == "video":
