@@ -51,7 +51,9 @@ __all__ = [
     "add_arguments",
     "build_app",
     "edit_options",
+    "launch",
     "main",
+    "model_defaults",
 ]
 
 INSTALL_HINT = 'pip install -e ".[serve]"'
@@ -499,7 +501,7 @@ def build_app(
     video_model, audio_model: what each tab's model starts as (a shipped name or a pipeline folder;
     None: the modality's default). device: where models load (None: cuda if available, else cpu).
     generator: the :class:`Generator` behind the buttons (a new one, with its own output folder, if None).
-    Launch it with ``app.launch(server_name="127.0.0.1", server_port=...)``.
+    Serve it with :func:`launch`.
     """
     import gradio as gr
 
@@ -515,6 +517,20 @@ def build_app(
                 _build_tab(gr, spec, generator, models.get(spec.modality))
     app.queue(default_concurrency_limit=1)
     return app
+
+
+def launch(app: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, block: bool = True) -> None:
+    """Serve ``app`` (from :func:`build_app`) on ``host:port``: no public share link, no server-side
+    rendering (no Node.js), quiet. ``block`` False returns at once (the server runs in a thread until
+    ``app.close()``). An ``OSError`` when the port is taken."""
+    app.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        ssr_mode=False,
+        quiet=True,
+        prevent_thread_lock=not block,
+    )
 
 
 # ----------------------------------------------------------------------------------------- command
@@ -558,8 +574,8 @@ def main(args: argparse.Namespace) -> int:
         model = getattr(args, f"{spec.modality}_model", None)
         if model is not None:
             try:
-                pipeline_class(spec.modality).resolve_model(model)
-            except FileNotFoundError as err:
+                model_defaults(spec.modality, model)  # a model of this modality, without loading it
+            except ServeError as err:
                 print(f"{prog}: error: --{spec.modality}-model: {err}", file=sys.stderr)
                 return 2
     if not 0 < args.port < 65536:
@@ -577,7 +593,7 @@ def main(args: argparse.Namespace) -> int:
     app = build_app(args.video_model, args.audio_model, device=args.device)
     print(f"{prog}: http://{args.host}:{args.port}  (Ctrl+C stops it)", flush=True)
     try:
-        app.launch(server_name=args.host, server_port=args.port, share=False, ssr_mode=False, quiet=True)
+        launch(app, args.host, args.port)
     except OSError as err:
         print(f"{prog}: error: cannot listen on {args.host}:{args.port}: {err}", file=sys.stderr)
         return 2

@@ -102,18 +102,11 @@ def serve_app(generator: Any = None) -> Iterator[str]:
     """Serve :func:`mediadiff.serve.build_app` from this process (a thread) on a free port until the block
     ends; yields its URL. ``generator``: the page's :class:`~mediadiff.serve.Generator` (its model cache
     may already be warm)."""
-    from mediadiff.serve import build_app
+    from mediadiff.serve import build_app, launch
 
     port = free_port()
     app = build_app(generator=generator)
-    app.launch(
-        server_name="127.0.0.1",
-        server_port=port,
-        share=False,
-        ssr_mode=False,
-        quiet=True,
-        prevent_thread_lock=True,
-    )
+    launch(app, "127.0.0.1", port, block=False)
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:

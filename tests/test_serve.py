@@ -164,9 +164,11 @@ def test_serve_without_gradio_prints_the_install_line(monkeypatch, capsys):
 def test_serve_rejects_a_bad_model_or_port_in_one_line(capsys):
     pytest.importorskip("gradio", reason='gradio is not installed (pip install -e ".[serve]")')
     assert main(["serve", "--video-model", "/no/such/pipeline"]) == 2
+    assert main(["serve", "--audio-model", str(VideoPipeline.resolve_model("shapes-dit"))]) == 2
     assert main(["serve", "--port", "70000"]) == 2
     lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == 2 and "--video-model" in lines[0] and "--port" in lines[1]
+    assert len(lines) == 3 and "--video-model" in lines[0] and "--port" in lines[2]
+    assert "--audio-model" in lines[1] and "not a AudioPipeline" in lines[1]
 
 
 # ----------------------------------------------------------------------------------------- the browser
