@@ -347,4 +347,4 @@ def test_eval_imports_no_modality():
         "mediadiff",
         "",
     }
-    assert {m for m in imports if m.startswith("mediadiff")} <= {"mediadiff.utils"}
+    assert {m for m in imports if m.startswith("mediadiff")} <= {"mediadiff.utils", "mediadiff.diffusion"}

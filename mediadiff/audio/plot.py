@@ -5,7 +5,6 @@ matplotlib with the Agg backend (no display needed), imported on first use.
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mediadiff.utils import atomic_write_bytes
+from mediadiff.utils import pyplot, save_figure
 
 from .mel import LogMel, MelConfig
 
@@ -33,11 +32,7 @@ def save_spectrograms(
     """Draw the log-mel spectrogram of each clip of ``audio`` ``[b c t]`` (channels averaged) as one
     PNG, one panel per clip titled ``titles[i]`` (``columns`` panels per row, filled row by row); time in
     seconds, frequency in Hz on a mel axis. Written atomically; returns the path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     x = torch.as_tensor(np.asarray(audio, dtype=np.float32))
     if x.dim() != 3:
         raise ValueError(f"save_spectrograms: audio must be [b c t], got shape {tuple(x.shape)}")
@@ -71,12 +66,7 @@ def save_spectrograms(
             ax.set_title(titles[i], fontsize=9, loc="left")
         if i >= b - cols:
             ax.set_xlabel("seconds")
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return save_figure(fig, path, dpi=100)
 
 
 def _hz_to_bin(hz: float, config: MelConfig) -> float:

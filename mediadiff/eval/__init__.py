@@ -7,11 +7,15 @@ generate -> score -> report harness.
   mapping ``attribute -> class names``.
 - :mod:`~mediadiff.eval.harness`: :class:`EvalTask`, what a modality supplies (attributes, features,
   detector, prompts, real clips), and :func:`evaluate`, the loop that generates, scores and reports;
-  the table and the JSON report.
+  the table and the JSON report; :func:`read_real_sets` and :func:`publish_steps` for a sweep over
+  sampling steps that reads the real clips once.
+- :mod:`~mediadiff.eval.plot`: :func:`plot_steps`, accuracy (Wilson intervals) and FD / floor against
+  sampling steps.
 - :mod:`~mediadiff.eval.command`: the options and run of ``mediadiff eval MODALITY``.
 
-Imports numpy (torch, tqdm and mediadiff.utils when a function needs them) and no modality: the
-Shapes task and features live in :mod:`mediadiff.video.evaluate`.
+Imports numpy and mediadiff.utils (torch, tqdm, matplotlib and mediadiff.diffusion's ``nfe`` when a
+function needs them) and no modality: the Shapes task and features live in
+:mod:`mediadiff.video.evaluate`.
 """
 
 from __future__ import annotations
@@ -25,14 +29,20 @@ from .harness import (
     TEMPLATE_ROW_NAMES,
     EvalTask,
     Generate,
+    RealSets,
     Reconstruct,
+    check_grid,
     evaluate,
+    format_steps_table,
     format_table,
     pipeline_generator,
     publish,
+    publish_steps,
+    read_real_sets,
     run_settings,
     write_report,
 )
+from .plot import plot_steps
 
 __all__ = [
     "GRID_CLIPS",
@@ -41,17 +51,23 @@ __all__ = [
     "EvalTask",
     "Feature",
     "Generate",
+    "RealSets",
     "Reconstruct",
     "accuracy_report",
     "add_arguments",
+    "check_grid",
     "evaluate",
     "feature_fd",
+    "format_steps_table",
     "format_table",
     "frechet_distance",
     "marginal_fd",
     "pipeline_generator",
+    "plot_steps",
     "publish",
+    "publish_steps",
     "rate",
+    "read_real_sets",
     "run_command",
     "run_settings",
     "standardiser",

@@ -36,11 +36,16 @@ __all__ = [
     "TEMPLATE_ROW_NAMES",
     "EvalTask",
     "Generate",
+    "RealSets",
     "Reconstruct",
+    "check_grid",
     "evaluate",
+    "format_steps_table",
     "format_table",
     "pipeline_generator",
     "publish",
+    "publish_steps",
+    "read_real_sets",
     "run_settings",
     "write_report",
 ]
@@ -150,41 +155,23 @@ def _row(
     return row
 
 
-def evaluate(
-    task: EvalTask,
-    generate: Generate,
-    *,
-    num: int,
-    splits: Sequence[str] | None = None,
-    batch_size: int = 8,
-    real_seeds: tuple[int, int] | None = None,
-    reconstruct: Reconstruct | None = None,
-    grid: str | Path | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Generate ``num`` clips per split, score prompt following and FD against real clips; returns the report.
+@dataclass
+class RealSets:
+    """The real clips' part of a report, read once by :func:`read_real_sets` and shared by every
+    :func:`evaluate` of the same task, ``num`` and seeds (a sweep over sampling settings)."""
 
-    ``generate(prompts, seeds)`` must return ``[b *task.clip_shape]`` of ``task.clip_dtype``; ``splits``
-    and ``real_seeds`` default to the task's. The report holds ``num``, the task's ``info``, and:
+    num: int
+    real_seeds: tuple[int, int]
+    reference: np.ndarray  # [num d] features of the reference real set (seed real_seeds[0])
+    floor: float  # FD of the prompts' real clips to the reference
+    report: dict[str, Any]  # num, the task's info, floor_fd, real_vs_real_fd, features, real (, autoencoder)
+    seconds: float  # reading them, the round trips excepted
+    autoencoder_s: float  # the autoencoder round trips
 
-    - ``splits[split]``: accuracies, per-class accuracies and confusions (:func:`~.accuracy.accuracy_report`),
-      the FD to the reference real set (seed ``real_seeds[0]``), ``fd_ratio = fd / floor_fd``, the
-      per-feature 1-D FDs (``fd_marginal``), and every clip's index, caption, labels and reading;
-    - ``real``: the same for the real clips the prompts describe (seed ``task.prompt_seed``, items
-      ``0..num-1``); their FD to the reference is ``floor_fd``;
-    - ``real_vs_real_fd``: FD between two independent real sets (``real_seeds``), for the chance spread;
-    - ``autoencoder`` (when ``reconstruct`` is given): the same for the prompts' real clips after the
-      round trip, what a latent model can reach at best;
-    - ``timing``: generation seconds (and per clip), the autoencoder round trips' seconds, and the
-      seconds of everything else (real clips, features, detection, FD, the grid).
 
-    ``grid``: write the first :data:`GRID_CLIPS` clips of each split with ``task.save_grid``
-    (``NAME-SPLIT.SUFFIX`` when there are several splits) and their prompts beside it (``.txt``).
-    """
-    from tqdm.auto import tqdm
-
-    splits = tuple(task.splits) if splits is None else tuple(splits)
-    real_seeds = tuple(task.real_seeds) if real_seeds is None else tuple(real_seeds)
+def _check_settings(
+    task: EvalTask, num: int, splits: Sequence[str], batch_size: int, real_seeds: tuple[int, ...]
+) -> None:
     if num < 2:
         raise ValueError(f"evaluate: num must be >= 2 (a covariance needs two clips), got {num}")
     if batch_size < 1:
@@ -195,9 +182,27 @@ def evaluate(
         raise ValueError(
             f"evaluate: real_seeds must be two seeds other than {task.prompt_seed}, got {real_seeds}"
         )
+
+
+def check_grid(task: EvalTask, grid: str | Path | None) -> None:
+    """ValueError unless ``grid`` is None or a path with the task's grid suffix (what :func:`evaluate`
+    checks before it starts; a sweep checks it before it reads the real sets)."""
     if grid is not None and (task.grid_suffix is None or Path(grid).suffix.lower() != task.grid_suffix):
         raise ValueError(f"evaluate: grid must be a {task.grid_suffix} path, got {str(grid)!r}")
 
+
+def read_real_sets(
+    task: EvalTask,
+    *,
+    num: int,
+    real_seeds: tuple[int, int] | None = None,
+    reconstruct: Reconstruct | None = None,
+) -> RealSets:
+    """Read the reference and second real sets (``real_seeds``, default the task's), the ``num`` real
+    clips the prompts describe and, when ``reconstruct`` is given, their autoencoder round trips: the
+    rows :func:`evaluate` reports beside the generated ones (``real``, ``autoencoder``, the floor)."""
+    real_seeds = tuple(task.real_seeds) if real_seeds is None else tuple(real_seeds)
+    _check_settings(task, num, task.splits, 1, real_seeds)
     autoencoder_s = 0.0
     if reconstruct is not None:
         inner = reconstruct
@@ -226,8 +231,63 @@ def evaluate(
     }
     if rebuilt is not None:
         report["autoencoder"] = _row(task, rebuilt, labels, reference, floor)
-    report["splits"] = {}
-    overhead, generation = time.perf_counter() - t0 - autoencoder_s, 0.0
+    seconds = time.perf_counter() - t0 - autoencoder_s
+    return RealSets(num, real_seeds, reference, floor, report, seconds, autoencoder_s)
+
+
+def evaluate(
+    task: EvalTask,
+    generate: Generate,
+    *,
+    num: int,
+    splits: Sequence[str] | None = None,
+    batch_size: int = 8,
+    real_seeds: tuple[int, int] | None = None,
+    reconstruct: Reconstruct | None = None,
+    grid: str | Path | None = None,
+    progress: bool = True,
+    reals: RealSets | None = None,
+) -> dict[str, Any]:
+    """Generate ``num`` clips per split, score prompt following and FD against real clips; returns the report.
+
+    ``generate(prompts, seeds)`` must return ``[b *task.clip_shape]`` of ``task.clip_dtype``; ``splits``
+    and ``real_seeds`` default to the task's. The report holds ``num``, the task's ``info``, and:
+
+    - ``splits[split]``: accuracies, per-class accuracies and confusions (:func:`~.accuracy.accuracy_report`),
+      the FD to the reference real set (seed ``real_seeds[0]``), ``fd_ratio = fd / floor_fd``, the
+      per-feature 1-D FDs (``fd_marginal``), and every clip's index, caption, labels and reading;
+    - ``real``: the same for the real clips the prompts describe (seed ``task.prompt_seed``, items
+      ``0..num-1``); their FD to the reference is ``floor_fd``;
+    - ``real_vs_real_fd``: FD between two independent real sets (``real_seeds``), for the chance spread;
+    - ``autoencoder`` (when ``reconstruct`` is given): the same for the prompts' real clips after the
+      round trip, what a latent model can reach at best;
+    - ``timing``: generation seconds (and per clip), the autoencoder round trips' seconds, and the
+      seconds of everything else (real clips, features, detection, FD, the grid).
+
+    ``reals``: the real sets already read (:func:`read_real_sets` with this ``num``; ``real_seeds`` and
+    ``reconstruct`` are then theirs), so that several evaluations of one task (a sweep over sampling
+    steps) read them once; their seconds are not in this report's ``timing``.
+
+    ``grid``: write the first :data:`GRID_CLIPS` clips of each split with ``task.save_grid``
+    (``NAME-SPLIT.SUFFIX`` when there are several splits) and their prompts beside it (``.txt``).
+    """
+    from tqdm.auto import tqdm
+
+    splits = tuple(task.splits) if splits is None else tuple(splits)
+    if reals is not None:
+        if reals.num != num:
+            raise ValueError(f"evaluate: the real sets were read for num={reals.num}, not {num}")
+        real_seeds = reals.real_seeds
+    real_seeds = tuple(task.real_seeds) if real_seeds is None else tuple(real_seeds)
+    _check_settings(task, num, splits, batch_size, real_seeds)
+    check_grid(task, grid)
+
+    own = reals is None
+    if own:
+        reals = read_real_sets(task, num=num, real_seeds=real_seeds, reconstruct=reconstruct)
+    reference, floor = reals.reference, reals.floor
+    report: dict[str, Any] = {**reals.report, "splits": {}}
+    overhead, generation = (reals.seconds if own else 0.0), 0.0
 
     bar = tqdm(total=num * len(splits), desc=f"eval {task.name}", unit="clip", disable=not progress)
     for split in splits:
@@ -269,7 +329,7 @@ def evaluate(
     report["timing"] = {
         "generation_s": round(generation, 2),
         "seconds_per_clip": round(generation / (num * len(splits)), 4),
-        "autoencoder_round_trip_s": round(autoencoder_s, 2),
+        "autoencoder_round_trip_s": round(reals.autoencoder_s if own else 0.0, 2),
         "eval_overhead_s": round(overhead, 2),
     }
     return report
@@ -405,6 +465,84 @@ def publish(
         f"two independent real sets ({task.real_name} seeds {seeds['reference']}, {seeds['second_real_set']}): "
         f"FD {full['real_vs_real_fd']:.2f}"
     )
+    if json_path:
+        write_report(json_path, full)
+        print(f"wrote {json_path}")
+    return full
+
+
+# --------------------------------------------------------------------------- a sweep over sampling steps
+
+
+def format_steps_table(runs: Sequence[Mapping[str, Any]]) -> str:
+    """The summary of a sweep as a plain-text table: one row per run (``{"steps", "nfe", **report}``)
+    with its step count, its NFE (model evaluations per clip, guidance's batched pair counting once), every
+    accuracy of every split in %, each split's FD, and the seconds per clip."""
+    splits = list(runs[0]["splits"])
+    attributes = list(runs[0]["real"]["accuracy"])
+    head = ["steps", "NFE"]
+    for split in splits:
+        head += [*(f"{split} {a} %" for a in attributes), f"{split} FD"]
+    head.append("s/clip")
+    rows = [head]
+    for run in runs:
+        row = [str(run["steps"]), str(run["nfe"])]
+        for split in splits:
+            res = run["splits"][split]
+            row += [f"{100 * res['accuracy'][a]['accuracy']:.1f}" for a in attributes] + [f"{res['fd']:.2f}"]
+        rows.append([*row, f"{run['timing']['seconds_per_clip']:.3f}"])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(c.rjust(wd) for c, wd in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * wd for wd in widths))
+    return "\n".join(lines)
+
+
+def publish_steps(
+    runs: Sequence[Mapping[str, Any]],
+    settings: Mapping[str, Any],
+    *,
+    device: Any,
+    timing: Mapping[str, Any],
+    json_path: str | Path | None = None,
+) -> dict[str, Any]:
+    """Print the summary of a sweep over sampling steps (:func:`format_steps_table`); write the JSON when
+    asked. Each run is ``{"steps", "nfe", **report}`` (printed already, as :func:`publish` prints one).
+
+    Returns the JSON's content: ``{"settings", "machine", "runs", "summary", "timing"}``, where
+    ``settings`` are the sweep's (``steps`` and ``nfe`` lists), ``summary`` holds each run's steps, NFE,
+    accuracies and FD per split and seconds per clip, and ``timing`` the work shared by the runs (the real
+    sets, read once) and the sweep's total.
+    """
+    from mediadiff.utils import machine
+
+    summary = [
+        {
+            "steps": run["steps"],
+            "nfe": run["nfe"],
+            "accuracy": {
+                split: {a: v["accuracy"] for a, v in res["accuracy"].items()}
+                for split, res in run["splits"].items()
+            },
+            "fd": {split: res["fd"] for split, res in run["splits"].items()},
+            "seconds_per_clip": run["timing"]["seconds_per_clip"],
+        }
+        for run in runs
+    ]
+    full = {
+        "settings": {
+            **settings,
+            "steps": [run["steps"] for run in runs],
+            "nfe": [run["nfe"] for run in runs],
+        },
+        "machine": machine(device),
+        "runs": [dict(run) for run in runs],
+        "summary": summary,
+        "timing": dict(timing),
+    }
+    print(
+        f"sampling steps against accuracy ({settings['model']}, {settings['sampler']}, N {settings['num']}):"
+    )
+    print(format_steps_table(runs))
     if json_path:
         write_report(json_path, full)
         print(f"wrote {json_path}")

@@ -12,14 +12,13 @@ for each step the last record counts.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mediadiff.utils import atomic_write_bytes
+from mediadiff.utils import pyplot, save_figure
 
 __all__ = ["CURVES_NAME", "plot_runs", "read_curves", "smooth"]
 
@@ -85,11 +84,7 @@ def plot_runs(
     """Draw the runs' curves in one PNG (loss and smoothed loss, learning rate, gradient norm, periodic
     evaluation: accuracies in %, other ``eval_*`` numbers as they are), one colour per run; written
     atomically. Returns the path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     runs = [read_curves(r) for r in run_dirs]
     names = list(labels) if labels is not None else [Path(r).resolve().name for r in run_dirs]
     fig, axes = plt.subplots(2, 2, figsize=(12, 7), constrained_layout=True)
@@ -129,9 +124,4 @@ def plot_runs(
         ax_eval.text(
             0.5, 0.5, "no periodic evaluation logged", ha="center", va="center", transform=ax_eval.transAxes
         )
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return save_figure(fig, path, dpi=90)

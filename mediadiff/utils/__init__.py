@@ -3,10 +3,12 @@
 - :mod:`~mediadiff.utils.files`: atomic file and folder writes (temporary name, fsync, rename).
 - :mod:`~mediadiff.utils.system`: what the machine is: ``/proc/cpuinfo``, native CPU bf16, a description
   of the device for reports.
+- :mod:`~mediadiff.utils.plot`: matplotlib's pyplot on the Agg backend and a figure saved as a PNG
+  atomically, for every picture mediadiff draws.
 - :func:`lazy_exports`: the ``__getattr__`` of a package that imports its names on first use.
 
-Imports the standard library only (``system.machine`` imports torch when called), so any package of
-mediadiff may import it; it imports no other mediadiff package.
+Imports the standard library only (``system.machine`` imports torch and ``plot`` matplotlib when
+called), so any package of mediadiff may import it; it imports no other mediadiff package.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .files import (
     publish_dir,
     staged_dir,
 )
+from .plot import pyplot, save_figure
 from .system import cpu_bf16_supported, cpu_name, cpuinfo, machine
 
 __all__ = [
@@ -38,6 +41,8 @@ __all__ = [
     "lazy_exports",
     "machine",
     "publish_dir",
+    "pyplot",
+    "save_figure",
     "staged_dir",
 ]
 
