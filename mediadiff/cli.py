@@ -268,13 +268,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         args.prompt, args.negative, seed=args.seed, num_per_prompt=args.num, progress=True, prepared=prepared
     )
     paths = out.save(args.output)
-    what = f"{pipe.describe(settings)}, {settings['sampler']} {settings['steps']} steps, cfg {settings['guidance_scale']:g}"
-    if edit is not None:
-        what += f", {edit.describe()}"
-    if settings["guidance_rescale"] > 0:
-        what += f" (rescale {settings['guidance_rescale']:g})"
-    if settings["guidance_interval"] != (0.0, 1.0):
-        what += " (t in [{:g}, {:g}])".format(*settings["guidance_interval"])
+    what = pipe.summary(settings, edit)
     if len(paths) == len(out):  # one file per item
         for path, seed in zip(paths, out.seeds):
             print(f"wrote {path}  (seed {seed}, {what})")

@@ -314,12 +314,10 @@ class Generator:
         stem = self.output_dir / f"{spec.modality}-{next(self._count):04d}-seed{used}"
         media = out.save(stem.with_suffix(spec.extension))[0]
         picture = out.save(stem.with_suffix(".png"))[0] if spec.picture else None
-        summary = (
-            f"seed {used}: {pipe.describe(settings)}, {settings['sampler']} {settings['steps']} steps, "
-            f"cfg {settings['guidance_scale']:g}"
-        )
-        if edited is not None:  # "from NAME at strength S", "extending NAME, 3 of 5 latent frames kept"
-            summary += ", " + edited.describe().replace(str(clip), Path(clip).name)
+        # "..., from NAME at strength S", "..., extending NAME, 3 of 5 latent frames kept": the upload's name, not its temporary path
+        summary = f"seed {used}: {pipe.summary(settings, edited)}"
+        if clip:
+            summary = summary.replace(str(clip), Path(clip).name)
         return Result(media, used, summary, picture)
 
 

@@ -653,6 +653,16 @@ class DiffusionPipeline:
         """The modality's part of the line ``mediadiff generate`` prints for an output (its size)."""
         return ", ".join(f"{k} {settings[k]}" for k in self.SIZE_DEFAULTS)
 
+    def summary(self, settings: dict[str, Any], edit: Edit | None = None) -> str:
+        """What was made, in one line (``mediadiff generate`` and ``mediadiff serve`` print it): the size,
+        sampler, steps, guidance and the edit, for resolved ``settings``."""
+        line = f"{self.describe(settings)}, {settings['sampler']} {settings['steps']} steps, cfg {settings['guidance_scale']:g}"
+        if settings["guidance_rescale"] > 0:
+            line += f" (rescale {settings['guidance_rescale']:g})"
+        if settings["guidance_interval"] != (0.0, 1.0):
+            line += " (t in [{:g}, {:g}])".format(*settings["guidance_interval"])
+        return line if edit is None else f"{line}, {edit.describe()}"
+
     # ------------------------------------------------------------------------------------ save / load
 
     def save_pretrained(self, folder: str | os.PathLike, dtype: str | torch.dtype | None = None) -> Path:
