@@ -187,6 +187,10 @@ def _check_generate_args(args: argparse.Namespace, pipeline_cls: Any) -> None:
         raise UsageError(f"--cfg-interval must be LO HI with 0 <= LO <= HI <= 1, got {args.cfg_interval}")
     if args.seed is not None and args.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    if args.lora_scale is not None and args.lora is None:
+        raise UsageError("--lora-scale goes with --lora FILE")
+    if args.lora is not None and not Path(args.lora).is_file():
+        raise UsageError(f"--lora {args.lora}: no such file")
     if args.device == "cuda":
         import torch
 
@@ -244,6 +248,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"{prog}: error: --model: {err}", file=sys.stderr)
         return 2
+    if args.lora is not None:
+        try:
+            pipe.load_lora(args.lora, scale=1.0 if args.lora_scale is None else args.lora_scale)
+        except ValueError as err:
+            print(f"{prog}: error: --lora: {err}", file=sys.stderr)
+            return 2
     if args.precision != "auto":
         pipe.autocast = args.precision == "bf16"
     options = {
@@ -389,6 +399,19 @@ def add_generate_parser(sub: Any, modality: str, pipeline_cls: Any) -> argparse.
     )
     gen.add_argument("--num", type=int, default=1, help="how many to generate (seeds SEED, SEED+1, ...)")
     gen.add_argument("--negative", default=None, help="negative prompt (replaces the empty prompt in CFG)")
+    gen.add_argument(
+        "--lora",
+        default=None,
+        metavar="FILE",
+        help="a LoRA adapter (lora.safetensors of a --lora-rank run) to add",
+    )
+    gen.add_argument(
+        "--lora-scale",
+        type=float,
+        default=None,
+        metavar="X",
+        help="the adapter's strength (default 1; 0: the base)",
+    )
     gen.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
     gen.add_argument(
         "--precision",

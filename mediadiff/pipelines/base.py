@@ -301,6 +301,8 @@ class DiffusionPipeline:
         self.text_encoder_ref = None if text_encoder_ref is None else str(text_encoder_ref)
         self.info: dict[str, Any] = dict(info or {})
         self.autocast: bool | None = None
+        self.lora: Path | None = None  # the LoRA file loaded into the backbone (load_lora)
+        self.lora_scale = 1.0
         self._contexts: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
 
         context_dim = getattr(getattr(backbone, "config", None), "context_dim", None)
@@ -439,6 +441,43 @@ class DiffusionPipeline:
     def clear_cache(self) -> None:
         """Forget the cached text encodings."""
         self._contexts.clear()
+
+    # ------------------------------------------------------------------------------------ LoRA
+
+    def load_lora(self, path: str | os.PathLike, scale: float = 1.0) -> dict[str, Any]:
+        """Add the LoRA adapter saved in ``path`` (by a ``--lora-rank`` training run, see
+        :mod:`mediadiff.nn.lora`) to the backbone at ``scale``; returns the file's info (base model,
+        step). One adapter at a time: :meth:`unload_lora` the previous one first. A file made for
+        another backbone is refused with a ValueError naming it, and the backbone is left as it was."""
+        from mediadiff.nn.lora import has_lora, load_lora
+
+        if has_lora(self.backbone):
+            raise ValueError(
+                f"{type(self).__name__} already carries a LoRA adapter ({self.lora}); unload_lora first"
+            )
+        info = load_lora(self.backbone, path, scale=scale)
+        self.lora, self.lora_scale = Path(path), float(scale)
+        return info
+
+    def set_lora_scale(self, scale: float) -> None:
+        """Scale the loaded adapter's update (0: the base model, 1: as trained)."""
+        from mediadiff.nn.lora import set_lora_scale
+
+        set_lora_scale(self.backbone, scale)
+        self.lora_scale = float(scale)
+
+    def merge_lora(self) -> None:
+        """Fold the loaded adapter into the backbone's weights: the same samples without its per-call cost."""
+        from mediadiff.nn.lora import merge_lora
+
+        merge_lora(self.backbone)
+
+    def unload_lora(self, merge: bool = False) -> None:
+        """Take the adapter off (folded into the weights first when ``merge``): the plain backbone again."""
+        from mediadiff.nn.lora import unload_lora
+
+        unload_lora(self.backbone, merge=merge)
+        self.lora = None
 
     # ------------------------------------------------------------------------------------ generate
 
@@ -661,6 +700,8 @@ class DiffusionPipeline:
             line += f" (rescale {settings['guidance_rescale']:g})"
         if settings["guidance_interval"] != (0.0, 1.0):
             line += " (t in [{:g}, {:g}])".format(*settings["guidance_interval"])
+        if self.lora is not None:
+            line += f", LoRA {self.lora.name} x{self.lora_scale:g}"
         return line if edit is None else f"{line}, {edit.describe()}"
 
     # ------------------------------------------------------------------------------------ save / load

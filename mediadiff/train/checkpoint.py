@@ -158,9 +158,12 @@ def read_state(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads(file.read_text())
 
 
-def load_model_weights(path: str | os.PathLike, model: torch.nn.Module, *, ema: bool = True) -> Path:
+def load_model_weights(
+    path: str | os.PathLike, model: torch.nn.Module, *, ema: bool = True, adapters_only: bool = False
+) -> Path:
     """Load a checkpoint's weights into ``model``: the EMA weights when present and ``ema``, else the
-    trained weights. ``path`` is a checkpoint folder or a run folder (its newest checkpoint)."""
+    trained weights. ``path`` is a checkpoint folder or a run folder (its newest checkpoint).
+    ``adapters_only``: a LoRA run's checkpoint, which holds exactly ``model``'s adapter weights."""
     from safetensors.torch import load_model
 
     path = Path(path)
@@ -174,5 +177,14 @@ def load_model_weights(path: str | os.PathLike, model: torch.nn.Module, *, ema: 
         if ema and (path / "ema.safetensors").is_file()
         else path / "model.safetensors"
     )
-    load_model(model, file, strict=True, device=str(next(model.parameters()).device))
+    missing, unexpected = load_model(
+        model, file, strict=not adapters_only, device=str(next(model.parameters()).device)
+    )
+    if adapters_only:
+        missing = [k for k in missing if ".lora_" in k]
+        if missing or unexpected:
+            raise ValueError(
+                f"{file}: its adapters do not fit the model ({len(missing)} missing, {len(unexpected)} unexpected, "
+                f"e.g. {(missing or unexpected)[0]})"
+            )
     return file

@@ -16,6 +16,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from mediadiff.nn.lora import DEFAULT_TARGETS, LoraSettings
+
 from .precision import MIXED_PRECISION
 
 __all__ = ["LR_SCHEDULES", "TrainConfig", "add_train_args", "config_from_args", "recipe_parser"]
@@ -51,6 +53,11 @@ class TrainConfig:
     log_every: int = 10  # steps between metrics.jsonl lines
     max_bad_steps: int = 5  # K consecutive non-finite losses stop the run
     num_workers: int = 0  # DataLoader worker processes
+    # fine-tuning: start from a pretrained model; LoRA (Hu et al. 2022) trains low-rank adapters only
+    init_from: str | None = None  # pipeline folder, shipped model or hub id whose backbone starts the run
+    lora_rank: int = 0  # rank r of the adapters; 0: train every weight
+    lora_alpha: float | None = None  # the update is scaled by alpha / r; None: alpha = r
+    lora_targets: tuple[str, ...] | None = None  # module-name patterns; None: every attention projection
     extra: dict[str, Any] = field(default_factory=dict)  # recipe-specific values, stored in config.json
 
     def __post_init__(self) -> None:
@@ -68,6 +75,8 @@ class TrainConfig:
             "num_workers": self.num_workers >= 0,
             "ema_decay": 0.0 <= self.ema_decay < 1.0,
             "cond_dropout": 0.0 <= self.cond_dropout <= 1.0,
+            "lora_rank": self.lora_rank >= 0,
+            "lora_alpha": self.lora_alpha is None or self.lora_alpha > 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -80,6 +89,17 @@ class TrainConfig:
                 f"mixed_precision must be one of {list(MIXED_PRECISION)}, got {self.mixed_precision!r}"
             )
         self.betas = tuple(self.betas)
+        if self.lora_targets is not None:
+            self.lora_targets = tuple(self.lora_targets)
+        if self.lora_targets is not None and not self.lora_rank:
+            raise ValueError("lora_targets needs lora_rank >= 1 (--lora-rank R)")
+
+    @property
+    def lora(self) -> LoraSettings | None:
+        """The adapters this run trains (None: a full fine-tune or training from scratch)."""
+        if not self.lora_rank:
+            return None
+        return LoraSettings(self.lora_rank, self.lora_alpha, self.lora_targets or DEFAULT_TARGETS)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (stored as ``config.json`` in the run folder and in each checkpoint)."""
@@ -145,6 +165,33 @@ def add_train_args(parser: argparse.ArgumentParser, **defaults: Any) -> argparse
         "--max-bad-steps", type=int, default=d["max_bad_steps"], help="K non-finite losses in a row stop"
     )
     g.add_argument("--num-workers", type=int, default=d["num_workers"], help="DataLoader workers")
+    f = parser.add_argument_group("fine-tuning (shared by all recipes)")
+    f.add_argument(
+        "--init-from",
+        default=d["init_from"],
+        metavar="MODEL",
+        help="start from this model's backbone: a pipeline folder, a shipped model name or a hub id",
+    )
+    f.add_argument(
+        "--lora-rank",
+        type=int,
+        default=d["lora_rank"],
+        metavar="R",
+        help="train rank-R LoRA adapters only (Hu et al. 2022), saved as OUTPUT_DIR/lora.safetensors; 0: every weight",
+    )
+    f.add_argument(
+        "--lora-alpha",
+        type=float,
+        default=d["lora_alpha"],
+        help="LoRA update scale alpha / r (default alpha = r)",
+    )
+    f.add_argument(
+        "--lora-targets",
+        nargs="+",
+        default=d["lora_targets"],
+        metavar="NAME",
+        help=f"module-name patterns the adapters go on (default: {' '.join(DEFAULT_TARGETS[:6])} ...)",
+    )
     return parser
 
 

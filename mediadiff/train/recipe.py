@@ -30,6 +30,7 @@ run on a pipeline around the in-training EMA weights, see :func:`pipeline_sample
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,6 +155,33 @@ class Recipe:
             )
         return parser
 
+    def init_from(self, args: argparse.Namespace) -> str | None:
+        """The model a run starts from: ``--init-from``, else (when resuming or exporting) the one the run
+        in ``--output-dir`` recorded in its ``config.json``, so a fine-tune resumes and exports on its base."""
+        if getattr(args, "init_from", None):
+            return args.init_from
+        if not (args.resume or getattr(args, "export", None)):
+            return None
+        config = Path(args.output_dir) / "config.json"
+        if not config.is_file():
+            return None
+        base = json.loads(config.read_text()).get("train", {}).get("init_from")
+        if base:
+            args.init_from = base
+        return base
+
+    def base_backbone(self, name: str) -> torch.nn.Module:
+        """The backbone of pretrained model ``name`` (what ``--init-from`` names), trainable, in float32."""
+        if self.pipeline is None or not hasattr(self.pipeline, "from_pretrained"):
+            raise SystemExit(
+                f"{self.name}: --init-from needs a recipe with a pipeline class (Recipe(pipeline=...))"
+            )
+        try:
+            backbone = self.pipeline.from_pretrained(name).backbone
+        except (FileNotFoundError, ValueError) as err:
+            raise SystemExit(f"--init-from {name}: {err}") from None
+        return backbone.float().train().requires_grad_(True)
+
     def cache_dir(self, args: argparse.Namespace) -> str | None:
         """The cache folder of this run: ``--cache``, else the recipe's default (None: no cache)."""
         if not self.cache:
@@ -214,6 +242,9 @@ class Recipe:
         config_from_args(args, **self.extra(args))  # a bad setting fails before anything is built
         torch.manual_seed(args.seed)
         parts = self.build(args)
+        base = self.init_from(args)
+        if base is not None:
+            parts.backbone = self.base_backbone(base)
         if getattr(args, "export", None):
             info = {"recipe": self.name}
             return self.export(args.output_dir, args.export, self.make_pipeline(parts), info=info)

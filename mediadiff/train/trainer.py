@@ -59,7 +59,10 @@ from .data import ResumableSampler, collate_cached, collate_raw, resolve_data_ke
 from .memory import GIB, ActivationEstimate, DryRunReport, count_parameters, total_memory_bytes
 from .precision import resolve_mixed_precision
 
-__all__ = ["NonFiniteLossError", "SampleContext", "Trainer", "ema_decay_at", "make_accelerator"]
+__all__ = ["LORA_NAME", "NonFiniteLossError", "SampleContext", "Trainer", "ema_decay_at", "make_accelerator"]
+
+
+LORA_NAME = "lora.safetensors"  # a LoRA run's adapters, beside config.json (the newest checkpoint's)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -208,7 +211,16 @@ class Trainer:
                 "the EMA needs whole weights in every process and is not supported under FSDP yet; "
                 "pass --ema-decay 0"
             )
+        self.lora = config.lora
+        if self.lora is not None:  # LoRA: only the adapters train, are checkpointed and saved
+            from mediadiff.nn.lora import add_lora
+
+            add_lora(model, self.lora)
         model = model.to(self.device)
+        # what checkpoints hold: every weight, or (LoRA) the adapters alone
+        self._saved_names = (
+            None if self.lora is None else {n for n, p in model.named_parameters() if p.requires_grad}
+        )
         self.ema = (
             AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
             if use_ema
@@ -633,10 +645,11 @@ class Trainer:
         )
         save_torch(get_rng_state(self.generator), tmp / f"rng-{self.rank:05d}.pt")
         if self.is_main_process:
+            model_state = self._saved(model_state)
             save_file(_unshared(model_state), tmp / "model.safetensors", metadata={"step": str(self.step)})
             if self.ema is not None:
                 save_file(
-                    _unshared(self.ema.module.state_dict()),
+                    _unshared(self._saved(self.ema.module.state_dict())),
                     tmp / "ema.safetensors",
                     metadata={"step": str(self.step), "n_averaged": str(int(self.ema.n_averaged))},
                 )
@@ -655,15 +668,57 @@ class Trainer:
                 "samples_seen": self.step * self.config.grad_accum * self.global_batch,
                 "mixed_precision": self.mixed_precision,
                 "ema": self.ema is not None,
+                "lora": None if self.lora is None else self.lora.to_dict(),
                 "config": self.describe(),
             }
             (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
             publish_dir(tmp, final)  # fsync all, rename into place
             prune_checkpoints(self.checkpoint_dir, self.config.keep_checkpoints)
+            if self.lora is not None:
+                self.save_lora()
             self._metrics({"event": "checkpoint", "step": self.step, "path": str(final)})
         acc.wait_for_everyone()
         self.last_checkpoint = final
         return final
+
+    def _saved(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """What a checkpoint keeps of a model state: all of it, or (LoRA) the adapters' weights only."""
+        if self._saved_names is None:
+            return state
+        return {k: v for k, v in state.items() if k in self._saved_names}
+
+    def _check_saved(self, state: dict[str, torch.Tensor], file: Path) -> None:
+        """A LoRA checkpoint must hold exactly this run's adapter weights (strict loading does the rest)."""
+        if self._saved_names is None:
+            return
+        missing, unexpected = sorted(self._saved_names - set(state)), sorted(set(state) - self._saved_names)
+        if missing or unexpected:
+            raise ValueError(
+                f"{file}: its LoRA adapters do not match this run's "
+                f"({len(missing)} missing, e.g. {missing[:1]}; {len(unexpected)} unexpected, e.g. {unexpected[:1]}); "
+                "resume with the same --lora-rank, --lora-targets and model"
+            )
+
+    def save_lora(self, path: str | os.PathLike | None = None) -> Path:
+        """Write the adapters (the EMA's when the EMA is on) to ``path`` (default ``OUTPUT_DIR/lora.safetensors``),
+        atomically, with the base model, the step and the run in the file's metadata. Main process only."""
+        from mediadiff.nn.lora import lora_state_dict, save_lora
+
+        if self.lora is None:
+            raise ValueError("this run trains no LoRA adapters (--lora-rank 0)")
+        model = self.ema.module if self.ema is not None else self.unwrapped_model
+        info = {
+            "base": self.config.init_from,
+            "step": self.step,
+            "run": str(self.out),
+            "ema": self.ema is not None,
+        }
+        return save_lora(
+            self.unwrapped_model,
+            self.out / LORA_NAME if path is None else path,
+            info=info,
+            state=lora_state_dict(model),
+        )
 
     def resume(self, path: str | os.PathLike | None = None) -> Path | None:
         """Load a checkpoint (default: the newest in ``output_dir``); None when there is none yet."""
@@ -677,14 +732,27 @@ class Trainer:
                 f"checkpoint {path} was written {'with' if state['ema'] else 'without'} an EMA but this run has "
                 f"--ema-decay {self.config.ema_decay}; use the same setting to resume"
             )
+        if bool(state.get("lora")) != (self.lora is not None):
+            raise ValueError(
+                f"checkpoint {path} was written {'with' if state.get('lora') else 'without'} LoRA adapters but "
+                f"this run has --lora-rank {self.config.lora_rank}; use the same setting to resume"
+            )
+        if self.lora is not None and state["lora"] != self.lora.to_dict():
+            raise ValueError(
+                f"checkpoint {path}: its LoRA adapters do not match this run's ({state['lora']} there, "
+                f"{self.lora.to_dict()} here); resume with the same --lora-rank, --lora-alpha and --lora-targets"
+            )
         model_state = load_file(path / "model.safetensors", device="cpu")
         optim_state = load_torch(path / "optimizer.pt")
+        self._check_saved(model_state, path / "model.safetensors")
         set_state_dict(
             self.model, self.optimizer.optimizer, model_state_dict=model_state, optim_state_dict=optim_state,
-            options=StateDictOptions(full_state_dict=True, strict=True),
+            options=StateDictOptions(full_state_dict=True, strict=self.lora is None),
         )  # fmt: skip
         if self.ema is not None:
-            self.ema.module.load_state_dict(load_file(path / "ema.safetensors", device="cpu"))
+            ema_state = load_file(path / "ema.safetensors", device="cpu")
+            self._check_saved(ema_state, path / "ema.safetensors")
+            self.ema.module.load_state_dict(ema_state, strict=self.lora is None)
             with safe_open(path / "ema.safetensors", framework="pt") as f:
                 self._ema_updates = int(f.metadata()["n_averaged"])
                 self.ema.n_averaged.fill_(self._ema_updates)
