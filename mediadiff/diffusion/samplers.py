@@ -607,7 +607,7 @@ def sample(
     steps: int = 20,
     *,
     spacing: str | None = None,
-    timesteps: Sequence[float] | None = None,
+    timesteps: Sequence[float] | Callable[[int], Sequence[float]] | None = None,
     levels: Sequence[Level] | None = None,
     generator: GeneratorLike = None,
     callback: Callback = None,
@@ -629,8 +629,8 @@ def sample(
         one it does not take (its :attr:`SamplerSpec.options`) is a ``ValueError``.
     steps / spacing: the schedule's grid (:meth:`Schedule.grid`) of that spacing; without a spacing,
         the sampler's default grid (:meth:`SamplerSpec.grid`: the schedule's default, except that
-        Heun starts at most at ``s = 80``); or give explicit decreasing ``timesteps`` in [0, 1], or
-        full ``levels``.
+        Heun starts at most at ``s = 80``); or give explicit decreasing ``timesteps`` in [0, 1] (or a
+        function ``steps -> timesteps``, e.g. another library's grid rule), or full ``levels``.
     generator: ``torch.Generator`` or one per sample, for the stochastic samplers.
     callback: called after each step with ``{"i", "x", "denoised", "level", "next"}``.
     init, strength: SDEdit (:mod:`~mediadiff.diffusion.editing`): start from the clean ``init`` (``[b ...]``
@@ -648,7 +648,9 @@ def sample(
     if not torch.is_floating_point(noise):
         raise TypeError(f"noise must be a floating-point tensor, got {noise.dtype}")
     if levels is None:
-        if timesteps is not None:
+        if callable(timesteps):
+            levels = schedule.levels(timesteps(steps))
+        elif timesteps is not None:
             levels = schedule.levels(timesteps)
         elif spacing is not None:
             levels = schedule.grid(steps, spacing)

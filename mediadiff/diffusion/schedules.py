@@ -105,6 +105,14 @@ def vp_timesteps(steps: int, num_train_timesteps: int, spacing: str) -> list[flo
     return ts[::-1]
 
 
+def _rescale_zero_terminal(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """Lin et al. 2023, Algorithm 1 on ``alpha_bar``: shift and scale ``sqrt(alpha_bar)`` so that the last
+    timestep is pure noise and the first keeps its value. ``[n] -> [n]``."""
+    sqrt_ab = alphas_cumprod.sqrt()
+    first, last = sqrt_ab[0].clone(), sqrt_ab[-1].clone()
+    return ((sqrt_ab - last) * (first / (first - last))) ** 2
+
+
 def _alpha_sigma_from_log_s(log_s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """VP pair from ``log s``: ``alpha^2 = sigmoid(-2 log s)``, ``sigma^2 = sigmoid(2 log s)``; exact at ``s = 0, inf``."""
     return torch.sigmoid(-2 * log_s).sqrt(), torch.sigmoid(2 * log_s).sqrt()
@@ -216,6 +224,12 @@ class VPSchedule(Schedule):
 
     ``rescale_zero_terminal_snr``: Lin et al. 2023, Algorithm 1; the last timestep is then pure
     noise (``alpha = 0``), which needs ``v``, ``x0`` or ``flow`` prediction.
+
+    ``snr_shift_scale`` ``k``: CogVideoX's SNR shift (Yang et al. 2024, "CogVideoX", Sec. 3.3, after
+    the resolution shift of Esser et al. 2024), ``alpha_bar' = alpha_bar / (k + (1 - k) alpha_bar)``,
+    i.e. the SNR divided by ``k``. It is applied to ``alpha_bar`` before the zero-terminal-SNR rescale,
+    which then also runs on ``alpha_bar`` (not on the betas), as diffusers' ``CogVideoXDDIMScheduler``
+    does; ``k = 1`` (the default) keeps the plain DDPM tables.
     """
 
     # trailing (Lin et al. 2023) starts at the last timestep and spaces steps evenly; on the Gaussian
@@ -231,6 +245,7 @@ class VPSchedule(Schedule):
         beta_start: float | None = None,
         beta_end: float | None = None,
         rescale_zero_terminal_snr: bool = False,
+        snr_shift_scale: float = 1.0,
     ):
         defaults = {"linear": (1e-4, 0.02), "scaled_linear": (0.00085, 0.012), "cosine": (None, None)}
         if beta_schedule not in defaults:
@@ -259,12 +274,21 @@ class VPSchedule(Schedule):
             betas = torch.tensor(
                 [min(1 - alpha_bar((i + 1) / n) / alpha_bar(i / n), 0.999) for i in range(n)], dtype=f32
             )
-        if rescale_zero_terminal_snr:  # Lin et al. 2023, Algorithm 1
-            sqrt_ab = torch.cumprod(1 - betas, dim=0).sqrt()
-            first, last = sqrt_ab[0].clone(), sqrt_ab[-1].clone()
-            ab = ((sqrt_ab - last) * (first / (first - last))) ** 2
-            betas = 1 - torch.cat([ab[:1], ab[1:] / ab[:-1]])
-        alphas_cumprod = torch.cumprod(1 - betas, dim=0).to(torch.float64)
+        if snr_shift_scale <= 0:
+            raise ValueError(f"snr_shift_scale must be > 0, got {snr_shift_scale}")
+        self.snr_shift_scale = float(snr_shift_scale)
+        if snr_shift_scale != 1.0:  # CogVideoX: shift alpha_bar, then rescale alpha_bar itself
+            k = snr_shift_scale
+            ab = torch.cumprod(1 - betas, dim=0)  # [n]
+            ab = ab / (k + (1 - k) * ab)  # [n] SNR / k
+            if rescale_zero_terminal_snr:
+                ab = _rescale_zero_terminal(ab)
+            alphas_cumprod = ab.to(torch.float64)
+        else:
+            if rescale_zero_terminal_snr:  # Lin et al. 2023, Algorithm 1
+                ab = _rescale_zero_terminal(torch.cumprod(1 - betas, dim=0))
+                betas = 1 - torch.cat([ab[:1], ab[1:] / ab[:-1]])
+            alphas_cumprod = torch.cumprod(1 - betas, dim=0).to(torch.float64)
         self.alphas_cumprod = alphas_cumprod  # [n]
         # log s = 0.5 * log((1 - alpha_bar) / alpha_bar); +inf where alpha_bar == 0
         self.log_sigmas = 0.5 * (torch.log1p(-alphas_cumprod) - torch.log(alphas_cumprod))  # [n]
@@ -309,11 +333,14 @@ class VPSchedule(Schedule):
                 "beta_start": self.beta_start,
                 "beta_end": self.beta_end,
                 "rescale_zero_terminal_snr": self.rescale_zero_terminal_snr,
+                **({"snr_shift_scale": self.snr_shift_scale} if self.snr_shift_scale != 1.0 else {}),
             },
         }
 
     def __repr__(self) -> str:
         zsnr = ", rescale_zero_terminal_snr=True" if self.rescale_zero_terminal_snr else ""
+        if self.snr_shift_scale != 1.0:
+            zsnr += f", snr_shift_scale={self.snr_shift_scale:g}"
         return f"VPSchedule({self.beta_schedule!r}, num_train_timesteps={self.num_train_timesteps}{zsnr})"
 
 

@@ -75,6 +75,7 @@ __all__ = [
 ]
 
 PIPELINE_NAME = "pipeline.json"
+DIFFUSERS_INDEX = "model_index.json"  # a diffusers pipeline folder (DiffusionPipeline.from_diffusers)
 FORMAT = 1  # version of the folder layout; bumped when a reader of the old one would misread the new
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 CONTEXT_CACHE_SIZE = 256  # prompts whose text encoding a pipeline keeps
@@ -301,6 +302,9 @@ class DiffusionPipeline:
         self.text_encoder_ref = None if text_encoder_ref is None else str(text_encoder_ref)
         self.info: dict[str, Any] = dict(info or {})
         self.autocast: bool | None = None
+        # extra sample() arguments: a grid rule (timesteps / spacing) for every sampler, solver options for
+        # the default sampler only (a diffusers scheduler read by mediadiff.diffusion.interop)
+        self.sampler_options: dict[str, Any] = {}
         self.lora: Path | None = None  # the LoRA file loaded into the backbone (load_lora)
         self.lora_scale = 1.0
         self._contexts: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
@@ -547,6 +551,11 @@ class DiffusionPipeline:
             guidance_interval=settings["guidance_interval"],
             device=self.device,
             progress=progress,
+            sampler_options={
+                k: v
+                for k, v in self.sampler_options.items()
+                if k in ("timesteps", "spacing") or settings["sampler"] == self.defaults["sampler"]
+            },
             edit=edit,
         )  # [b c ...]
 
@@ -814,6 +823,8 @@ class DiffusionPipeline:
         Raises ``FileNotFoundError`` naming the shipped models for an unknown name or a missing folder.
         """
         folder = cls.resolve_model(cls.DEFAULT_MODEL if name_or_folder is None else name_or_folder)
+        if not (folder / PIPELINE_NAME).is_file() and (folder / DIFFUSERS_INDEX).is_file():
+            return cls.from_diffusers(folder, device)
         spec = cls.read_spec(folder)
         device = torch.device(device)
         backbone = cls.load_backbone(folder / "backbone", device)
@@ -840,6 +851,16 @@ class DiffusionPipeline:
             text_encoder_ref=ref if ref == "minilm" else None,
             info=spec.get("info"),
         )
+
+    @classmethod
+    def from_diffusers(cls: type[P], folder: str | os.PathLike, device: torch.device | str = "cpu") -> P:
+        """A diffusers pipeline folder (``model_index.json``) of this modality as a pipeline: its transformer,
+        VAE, text encoder and scheduler through the family's adapters (:mod:`mediadiff.pipelines.diffusers`).
+        ValueError naming the folder and its ``_class_name`` when it is not a supported pipeline of
+        this modality."""
+        from .diffusers import load_diffusers
+
+        return load_diffusers(cls, Path(folder).expanduser(), torch.device(device))
 
     @classmethod
     def load_backbone(cls, folder: Path, device: torch.device) -> torch.nn.Module:
@@ -888,10 +909,10 @@ class DiffusionPipeline:
             return folder
         folder = Path(name).expanduser()
         if folder.is_dir():
-            if not (folder / PIPELINE_NAME).is_file():
+            if not (folder / PIPELINE_NAME).is_file() and not (folder / DIFFUSERS_INDEX).is_file():
                 raise FileNotFoundError(
-                    f"{folder} is not a pipeline folder (no {PIPELINE_NAME}); give a folder written by "
-                    f"{writer}, or a shipped model: {sorted(cls.SHIPPED_MODELS)}"
+                    f"{folder} is not a pipeline folder (no {PIPELINE_NAME}) nor a diffusers one (no {DIFFUSERS_INDEX}); "
+                    f"give a folder written by {writer}, or a shipped model: {sorted(cls.SHIPPED_MODELS)}"
                 )
             return folder
         if HUB_ID.fullmatch(name):

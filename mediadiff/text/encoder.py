@@ -14,6 +14,15 @@ its mask has at least one True: ``[CLS] [SEP]`` for BERT-like (2 tokens), ``</s>
 ``<|startoftext|> <|endoftext|>`` for CLIP (2). A tokenizer that yields no token at all gets its
 first (pad) position marked valid, so attention over any context is always defined.
 
+Options for the text encoders of diffusers pipeline folders (``text_encoder/`` and ``tokenizer/``
+apart): ``tokenizer=`` another folder for the tokenizer, ``max_length``, and ``pad_mode``:
+
+- ``"mask"`` (default): as above;
+- ``"encoded"``: pad every prompt to ``max_length`` and encode the pad tokens as text, with no attention
+  mask; the mask returned is all True (CogVideoX: T5, 226 tokens; Stable Diffusion text-to-video: CLIP, 77);
+- ``"zeros"``: encode with the mask, zero the padding, pad to ``max_length``; the mask returned is all
+  True, so a backbone attends to the zero tokens as Wan does (UMT5, 512 tokens).
+
 Everything loads with ``local_files_only=True``: no network.
 """
 
@@ -29,7 +38,7 @@ import torch
 
 from . import default_encoder_path
 
-__all__ = ["ENCODER_TYPES", "TextEncoder", "load_text_encoder"]
+__all__ = ["ENCODER_TYPES", "PAD_MODES", "TextEncoder", "load_text_encoder"]
 
 _BERT_LIKE = (
     "bert",
@@ -44,16 +53,18 @@ _BERT_LIKE = (
     "camembert",
     "modernbert",
 )
-_T5 = ("t5", "mt5", "umt5")
+_T5 = ("t5", "mt5")
+_UMT5 = ("umt5",)
 _CLIP = ("clip", "clip_text_model")
-ENCODER_TYPES = (*_BERT_LIKE, *_T5, *_CLIP)
+ENCODER_TYPES = (*_BERT_LIKE, *_T5, *_UMT5, *_CLIP)
+PAD_MODES = ("mask", "encoded", "zeros")
 """The ``model_type`` values of ``config.json`` that :class:`TextEncoder` loads."""
 
 _HASHED_SUFFIXES = (".json", ".txt", ".model", ".safetensors", ".bin", ".merges")
 
 
 def _folder_kind(path: Path) -> str:
-    """'bert' | 't5' | 'clip' from the folder's config.json, or a clear error."""
+    """'bert' | 't5' | 'umt5' | 'clip' from the folder's config.json, or a clear error."""
     config_path = path / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(
@@ -66,6 +77,8 @@ def _folder_kind(path: Path) -> str:
     model_type = config.get("model_type")
     if model_type in _T5:
         return "t5"
+    if model_type in _UMT5:
+        return "umt5"
     if model_type in _CLIP:
         return "clip"
     if model_type in _BERT_LIKE:
@@ -90,7 +103,9 @@ class TextEncoder:
 
     path: the model folder; device, dtype: where and in what precision the encoder runs
     (``encode`` always returns float32 tokens); max_length: token limit per prompt, longer prompts
-    are truncated (default: 77, CLIP's context, capped by the model's own limit).
+    are truncated (default: 77, CLIP's context, capped by the model's own limit); tokenizer: a folder
+    holding the tokenizer when it is not ``path`` (diffusers' ``tokenizer/``); pad_mode: ``"mask"``,
+    ``"encoded"`` or ``"zeros"`` (see the module docstring).
     """
 
     def __init__(
@@ -100,18 +115,31 @@ class TextEncoder:
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
         max_length: int | None = None,
+        tokenizer: str | os.PathLike | None = None,
+        pad_mode: str = "mask",
     ) -> None:
-        from transformers import AutoModel, AutoTokenizer, CLIPTextModel, T5EncoderModel
+        from transformers import AutoModel, AutoTokenizer, CLIPTextModel, T5EncoderModel, UMT5EncoderModel
 
         self.path = Path(path).expanduser().resolve()
         if not self.path.is_dir():
             raise FileNotFoundError(f"text encoder folder {self.path} does not exist")
+        if pad_mode not in PAD_MODES:
+            raise ValueError(f"TextEncoder: pad_mode must be one of {list(PAD_MODES)}, got {pad_mode!r}")
+        self.pad_mode = pad_mode
+        self.tokenizer_path = self.path if tokenizer is None else Path(tokenizer).expanduser().resolve()
         self.kind = _folder_kind(self.path)
-        model_cls = {"bert": AutoModel, "t5": T5EncoderModel, "clip": CLIPTextModel}[self.kind]
+        model_cls = {
+            "bert": AutoModel,
+            "t5": T5EncoderModel,
+            "umt5": UMT5EncoderModel,
+            "clip": CLIPTextModel,
+        }[self.kind]
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
+            self.tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_path, local_files_only=True)
         except (OSError, ValueError, TypeError) as err:
-            raise ValueError(f"text encoder folder {self.path}: cannot load its tokenizer ({err})") from err
+            raise ValueError(
+                f"text encoder folder {self.path}: cannot load its tokenizer from {self.tokenizer_path} ({err})"
+            ) from err
         self.tokenizer.padding_side = "right"
         model_limit = _position_limit(self.path, self.tokenizer.model_max_length)
         if max_length is None:
@@ -124,7 +152,7 @@ class TextEncoder:
         self.model.eval().requires_grad_(False).to(device)
         self.dtype = dtype
         config = self.model.config
-        self.dim: int = config.d_model if self.kind == "t5" else config.hidden_size
+        self.dim: int = config.d_model if self.kind in ("t5", "umt5") else config.hidden_size
         self.max_length: int = max_length
         self._fingerprint: str | None = None
 
@@ -156,6 +184,8 @@ class TextEncoder:
             raise ValueError(
                 f"TextEncoder.encode: padding must be 'longest' or 'max_length', got {padding!r}"
             )
+        if self.pad_mode != "mask":
+            padding = "max_length"
         batch = self.tokenizer(
             list(prompts),
             padding=padding,
@@ -170,9 +200,18 @@ class TextEncoder:
             ids = torch.full((len(prompts), 1), self.tokenizer.pad_token_id or 0, device=self.device)  # [b 1]
             mask = torch.zeros_like(ids, dtype=torch.bool)  # [b 1]
         mask[:, 0] |= ~mask.any(-1)  # a prompt with no token keeps one (pad) position valid
+        if self.pad_mode == "encoded":  # pad tokens encoded as text, nothing masked
+            tokens = self.model(input_ids=ids).last_hidden_state.float()  # [b l dim]
+            return tokens, torch.ones_like(mask)
         out = self.model(input_ids=ids, attention_mask=mask.long())
         tokens = out.last_hidden_state.float() * mask[..., None]  # [b l dim], zeros at padding
+        if self.pad_mode == "zeros":  # the zero tokens are part of the context
+            return tokens, torch.ones_like(mask)
         return tokens, mask
+
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments (besides the folder) that rebuild this encoder: ``max_length``, ``pad_mode``."""
+        return {"max_length": self.max_length, "pad_mode": self.pad_mode}
 
     __call__ = encode
 
@@ -184,11 +223,17 @@ class TextEncoder:
             h.update(
                 f"mediadiff.TextEncoder/1 {self.kind} max_length={self.max_length} {self.dtype}\n".encode()
             )
+            if self.pad_mode != "mask":
+                h.update(f"pad_mode={self.pad_mode}\n".encode())
+            roots = [self.path] if self.tokenizer_path == self.path else [self.path, self.tokenizer_path]
             files = sorted(
-                p for p in self.path.rglob("*") if p.is_file() and p.name.endswith(_HASHED_SUFFIXES)
+                (root, p)
+                for root in roots
+                for p in root.rglob("*")
+                if p.is_file() and p.name.endswith(_HASHED_SUFFIXES)
             )
-            for p in files:
-                h.update(f"{p.relative_to(self.path).as_posix()}\0{p.stat().st_size}\0".encode())
+            for root, p in files:
+                h.update(f"{p.relative_to(root).as_posix()}\0{p.stat().st_size}\0".encode())
                 with open(p, "rb") as f:
                     while chunk := f.read(1 << 20):
                         h.update(chunk)
@@ -196,7 +241,10 @@ class TextEncoder:
         return self._fingerprint
 
     def __repr__(self) -> str:
-        return f"TextEncoder({self.path}, kind={self.kind}, dim={self.dim}, max_length={self.max_length})"
+        pad = "" if self.pad_mode == "mask" else f", pad_mode={self.pad_mode!r}"
+        return (
+            f"TextEncoder({self.path}, kind={self.kind}, dim={self.dim}, max_length={self.max_length}{pad})"
+        )
 
 
 def load_text_encoder(name_or_path: str | os.PathLike | None = None, **kwargs: Any) -> TextEncoder:

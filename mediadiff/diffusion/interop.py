@@ -1,0 +1,283 @@
+"""diffusers scheduler configs read as mediadiff schedules, prediction types and samplers.
+
+A diffusers scheduler is a stateful object that owns a noise schedule, a timestep grid rule and a
+solver at once; mediadiff keeps those apart (:mod:`.schedules`, :func:`.samplers.sample`). This module
+reads a ``scheduler_config.json`` (as a dict: ``_class_name`` plus the constructor arguments) and returns
+the three parts that reproduce the scheduler's sampling loop:
+
+===================================  ==========================================  ===========================
+diffusers scheduler                  mediadiff schedule                          sampler (grid)
+===================================  ==========================================  ===========================
+``DDIMScheduler``                    ``VPSchedule`` (zero-SNR rescale)           ``ddim`` (its spacing)
+``CogVideoXDDIMScheduler``           ``VPSchedule(snr_shift_scale=...)``         ``ddim`` (its spacing)
+``EulerDiscreteScheduler``           ``VPSchedule``                              ``euler`` (its spacing)
+``DPMSolverMultistepScheduler``      ``VPSchedule`` / ``FlowSchedule`` (flow)     ``dpmpp_2m`` / ``dpmpp_2m_sde``
+``UniPCMultistepScheduler``          ``VPSchedule`` / ``FlowSchedule`` (flow)     ``unipc`` (order, bh1 / bh2)
+``FlowMatchEulerDiscreteScheduler``  ``FlowSchedule(shift)``                     ``euler`` (diffusers' grid)
+===================================  ==========================================  ===========================
+
+The grids are diffusers' own (:class:`DiffusersGrid`, a function ``steps -> timesteps in [0, 1]`` that
+:func:`~mediadiff.diffusion.samplers.sample` takes as ``timesteps=``), so the same step count visits the
+same noise levels. Known differences are stated where they arise: DDIM's ``prev_timestep = t - N // steps``
+equals the next grid timestep only when ``steps`` divides ``num_train_timesteps`` (trailing spacing), and
+``set_alpha_to_one=False`` ends diffusers' DDIM at ``alpha_bar[0]`` instead of the clean level.
+
+Pure Python + torch: no diffusers import (the config is a dict) and no other mediadiff package.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .schedules import FlowSchedule, Schedule, VPSchedule, vp_timesteps
+
+__all__ = ["SUPPORTED_SCHEDULERS", "DiffusersGrid", "SchedulerSettings", "scheduler_settings"]
+
+PREDICTION_TYPES = {"epsilon": "eps", "v_prediction": "v", "sample": "x0", "flow_prediction": "flow"}
+BETA_SCHEDULES = {"linear": "linear", "scaled_linear": "scaled_linear", "squaredcos_cap_v2": "cosine"}
+SUPPORTED_SCHEDULERS = (
+    "CogVideoXDDIMScheduler",
+    "DDIMScheduler",
+    "DPMSolverMultistepScheduler",
+    "EulerDiscreteScheduler",
+    "FlowMatchEulerDiscreteScheduler",
+    "UniPCMultistepScheduler",
+)
+
+
+@dataclass(frozen=True)
+class DiffusersGrid:
+    """diffusers' ``set_timesteps(steps)`` grid as decreasing times in [0, 1] (``timestep / N``).
+
+    kind:
+      - ``"vp"``: DDIM / Euler / multistep grids over discrete timesteps: :func:`vp_timesteps` of
+        ``spacing`` plus ``offset`` (``steps_offset``, leading spacing only), divided by ``N``;
+      - ``"flow_match"``: ``FlowMatchEulerDiscreteScheduler``: ``linspace(1, shift(1 / N), steps)``,
+        then shifted again (diffusers shifts its ``sigma_min`` at construction and the grid at
+        ``set_timesteps``; both shifts are reproduced), Esser et al. 2024, Eq. 23;
+      - ``"flow_sigmas"``: ``use_flow_sigmas`` of UniPC / DPM-Solver: ``linspace(1, 1 / N, steps + 1)[:-1]``
+        shifted by ``shift``, the first level moved to ``1 - 1e-6`` (diffusers keeps log-SNR finite there).
+    """
+
+    kind: str
+    num_train_timesteps: int = 1000
+    spacing: str = "trailing"
+    offset: int = 0
+    shift: float = 1.0
+
+    def _shift(self, t: float) -> float:
+        return self.shift * t / (1 + (self.shift - 1) * t)
+
+    def __call__(self, steps: int) -> list[float]:
+        n = self.num_train_timesteps
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        if self.kind == "vp":
+            ks = vp_timesteps(steps, n, self.spacing)
+            off = self.offset if self.spacing == "leading" else 0
+            return [(k + off) / n for k in ks]
+        if self.kind == "flow_match":
+            lo = self._shift(1 / n)
+            ts = [1.0] if steps == 1 else [1 + i * (lo - 1) / (steps - 1) for i in range(steps)]
+            return [self._shift(t) for t in ts]
+        if self.kind == "flow_sigmas":
+            ts = [self._shift(1 + i * (1 / n - 1) / steps) for i in range(steps)]
+            if abs(ts[0] - 1) < 1e-6:
+                ts[0] -= 1e-6
+            return ts
+        raise ValueError(f"unknown grid kind {self.kind!r}; known: ['flow_match', 'flow_sigmas', 'vp']")
+
+
+@dataclass
+class SchedulerSettings:
+    """What a diffusers scheduler config means here.
+
+    schedule: the noise schedule; prediction: ``eps | v | x0 | flow``; sampler: a name in
+    :data:`~mediadiff.diffusion.samplers.SAMPLERS`; sampler_options: extra keyword arguments of
+    :func:`~mediadiff.diffusion.samplers.sample` (``timesteps``: a :class:`DiffusersGrid`; solver
+    options such as ``order``, ``variant``, ``eta``); notes: known differences from the diffusers loop.
+    """
+
+    schedule: Schedule
+    prediction: str
+    sampler: str
+    sampler_options: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _prediction(config: dict[str, Any], name: str, default: str = "epsilon") -> str:
+    kind = config.get("prediction_type") or default
+    if kind not in PREDICTION_TYPES:
+        raise ValueError(
+            f"{name}: prediction_type {kind!r} is not supported; known: {sorted(PREDICTION_TYPES)}"
+        )
+    return PREDICTION_TYPES[kind]
+
+
+def _refuse(config: dict[str, Any], name: str, flags: dict[str, Any]) -> None:
+    """ValueError naming the first option of ``flags`` whose value in ``config`` is not the harmless one."""
+    for key, harmless in flags.items():
+        value = config.get(key, harmless)
+        if value != harmless and not (harmless is None and value in (False, None)):
+            raise ValueError(f"{name}: {key}={value!r} is not supported by mediadiff's samplers")
+
+
+def _vp_schedule(config: dict[str, Any], name: str, snr_shift_scale: float = 1.0) -> VPSchedule:
+    beta = config.get("beta_schedule", "linear")
+    if beta not in BETA_SCHEDULES:
+        raise ValueError(f"{name}: beta_schedule {beta!r} is not supported; known: {sorted(BETA_SCHEDULES)}")
+    if config.get("trained_betas") is not None:
+        raise ValueError(f"{name}: trained_betas are not supported")
+    kw = {}
+    if beta != "squaredcos_cap_v2":
+        kw = {"beta_start": config.get("beta_start", 1e-4), "beta_end": config.get("beta_end", 0.02)}
+    return VPSchedule(
+        BETA_SCHEDULES[beta],
+        num_train_timesteps=int(config.get("num_train_timesteps", 1000)),
+        rescale_zero_terminal_snr=bool(config.get("rescale_betas_zero_snr", False)),
+        snr_shift_scale=snr_shift_scale,
+        **kw,
+    )
+
+
+def _vp_grid(config: dict[str, Any], name: str, default_spacing: str, multistep: bool) -> DiffusersGrid:
+    spacing = config.get("timestep_spacing", default_spacing)
+    if spacing not in ("linspace", "leading", "trailing"):
+        raise ValueError(f"{name}: timestep_spacing {spacing!r} is not supported")
+    if multistep and spacing != "trailing":
+        # diffusers' multistep schedulers build linspace / leading from steps + 1 points, not Lin et al.'s
+        raise ValueError(
+            f"{name}: timestep_spacing {spacing!r} of a multistep scheduler is not reproduced; use 'trailing'"
+        )
+    return DiffusersGrid(
+        "vp", int(config.get("num_train_timesteps", 1000)), spacing, int(config.get("steps_offset", 0))
+    )
+
+
+def _ddim(config: dict[str, Any], name: str) -> SchedulerSettings:
+    _refuse(config, name, {"thresholding": False, "clip_sample": False})
+    k = float(config.get("snr_shift_scale", 3.0)) if name == "CogVideoXDDIMScheduler" else 1.0
+    schedule = _vp_schedule(config, name, snr_shift_scale=k)
+    notes = ["DDIM steps to t - N // steps: the next grid time only when steps divides N (trailing spacing)"]
+    if not config.get("set_alpha_to_one", True):
+        notes.append(
+            "set_alpha_to_one=False: diffusers' last step ends at alpha_bar[0], ours at the clean level"
+        )
+    grid = _vp_grid(config, name, "leading", multistep=False)
+    options: dict[str, Any] = {"timesteps": grid}
+    return SchedulerSettings(schedule, _prediction(config, name), "ddim", options, notes)
+
+
+def _euler(config: dict[str, Any], name: str) -> SchedulerSettings:
+    _refuse(
+        config,
+        name,
+        {
+            "use_karras_sigmas": False,
+            "use_exponential_sigmas": False,
+            "use_beta_sigmas": False,
+            "rescale_betas_zero_snr": False,
+        },
+    )
+    grid = _vp_grid(config, name, "linspace", multistep=False)
+    return SchedulerSettings(
+        _vp_schedule(config, name), _prediction(config, name), "euler", {"timesteps": grid}
+    )
+
+
+def _flow_or_vp(config: dict[str, Any], name: str) -> tuple[Schedule, DiffusersGrid]:
+    """Schedule and grid of a multistep solver: flow sigmas (``use_flow_sigmas``) or a VP table."""
+    _refuse(
+        config,
+        name,
+        {
+            "use_karras_sigmas": False,
+            "use_exponential_sigmas": False,
+            "use_beta_sigmas": False,
+            "use_dynamic_shifting": False,
+            "shift_terminal": None,
+            "thresholding": False,
+        },
+    )
+    if config.get("final_sigmas_type", "zero") != "zero":
+        raise ValueError(
+            f"{name}: final_sigmas_type {config['final_sigmas_type']!r}; only 'zero' is supported"
+        )
+    n = int(config.get("num_train_timesteps", 1000))
+    if config.get("use_flow_sigmas", False):
+        shift = float(config.get("flow_shift", 1.0))
+        return FlowSchedule(shift=shift), DiffusersGrid("flow_sigmas", n, shift=shift)
+    return _vp_schedule(config, name), _vp_grid(config, name, "linspace", multistep=True)
+
+
+def _unipc(config: dict[str, Any], name: str) -> SchedulerSettings:
+    if not config.get("predict_x0", True):
+        raise ValueError(f"{name}: predict_x0=False (noise-prediction UniPC) is not supported")
+    if config.get("disable_corrector"):
+        raise ValueError(f"{name}: disable_corrector is not supported")
+    schedule, grid = _flow_or_vp(config, name)
+    order = int(config.get("solver_order", 2))
+    options = {"timesteps": grid, "order": order, "variant": config.get("solver_type", "bh2")}
+    notes = [] if config.get("lower_order_final", True) else ["lower_order_final=False is not reproduced"]
+    return SchedulerSettings(schedule, _prediction(config, name), "unipc", options, notes)
+
+
+def _dpm(config: dict[str, Any], name: str) -> SchedulerSettings:
+    schedule, grid = _flow_or_vp(config, name)
+    algorithm = config.get("algorithm_type", "dpmsolver++")
+    order = int(config.get("solver_order", 2))
+    if algorithm == "dpmsolver++" and order == 2:
+        sampler, options = "dpmpp_2m", {"timesteps": grid}
+    elif algorithm == "dpmsolver++" and order == 3:
+        sampler, options = "dpmpp_3m_sde", {"timesteps": grid, "eta": 0.0}
+    elif algorithm == "sde-dpmsolver++" and order == 2:
+        sampler, options = "dpmpp_2m_sde", {"timesteps": grid}
+    else:
+        raise ValueError(f"{name}: algorithm_type {algorithm!r} with solver_order {order} is not supported")
+    return SchedulerSettings(schedule, _prediction(config, name), sampler, options)
+
+
+def _flow_match(config: dict[str, Any], name: str) -> SchedulerSettings:
+    _refuse(
+        config,
+        name,
+        {
+            "use_dynamic_shifting": False,
+            "shift_terminal": None,
+            "invert_sigmas": False,
+            "use_karras_sigmas": False,
+            "use_exponential_sigmas": False,
+            "use_beta_sigmas": False,
+            "stochastic_sampling": False,
+        },
+    )
+    shift = float(config.get("shift", 1.0))
+    if not math.isfinite(shift) or shift <= 0:
+        raise ValueError(f"{name}: shift must be > 0, got {shift}")
+    grid = DiffusersGrid("flow_match", int(config.get("num_train_timesteps", 1000)), shift=shift)
+    return SchedulerSettings(FlowSchedule(shift=shift), "flow", "euler", {"timesteps": grid})
+
+
+_READERS = {
+    "CogVideoXDDIMScheduler": _ddim,
+    "DDIMScheduler": _ddim,
+    "DPMSolverMultistepScheduler": _dpm,
+    "EulerDiscreteScheduler": _euler,
+    "FlowMatchEulerDiscreteScheduler": _flow_match,
+    "UniPCMultistepScheduler": _unipc,
+}
+
+
+def scheduler_settings(config: dict[str, Any]) -> SchedulerSettings:
+    """Read a diffusers ``scheduler_config.json`` (a dict with ``_class_name``) as a
+    :class:`SchedulerSettings`; ValueError naming the scheduler class (and the option) when it is not
+    one mediadiff reproduces (:data:`SUPPORTED_SCHEDULERS`)."""
+    name = config.get("_class_name")
+    reader = _READERS.get(name)
+    if reader is None:
+        raise ValueError(
+            f"diffusers scheduler {name!r} is not supported; supported: {list(SUPPORTED_SCHEDULERS)}"
+        )
+    return reader(config, name)
