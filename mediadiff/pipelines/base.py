@@ -535,11 +535,22 @@ class DiffusionPipeline:
         progress: bool = False,
         edit: Edit | None = None,
     ) -> torch.Tensor:
-        """One latent per seed for resolved ``settings`` (:meth:`resolve`), in the caller's autocast."""
+        """One latent per seed for resolved ``settings`` (:meth:`resolve`), in the caller's autocast.
+
+        A ``timesteps`` rule in :attr:`sampler_options` with a ``for_latent(latent)`` method is first
+        given the latent shape (a grid whose shift depends on the resolution, e.g. LTX-Video's)."""
+        latent = self.latent_shape(settings)
+        options = {
+            k: v
+            for k, v in self.sampler_options.items()
+            if k in ("timesteps", "spacing") or settings["sampler"] == self.defaults["sampler"]
+        }
+        if hasattr(options.get("timesteps"), "for_latent"):
+            options["timesteps"] = options["timesteps"].for_latent(tuple(latent))
         return sample_latents(
             self.backbone,
             self.schedule,
-            self.latent_shape(settings),
+            latent,
             cond,
             uncond,
             seeds=seeds,
@@ -551,11 +562,7 @@ class DiffusionPipeline:
             guidance_interval=settings["guidance_interval"],
             device=self.device,
             progress=progress,
-            sampler_options={
-                k: v
-                for k, v in self.sampler_options.items()
-                if k in ("timesteps", "spacing") or settings["sampler"] == self.defaults["sampler"]
-            },
+            sampler_options=options,
             edit=edit,
         )  # [b c ...]
 

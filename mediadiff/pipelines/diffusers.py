@@ -24,7 +24,10 @@ from .base import DIFFUSERS_INDEX, DiffusionPipeline
 
 __all__ = ["DIFFUSERS_PIPELINES", "diffusers_class", "load_diffusers"]
 
-DIFFUSERS_PIPELINES: dict[str, tuple[str, str]] = {}
+DIFFUSERS_PIPELINES: dict[str, tuple[str, str]] = {
+    "LTXPipeline": ("video", "mediadiff.video.diffusers_ltx:components"),
+    "TextToVideoSDPipeline": ("video", "mediadiff.video.diffusers_sdvideo:components"),
+}
 """diffusers pipeline ``_class_name`` -> (modality, ``"module:function"`` building its components)."""
 
 

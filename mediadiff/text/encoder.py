@@ -20,6 +20,9 @@ apart): ``tokenizer=`` another folder for the tokenizer, ``max_length``, and ``p
 - ``"mask"`` (default): as above;
 - ``"encoded"``: pad every prompt to ``max_length`` and encode the pad tokens as text, with no attention
   mask; the mask returned is all True (CogVideoX: T5, 226 tokens; Stable Diffusion text-to-video: CLIP, 77);
+- ``"encoded_masked"``: as ``"encoded"`` (pad to ``max_length``, no attention mask in the encoder),
+  but the mask returned marks the real tokens, for a backbone that masks its cross-attention
+  (LTX-Video: LTXPipeline runs T5 without a mask over 128 tokens and gives the transformer the mask);
 - ``"zeros"``: encode with the mask, zero the padding, pad to ``max_length``; the mask returned is all
   True, so a backbone attends to the zero tokens as Wan does (UMT5, 512 tokens).
 
@@ -57,7 +60,7 @@ _T5 = ("t5", "mt5")
 _UMT5 = ("umt5",)
 _CLIP = ("clip", "clip_text_model")
 ENCODER_TYPES = (*_BERT_LIKE, *_T5, *_UMT5, *_CLIP)
-PAD_MODES = ("mask", "encoded", "zeros")
+PAD_MODES = ("mask", "encoded", "encoded_masked", "zeros")
 """The ``model_type`` values of ``config.json`` that :class:`TextEncoder` loads."""
 
 _HASHED_SUFFIXES = (".json", ".txt", ".model", ".safetensors", ".bin", ".merges")
@@ -105,7 +108,7 @@ class TextEncoder:
     (``encode`` always returns float32 tokens); max_length: token limit per prompt, longer prompts
     are truncated (default: 77, CLIP's context, capped by the model's own limit); tokenizer: a folder
     holding the tokenizer when it is not ``path`` (diffusers' ``tokenizer/``); pad_mode: ``"mask"``,
-    ``"encoded"`` or ``"zeros"`` (see the module docstring).
+    ``"encoded"``, ``"encoded_masked"`` or ``"zeros"`` (see the module docstring).
     """
 
     def __init__(
@@ -200,9 +203,9 @@ class TextEncoder:
             ids = torch.full((len(prompts), 1), self.tokenizer.pad_token_id or 0, device=self.device)  # [b 1]
             mask = torch.zeros_like(ids, dtype=torch.bool)  # [b 1]
         mask[:, 0] |= ~mask.any(-1)  # a prompt with no token keeps one (pad) position valid
-        if self.pad_mode == "encoded":  # pad tokens encoded as text, nothing masked
+        if self.pad_mode in ("encoded", "encoded_masked"):  # pad tokens encoded as text, nothing masked
             tokens = self.model(input_ids=ids).last_hidden_state.float()  # [b l dim]
-            return tokens, torch.ones_like(mask)
+            return tokens, (mask if self.pad_mode == "encoded_masked" else torch.ones_like(mask))
         out = self.model(input_ids=ids, attention_mask=mask.long())
         tokens = out.last_hidden_state.float() * mask[..., None]  # [b l dim], zeros at padding
         if self.pad_mode == "zeros":  # the zero tokens are part of the context
