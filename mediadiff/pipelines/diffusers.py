@@ -25,6 +25,7 @@ from .base import DIFFUSERS_INDEX, DiffusionPipeline
 __all__ = ["DIFFUSERS_PIPELINES", "diffusers_class", "load_diffusers"]
 
 DIFFUSERS_PIPELINES: dict[str, tuple[str, str]] = {
+    "CogVideoXPipeline": ("video", "mediadiff.video.diffusers_cogvideox:components"),
     "LTXPipeline": ("video", "mediadiff.video.diffusers_ltx:components"),
     "TextToVideoSDPipeline": ("video", "mediadiff.video.diffusers_sdvideo:components"),
 }

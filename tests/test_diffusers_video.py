@@ -1,0 +1,213 @@
+"""diffusers video pipelines as mediadiff pipelines: parity with diffusers' own pipelines (issue 16).
+
+Each family: tiny random components built from configs, saved as a diffusers folder
+(``pipe.save_pretrained``), then diffusers' pipeline and ``VideoPipeline.from_diffusers`` run on that
+folder from the same initial latents, with the same sampler, steps and guidance. Everything is float32
+on the CPU. The two sides run the same modules on the same inputs; what differs is the arithmetic
+around them: our samplers step in the variance-exploding form in float64 scalars, diffusers in
+float32 (and CogVideoX's scheduler builds its beta table in float64, ours in float32), and the
+guidance batch is ordered (cond, uncond) here, (uncond, cond) there. So the agreement is float32
+rounding amplified by a few steps of a random network: measured below, tolerances ~10x that.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mediadiff.diffusion import randn
+from mediadiff.pipelines.video import VideoPipeline
+
+from .diffusers_tiny import NEGATIVE, PROMPT, rel_err, t5_tokenizer, tiny_t5
+
+diffusers = pytest.importorskip("diffusers")
+
+SEED = 3
+# CogVideoX: 4 trailing DDIM steps (4 divides 1000, so diffusers' prev_timestep = t - 1000 // 4 is the
+# next grid time, as ours), guidance 6, 9 frames of 16x16 -> latents [1 4 3 4 4].
+COG = {"num_frames": 9, "height": 16, "width": 16, "steps": 4, "guidance_scale": 6.0}
+COG_TOL = {"latents": 2e-5, "frames": 2e-5}  # relative to the max |value|; measured 1.0e-6 to 1.6e-6
+
+
+def build_cogvideox(folder, rotary: bool):
+    """A tiny random CogVideoXPipeline (1 layer, 2 heads of 16, T5 of width 16) saved to ``folder``."""
+    from diffusers import (
+        AutoencoderKLCogVideoX,
+        CogVideoXDDIMScheduler,
+        CogVideoXPipeline,
+        CogVideoXTransformer3DModel,
+    )
+
+    tokenizer = t5_tokenizer()
+    text_encoder = tiny_t5(len(tokenizer))
+    torch.manual_seed(0)
+    transformer = CogVideoXTransformer3DModel(
+        num_attention_heads=2,
+        attention_head_dim=16,  # 3D RoPE splits it 4 / 6 / 6 over (f, h, w): it must be a multiple of 16
+        in_channels=4,
+        out_channels=4,
+        time_embed_dim=8,
+        text_embed_dim=16,
+        num_layers=1,
+        sample_width=4,
+        sample_height=4,
+        sample_frames=9,
+        patch_size=2,
+        temporal_compression_ratio=4,
+        max_text_seq_length=12,
+        use_rotary_positional_embeddings=rotary,
+    )
+    vae = AutoencoderKLCogVideoX(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("CogVideoXDownBlock3D",) * 3,
+        up_block_types=("CogVideoXUpBlock3D",) * 3,
+        block_out_channels=(8, 8, 8),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=2,
+        temporal_compression_ratio=4,
+    )
+    # the released CogVideoX-2b scheduler config: v-prediction, trailing, zero SNR, SNR shift 3
+    scheduler = CogVideoXDDIMScheduler(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        clip_sample=False,
+        prediction_type="v_prediction",
+        rescale_betas_zero_snr=True,
+        set_alpha_to_one=True,
+        snr_shift_scale=3.0,
+        timestep_spacing="trailing",
+    )
+    pipe = CogVideoXPipeline(
+        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
+    )
+    pipe.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cogvideox_folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cogvideox")
+    return {rotary: build_cogvideox(root / f"rope{int(rotary)}", rotary) for rotary in (True, False)}
+
+
+def run_both_cogvideox(folder):
+    """(ours, diffusers') latents [1 c f h w] and frames [1 3 f h w] in [0, 1] for COG."""
+    from diffusers import CogVideoXPipeline
+
+    ours = VideoPipeline.from_diffusers(folder)
+    settings, _ = ours.prepare_edit(
+        num_frames=COG["num_frames"],
+        height=COG["height"],
+        width=COG["width"],
+        steps=COG["steps"],
+        guidance_scale=COG["guidance_scale"],
+    )
+    _, seeds, cond, uncond = ours.prepare(PROMPT, NEGATIVE, SEED, 1)
+    z = ours.sample_latents(settings, cond, uncond, seeds)  # [1 c f h w]
+    frames = (ours.autoencoder.decode(z) / 2 + 0.5).clamp(0, 1)  # [1 3 f h w]
+
+    ref_pipe = CogVideoXPipeline.from_pretrained(folder, dtype=torch.float32)
+    ref_pipe.set_progress_bar_config(disable=True)
+    noise = randn((1, *ours.latent_shape(settings)), [torch.Generator().manual_seed(SEED)])  # [1 c f h w]
+    call = dict(
+        prompt=PROMPT,
+        negative_prompt=NEGATIVE,
+        num_frames=COG["num_frames"],
+        height=COG["height"],
+        width=COG["width"],
+        num_inference_steps=COG["steps"],
+        guidance_scale=COG["guidance_scale"],
+        latents=noise.permute(0, 2, 1, 3, 4),  # [1 f c h w]
+        max_sequence_length=ref_pipe.transformer.config.max_text_seq_length,
+    )
+    ref_z = ref_pipe(**call, output_type="latent").frames.permute(0, 2, 1, 3, 4)  # [1 c f h w]
+    ref_frames = ref_pipe(**call, output_type="pt").frames.permute(0, 2, 1, 3, 4)  # [1 3 f h w]
+    return (z, frames), (ref_z, ref_frames), ours
+
+
+@pytest.mark.parametrize("rotary", [True, False], ids=["rope", "sincos"])
+def test_cogvideox_matches_diffusers_pipeline(cogvideox_folders, rotary):
+    """CogVideoXPipeline and VideoPipeline.from_diffusers on one folder: same latents after 4 DDIM steps
+    with CFG 6 and a negative prompt, and the same decoded frames."""
+    (z, frames), (ref_z, ref_frames), ours = run_both_cogvideox(cogvideox_folders[rotary])
+    assert z.shape == ref_z.shape == (1, 4, 3, 4, 4)
+    assert frames.shape == ref_frames.shape == (1, 3, 9, 16, 16)
+    abs_z, rel_z = rel_err(z, ref_z)
+    abs_f, rel_f = rel_err(frames, ref_frames)
+    print(
+        f"cogvideox rotary={rotary}: latents max-abs {abs_z:.2e} rel {rel_z:.2e}; frames {abs_f:.2e} rel {rel_f:.2e}"
+    )
+    assert rel_z < COG_TOL["latents"], (abs_z, rel_z)
+    assert rel_f < COG_TOL["frames"], (abs_f, rel_f)
+    # the result depends on the prompt and on the guidance (so CFG was compared, not skipped)
+    assert ref_z.abs().max() > 0.1
+    assert ours.sampler_options["timesteps"](4) == [0.999, 0.749, 0.499, 0.249]
+    assert ours.schedule.snr_shift_scale == 3.0 and ours.schedule.rescale_zero_terminal_snr
+    assert ours.prediction == "v" and ours.defaults["sampler"] == "ddim"
+
+
+def test_cogvideox_generate_end_to_end(cogvideox_folders):
+    """The public call: uint8 frames equal to diffusers' np output up to one level of rounding."""
+    from diffusers import CogVideoXPipeline
+
+    folder = cogvideox_folders[True]
+    ours = VideoPipeline.from_pretrained(folder)  # a model_index.json folder goes through from_diffusers
+    out = ours(PROMPT, num_frames=9, height=16, width=16, steps=4, guidance_scale=6.0, seed=SEED)
+    assert out.frames.shape == (1, 9, 16, 16, 3) and out.frames.dtype == np.uint8
+    ref_pipe = CogVideoXPipeline.from_pretrained(folder, dtype=torch.float32)
+    ref_pipe.set_progress_bar_config(disable=True)
+    noise = randn((1, 4, 3, 4, 4), [torch.Generator().manual_seed(SEED)])  # [1 c f h w]
+    ref = ref_pipe(
+        PROMPT,
+        num_frames=9,
+        height=16,
+        width=16,
+        num_inference_steps=4,
+        guidance_scale=6.0,
+        latents=noise.permute(0, 2, 1, 3, 4),
+        max_sequence_length=12,
+        output_type="np",
+    ).frames  # [1 f h w 3] in [0, 1]
+    assert np.abs(out.frames.astype(np.float64) - ref * 255).max() <= 1.0
+
+
+def test_cogvideox_generate_command(cogvideox_folders, tmp_path, capsys):
+    """``mediadiff generate video PROMPT --model FOLDER -o out.mp4 --steps 2`` on a diffusers folder
+    (the command's main in-process) writes a real mp4 of the asked size."""
+    from mediadiff.cli import main
+    from mediadiff.video.io import read_video
+
+    out = tmp_path / "out.mp4"
+    argv = ["generate", "video", PROMPT, "--model", str(cogvideox_folders[True]), "-o", str(out)]
+    argv += ["--steps", "2", "--num-frames", "9", "--size", "16x16", "--seed", "1"]
+    assert main(argv) == 0, capsys.readouterr().err
+    frames = read_video(out)  # [f h w 3] uint8, decoded back from the file
+    assert frames.shape == (9, 16, 16, 3) and frames.dtype == np.uint8
+    assert "ddim 2 steps" in capsys.readouterr().out
+
+
+def test_unsupported_diffusers_folder_is_refused(tmp_path):
+    bad = tmp_path / "flux"
+    bad.mkdir()
+    (bad / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    with pytest.raises(
+        ValueError,
+        match=r"flux: diffusers pipeline 'FluxPipeline' is not a supported video.*CogVideoXPipeline",
+    ):
+        VideoPipeline.from_pretrained(bad)
+    (bad / "model_index.json").write_text(json.dumps({"not": "diffusers"}))
+    with pytest.raises(ValueError, match=r"model_index.json: no _class_name"):
+        VideoPipeline.from_diffusers(bad)
+    (bad / "model_index.json").write_text(json.dumps({"_class_name": "CogVideoXPipeline"}))
+    from mediadiff.pipelines.audio import AudioPipeline
+
+    with pytest.raises(
+        ValueError, match=r"'CogVideoXPipeline' \(a video pipeline\) is not a supported audio"
+    ):
+        AudioPipeline.from_diffusers(bad)
