@@ -120,3 +120,18 @@ def test_bad_arguments_are_named():
         synthesize_tone("sine", 60, "wobbling")
     with pytest.raises(ValueError, match="templates"):
         Tones(templates="test")
+
+
+def test_the_notes_above_the_range_are_an_option_that_leaves_the_default_stream_alone():
+    from mediadiff.audio.tones import ALL_PITCHES, EXTRA_PITCHES, PITCHES
+
+    plain, same = Tones(8, seed=3), Tones(8, seed=3, pitches=PITCHES)
+    assert [plain.labels(i) for i in range(8)] == [same.labels(i) for i in range(8)]
+    new = Tones(20, seed=3, pitches=EXTRA_PITCHES)
+    items = [new[i] for i in range(20)]
+    assert {it["midi"] for it in items} == set(EXTRA_PITCHES)
+    assert all(ALL_PITCHES[it["pitch_id"]] == it["midi"] and it["pitch"] in it["text"] for it in items)
+    readings = [read_tone(it["audio"][0], 16000) for it in items]
+    assert score_tones(readings, items)["pitch"] == 1.0  # the detector reads them
+    with pytest.raises(ValueError, match="pitches must be distinct MIDI numbers"):
+        Tones(pitches=(30,))

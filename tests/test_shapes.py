@@ -184,3 +184,26 @@ def test_bad_arguments():
         caption("purple", "circle", "left", TRAIN_TEMPLATES[0])
     with pytest.raises(ValueError, match="synonym"):
         caption("red", "circle", "left", TRAIN_TEMPLATES[0], "box")
+
+
+def test_new_colours_are_an_option_that_leaves_the_default_stream_alone():
+    from mediadiff.video.detect import detect
+    from mediadiff.video.shapes import ALL_COLOURS, COLOURS, EXTRA_COLOURS
+
+    plain, same = (
+        Shapes(8, num_frames=4, size=32, seed=3),
+        Shapes(8, num_frames=4, size=32, seed=3, colours=COLOURS),
+    )
+    for i in range(8):
+        assert plain[i]["text"] == same[i]["text"] and torch.equal(plain[i]["video"], same[i]["video"])
+    new = Shapes(40, num_frames=4, size=32, seed=3, colours=EXTRA_COLOURS)
+    items = [new[i] for i in range(40)]
+    assert {it["colour"] for it in items} == set(EXTRA_COLOURS)
+    assert all(it["colour"] in it["text"] and ALL_COLOURS[it["colour_id"]] == it["colour"] for it in items)
+    # the detector reads a new colour only with it in the palette (the six-colour palette cannot)
+    assert all(detect(it["video"], colours=ALL_COLOURS).colour == it["colour"] for it in items)
+    assert all(detect(it["video"]).colour in COLOURS for it in items)
+    with pytest.raises(ValueError, match="colours must be distinct names"):
+        Shapes(colours=("red", "mauve"))
+    with pytest.raises(ValueError, match="colours must be names"):
+        detect(items[0]["video"], colours=("mauve",))

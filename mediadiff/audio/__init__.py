@@ -26,6 +26,8 @@ _EXPORTS: dict[str, str] = {
     "WAVEFORMS": "tones",
     "CONTOURS": "tones",
     "PITCHES": "tones",
+    "ALL_PITCHES": "tones",
+    "EXTRA_PITCHES": "tones",
     "TRAIN_TEMPLATES": "tones",
     "HELDOUT_TEMPLATES": "tones",
     "HELDOUT_SEED": "tones",

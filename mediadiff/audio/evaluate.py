@@ -61,7 +61,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -74,7 +74,7 @@ from mediadiff.eval import add_arguments as add_eval_arguments
 from mediadiff.eval import pipeline_generator as eval_pipeline_generator
 
 from .detect import PitchTrack, ToneReading, analyse_tone
-from .tones import CONTOURS, HELDOUT_SEED, PITCHES, WAVEFORMS, Tones, midi_to_name
+from .tones import ALL_PITCHES, CONTOURS, HELDOUT_SEED, PITCHES, WAVEFORMS, Tones, midi_to_name
 
 __all__ = [
     "CLASSES",
@@ -212,9 +212,12 @@ def real_clips(num: int, num_samples: int, seed: int, start: int = 0, sample_rat
     return np.stack([data[i]["audio"].numpy() for i in range(start, start + num)])  # [num 1 t]
 
 
-def eval_items(num: int, templates: str = "train", seed: int = HELDOUT_SEED) -> list[dict[str, Any]]:
-    """Captions and labels of the first ``num`` items of the held-out stream (no audio synthesised)."""
-    data = Tones(length=max(num, 1), seed=seed, templates=templates)
+def eval_items(
+    num: int, templates: str = "train", seed: int = HELDOUT_SEED, pitches: Sequence[int] = PITCHES
+) -> list[dict[str, Any]]:
+    """Captions and labels of the first ``num`` items of the held-out stream (no audio synthesised), their
+    start notes drawn from ``pitches``."""
+    data = Tones(length=max(num, 1), seed=seed, templates=templates, pitches=tuple(pitches))
     return [data.labels(i) for i in range(num)]
 
 
@@ -305,6 +308,7 @@ def periodic_eval(
     guidance_scale: float = 4.0,
     batch_size: int = 24,
     spectrograms: int = 6,
+    pitches: Sequence[int] = PITCHES,
 ) -> Callable[[Any, Any], dict[str, Any]]:
     """``evaluate(pipeline, ctx)`` for a recipe's periodic evaluation: ``num`` clips from held-out Tones
     captions (training templates; seed :data:`~.tones.HELDOUT_SEED`), their pitch / contour / waveform
@@ -312,9 +316,14 @@ def periodic_eval(
     and ``spectrograms.png`` of the first ``spectrograms`` clips with ``prompts.txt`` in ``ctx.out_dir``.
 
     ``pipeline``: an audio pipeline around the in-training weights (``pipeline(prompts, seed=s, ...)``
-    returning float ``.audio [b c t]``, clip ``i`` from seed ``s + i``).
+    returning float ``.audio [b c t]``, clip ``i`` from seed ``s + i``). ``pitches``: the start notes of
+    the prompts (:data:`~.tones.ALL_PITCHES` for a model taught the notes above the shipped range).
     """
-    items = eval_items(num)
+    if not set(pitches) <= set(ALL_PITCHES):
+        raise ValueError(
+            f"periodic_eval: pitches must be MIDI numbers from {ALL_PITCHES}, got {tuple(pitches)}"
+        )
+    items = eval_items(num, pitches=pitches)
     settings = {
         "num_samples": num_samples,
         "steps": steps,

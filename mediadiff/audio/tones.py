@@ -27,8 +27,10 @@ import torch
 from torch.utils.data import Dataset
 
 __all__ = [
+    "ALL_PITCHES",
     "CONTOURS",
     "CONTOUR_PHRASES",
+    "EXTRA_PITCHES",
     "GLIDE_SEMITONES",
     "HELDOUT_SEED",
     "HELDOUT_TEMPLATES",
@@ -49,6 +51,11 @@ __all__ = [
 WAVEFORMS: tuple[str, ...] = ("sine", "square", "sawtooth", "triangle")
 CONTOURS: tuple[str, ...] = ("steady", "rising", "falling")
 PITCHES: tuple[int, ...] = tuple(range(48, 73))  # MIDI C3 .. C5
+# notes above the shipped models' range, C#5 and D5: what a LoRA fine-tune teaches them
+# (``Tones(pitches=ALL_PITCHES)``). Only two: the shipped audio VAE, trained on C3..C5, reconstructs their
+# pitch but not notes higher (or lower) than that (benchmarks/lora.py measures its round trip)
+EXTRA_PITCHES: tuple[int, ...] = (73, 74)
+ALL_PITCHES: tuple[int, ...] = PITCHES + EXTRA_PITCHES
 HELDOUT_SEED = 12345  # the Tones seed of held-out evaluation clips: recipes refuse to train on it
 GLIDE_SEMITONES = 7.0  # a rising or falling clip moves this far over its whole length
 NOTE_NAMES: tuple[str, ...] = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
@@ -234,7 +241,7 @@ class Tones(Dataset):
     - ``text``: the caption;
     - ``waveform``, ``contour``: labels (members of :data:`WAVEFORMS`, :data:`CONTOURS`), ``pitch``:
       the start note's name (``"F#4"``) and ``midi`` its number; ``waveform_id``, ``pitch_id``,
-      ``contour_id``: positions in :data:`WAVEFORMS`, :data:`PITCHES`, :data:`CONTOURS`;
+      ``contour_id``: positions in :data:`WAVEFORMS`, :data:`ALL_PITCHES`, :data:`CONTOURS`;
     - ``index``: the index asked for.
 
     Args:
@@ -243,6 +250,8 @@ class Tones(Dataset):
         num_samples: samples per clip (16384, about 1 s at 16 kHz, by default).
         seed: selects an independent stream of clips.
         templates: ``"train"``, ``"heldout"`` or ``"all"``: the set the caption template is drawn from.
+        pitches: the start notes drawn from, uniformly (MIDI numbers from :data:`ALL_PITCHES`; default
+            :data:`PITCHES`, the shipped models' range, whose stream is exactly that of earlier versions).
     """
 
     data_key = "audio"  # the item key a trainer reads
@@ -254,7 +263,14 @@ class Tones(Dataset):
         num_samples: int = 16384,
         seed: int = 0,
         templates: Literal["train", "heldout", "all"] = "train",
+        pitches: tuple[int, ...] | list[int] = PITCHES,
     ) -> None:
+        pitches = tuple(int(m) for m in pitches)
+        if not pitches or len(set(pitches)) != len(pitches) or not set(pitches) <= set(ALL_PITCHES):
+            raise ValueError(
+                f"Tones: pitches must be distinct MIDI numbers in {ALL_PITCHES[0]}..{ALL_PITCHES[-1]}, got {pitches}"
+            )
+        self.pitches = pitches
         if length < 1:
             raise ValueError(f"Tones: length must be >= 1, got {length}")
         if num_samples < 256:
@@ -283,9 +299,9 @@ class Tones(Dataset):
             )
         rng = np.random.default_rng([self.seed, index])
         waveform_id = int(rng.integers(len(WAVEFORMS)))
-        pitch_id = int(rng.integers(len(PITCHES)))
+        midi = self.pitches[int(rng.integers(len(self.pitches)))]
         contour_id = int(rng.integers(len(CONTOURS)))
-        waveform, midi, contour = WAVEFORMS[waveform_id], PITCHES[pitch_id], CONTOURS[contour_id]
+        waveform, pitch_id, contour = WAVEFORMS[waveform_id], ALL_PITCHES.index(midi), CONTOURS[contour_id]
         template = self.templates[int(rng.integers(len(self.templates)))]
         words = WAVEFORM_SYNONYMS[waveform]
         text = caption(waveform, midi, contour, template, words[int(rng.integers(len(words)))])

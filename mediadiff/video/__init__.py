@@ -26,6 +26,8 @@ _EXPORTS: dict[str, str] = {
     "VideoFolder": "datasets",
     "Shapes": "shapes",
     "COLOURS": "shapes",
+    "ALL_COLOURS": "shapes",
+    "EXTRA_COLOURS": "shapes",
     "SHAPES": "shapes",
     "DIRECTIONS": "shapes",
     "TRAIN_TEMPLATES": "shapes",

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from .shapes import COLOUR_RGB, COLOURS
+from .shapes import ALL_COLOURS, COLOUR_RGB, COLOURS
 
 __all__ = ["Detection", "box_stats", "detect", "detect_batch", "score"]
 
@@ -90,8 +90,14 @@ def box_stats(coverage: np.ndarray, mask: np.ndarray) -> tuple[float, float, flo
     return float(total / (width * height)), float(lower), float(np.log(width / height))
 
 
-def detect(video: np.ndarray | torch.Tensor, min_travel: float = 0.15) -> Detection:
-    """Read one clip: uint8 ``[f h w 3]`` frames or a float ``[3 f h w]`` tensor in ``[-1, 1]``."""
+def detect(
+    video: np.ndarray | torch.Tensor, min_travel: float = 0.15, colours: Sequence[str] = COLOURS
+) -> Detection:
+    """Read one clip: uint8 ``[f h w 3]`` frames or a float ``[3 f h w]`` tensor in ``[-1, 1]``.
+    ``colours``: the palette the colour is read from (default the six of :data:`COLOURS`; a model
+    taught new colours is read with :data:`ALL_COLOURS`)."""
+    if not colours or not set(colours) <= set(ALL_COLOURS):
+        raise ValueError(f"detect: colours must be names from {ALL_COLOURS}, got {tuple(colours)}")
     rgb = _as_float_frames(video)  # [f h w 3]
     f, h, w, _ = rgb.shape
     coverage = rgb.max(axis=-1)  # [f h w]
@@ -102,8 +108,8 @@ def detect(video: np.ndarray | torch.Tensor, min_travel: float = 0.15) -> Detect
 
     # colour: mean RGB of object pixels, nearest palette entry
     mean_rgb = rgb[mask].mean(axis=0)  # [3]
-    palette = np.array([COLOUR_RGB[c] for c in COLOURS], dtype=np.float64) / 255.0  # [6 3]
-    colour = COLOURS[int(np.argmin(((palette - mean_rgb) ** 2).sum(axis=1)))]
+    palette = np.array([COLOUR_RGB[c] for c in colours], dtype=np.float64) / 255.0  # [k 3]
+    colour = colours[int(np.argmin(((palette - mean_rgb) ** 2).sum(axis=1)))]
 
     # direction: centroid track of the object's coverage
     ys, xs = np.arange(h) + 0.5, np.arange(w) + 0.5
@@ -139,9 +145,11 @@ def detect(video: np.ndarray | torch.Tensor, min_travel: float = 0.15) -> Detect
     return Detection(colour, shape, direction, float(present.mean()), float(travel), fill, lower)
 
 
-def detect_batch(videos: np.ndarray | torch.Tensor, min_travel: float = 0.15) -> list[Detection]:
+def detect_batch(
+    videos: np.ndarray | torch.Tensor, min_travel: float = 0.15, colours: Sequence[str] = COLOURS
+) -> list[Detection]:
     """:func:`detect` over a batch: uint8 ``[b f h w 3]`` or float ``[b 3 f h w]`` in ``[-1, 1]``."""
-    return [detect(v, min_travel) for v in videos]
+    return [detect(v, min_travel, colours) for v in videos]
 
 
 def score(detections: Sequence[Detection], labels: Sequence[dict]) -> dict[str, float]:

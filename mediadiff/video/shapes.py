@@ -24,10 +24,12 @@ import torch
 from torch.utils.data import Dataset
 
 __all__ = [
+    "ALL_COLOURS",
     "COLOURS",
     "COLOUR_RGB",
     "DIRECTIONS",
     "DIRECTION_PHRASES",
+    "EXTRA_COLOURS",
     "HELDOUT_TEMPLATES",
     "SHAPES",
     "SHAPE_SYNONYMS",
@@ -38,6 +40,9 @@ __all__ = [
 ]
 
 COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "magenta", "cyan")
+# colours the shipped models never saw: what a LoRA fine-tune teaches them (``Shapes(colours=...)``)
+EXTRA_COLOURS: tuple[str, ...] = ("orange", "white")
+ALL_COLOURS: tuple[str, ...] = COLOURS + EXTRA_COLOURS
 SHAPES: tuple[str, ...] = ("square", "circle", "triangle")
 DIRECTIONS: tuple[str, ...] = ("left", "right", "up", "down")
 
@@ -48,6 +53,8 @@ COLOUR_RGB: dict[str, tuple[int, int, int]] = {
     "yellow": (255, 255, 0),
     "magenta": (255, 0, 255),
     "cyan": (0, 255, 255),
+    "orange": (255, 128, 0),
+    "white": (255, 255, 255),
 }
 
 # Nouns a caption may use for each shape.
@@ -102,14 +109,14 @@ def caption(colour: str, shape: str, direction: str, template: str, shape_word: 
     """Fill one caption template.
 
     Args:
-        colour: one of :data:`COLOURS`.
+        colour: one of :data:`ALL_COLOURS`.
         shape: one of :data:`SHAPES`.
         direction: one of :data:`DIRECTIONS`.
         template: a format string with ``{colour}``, ``{shape}`` and any of ``{bare}``, ``{to}``, ``{ward}``.
         shape_word: the noun to use for the shape (default: the shape's own name); one of
             :data:`SHAPE_SYNONYMS` ``[shape]``.
     """
-    _check_choice("colour", colour, COLOURS)
+    _check_choice("colour", colour, ALL_COLOURS)
     _check_choice("shape", shape, SHAPES)
     _check_choice("direction", direction, DIRECTIONS)
     word = shape if shape_word is None else shape_word
@@ -129,7 +136,7 @@ def render(
 
     Args:
         shape: one of :data:`SHAPES`.
-        colour: one of :data:`COLOURS`.
+        colour: one of :data:`ALL_COLOURS`.
         centres: ``[f, 2]`` object centre ``(x, y)`` per frame in pixel units (pixel ``j`` spans ``[j, j+1)``).
         side: object width and height in pixels (circle diameter, square side, triangle base and height).
         size: frame height and width in pixels.
@@ -138,7 +145,7 @@ def render(
         ``[3 f size size]`` float32 video in ``[-1, 1]``.
     """
     _check_choice("shape", shape, SHAPES)
-    _check_choice("colour", colour, COLOURS)
+    _check_choice("colour", colour, ALL_COLOURS)
     ss = _SUPERSAMPLE
     sub = (np.arange(size * ss, dtype=np.float64) + 0.5) / ss  # [size*ss] sub-pixel centres
     cx = centres[:, 0, None, None]  # [f 1 1]
@@ -166,9 +173,9 @@ class Shapes(Dataset):
 
     - ``video``: ``[3 f h w]`` float32 in ``[-1, 1]`` (canonical layout, ``h == w == size``);
     - ``text``: the caption;
-    - ``colour``, ``shape``, ``direction``: the labels as strings (members of :data:`COLOURS`,
+    - ``colour``, ``shape``, ``direction``: the labels as strings (members of ``colours``,
       :data:`SHAPES`, :data:`DIRECTIONS`), and ``colour_id``, ``shape_id``, ``direction_id``: their
-      positions in those tuples;
+      positions in :data:`ALL_COLOURS` (so the six base colours keep their ids), SHAPES and DIRECTIONS;
     - ``index``: the index asked for.
 
     Any index ``>= 0`` is valid (the set is infinite); ``len()`` is the nominal epoch ``length``.
@@ -181,6 +188,9 @@ class Shapes(Dataset):
         seed: selects an independent stream of clips.
         templates: ``"train"`` (:data:`TRAIN_TEMPLATES`), ``"heldout"`` (:data:`HELDOUT_TEMPLATES`) or
             ``"all"`` (both); the caption template is drawn from this set.
+        colours: the colours drawn from, uniformly (default :data:`COLOURS`, the shipped models' six;
+            any of :data:`ALL_COLOURS`, e.g. ``COLOURS + ("orange",)`` to teach a new one). With the
+            default the stream is exactly that of earlier versions.
     """
 
     data_key = "video"  # the item key a trainer reads
@@ -192,6 +202,7 @@ class Shapes(Dataset):
         size: int = 64,
         seed: int = 0,
         templates: Literal["train", "heldout", "all"] = "train",
+        colours: tuple[str, ...] | list[str] = COLOURS,
     ) -> None:
         if length < 1:
             raise ValueError(f"Shapes: length must be >= 1, got {length}")
@@ -201,6 +212,10 @@ class Shapes(Dataset):
             raise ValueError(f"Shapes: size must be >= 16 pixels, got {size}")
         if templates not in _TEMPLATE_SETS:
             raise ValueError(f"Shapes: templates must be one of {sorted(_TEMPLATE_SETS)}, got {templates!r}")
+        colours = tuple(colours)
+        if not colours or len(set(colours)) != len(colours) or not set(colours) <= set(ALL_COLOURS):
+            raise ValueError(f"Shapes: colours must be distinct names from {ALL_COLOURS}, got {colours}")
+        self.colours = colours
         self.length = length
         self.num_frames = num_frames
         self.size = size
@@ -217,10 +232,10 @@ class Shapes(Dataset):
                 f"Shapes: index must be >= 0 (the set is infinite, not indexable from the end), got {index}"
             )
         rng = np.random.default_rng([self.seed, index])
-        colour_id = int(rng.integers(len(COLOURS)))
+        colour = self.colours[int(rng.integers(len(self.colours)))]
         shape_id = int(rng.integers(len(SHAPES)))
         direction_id = int(rng.integers(len(DIRECTIONS)))
-        colour, shape, direction = COLOURS[colour_id], SHAPES[shape_id], DIRECTIONS[direction_id]
+        colour_id, shape, direction = ALL_COLOURS.index(colour), SHAPES[shape_id], DIRECTIONS[direction_id]
 
         size, f = self.size, self.num_frames
         side = size / 4 * rng.uniform(0.9, 1.1)  # about a quarter of the frame

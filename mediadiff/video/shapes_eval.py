@@ -24,7 +24,7 @@ import torch
 from mediadiff.eval import Generate, pipeline_generator
 
 from .detect import detect_batch, score
-from .shapes import Shapes
+from .shapes import COLOURS, Shapes
 
 __all__ = [
     "EVAL_SEED",
@@ -39,10 +39,18 @@ EVAL_SEED = 12345  # Shapes seed of every evaluation set; training recipes refus
 
 
 def eval_items(
-    num: int, num_frames: int, size: int, templates: str = "train", seed: int = EVAL_SEED
+    num: int,
+    num_frames: int,
+    size: int,
+    templates: str = "train",
+    seed: int = EVAL_SEED,
+    colours: Sequence[str] = COLOURS,
 ) -> list[dict]:
-    """Captions and labels of the first ``num`` clips of the evaluation stream (videos dropped)."""
-    data = Shapes(length=max(num, 1), num_frames=num_frames, size=size, seed=seed, templates=templates)
+    """Captions and labels of the first ``num`` clips of the evaluation stream (videos dropped), drawn
+    from ``colours`` (see :class:`~mediadiff.video.shapes.Shapes`)."""
+    data = Shapes(
+        length=max(num, 1), num_frames=num_frames, size=size, seed=seed, templates=templates, colours=colours
+    )
     return [{k: v for k, v in data[i].items() if k != "video"} for i in range(num)]
 
 
@@ -64,9 +72,14 @@ def save_grid(frames: torch.Tensor | np.ndarray, path: str | Path, columns: int 
 
 
 def score_prompt_following(
-    generate: Generate, items: Sequence[dict], out_dir: str | Path, batch_size: int = 24
+    generate: Generate,
+    items: Sequence[dict],
+    out_dir: str | Path,
+    batch_size: int = 24,
+    palette: Sequence[str] = COLOURS,
 ) -> dict[str, Any]:
-    """Generate a clip per item (its caption, seeded by its index), score it against the item's labels.
+    """Generate a clip per item (its caption, seeded by its index), score it against the item's labels;
+    the detector reads colours from ``palette``.
 
     Returns ``{"paths": [grid.gif], "metrics": {"colour_acc", "shape_acc", "direction_acc", "all_acc"}}``
     and writes ``grid.gif`` and ``prompts.txt`` into ``out_dir``.
@@ -76,7 +89,7 @@ def score_prompt_following(
         chunk = items[start : start + batch_size]
         clips.append(generate([it["text"] for it in chunk], [it["index"] for it in chunk]))
     frames = np.concatenate(clips)  # [num f h w 3]
-    acc = score(detect_batch(frames), list(items))
+    acc = score(detect_batch(frames, colours=palette), list(items))
     path = save_grid(frames, Path(out_dir) / "grid.gif")
     (Path(out_dir) / "prompts.txt").write_text("\n".join(it["text"] for it in items) + "\n")
     return {"paths": [path], "metrics": {f"{k}_acc": round(v, 4) for k, v in acc.items()}}
@@ -91,13 +104,17 @@ def periodic_eval(
     steps: int = 20,
     guidance_scale: float = 4.0,
     batch_size: int = 24,
+    colours: Sequence[str] = COLOURS,
 ) -> Callable[[Any, Any], dict[str, Any]]:
     """``evaluate(pipeline, ctx)``: ``num`` clips from held-out captions, their detector accuracies, a GIF grid.
 
     ``pipeline``: a video pipeline around the in-training weights; ``ctx``: anything with an
-    ``out_dir`` (the trainer's ``SampleContext``). See :func:`score_prompt_following`.
+    ``out_dir`` (the trainer's ``SampleContext``). See :func:`score_prompt_following`. ``colours``: those
+    of the prompts, and the detector's palette when it holds the six of :data:`COLOURS` (else those six
+    and ``colours``), so a model taught a new colour is read with every colour it may draw.
     """
-    items = eval_items(num, num_frames, size)
+    items = eval_items(num, num_frames, size, colours=colours)
+    palette = tuple(COLOURS) + tuple(c for c in colours if c not in COLOURS)
     settings = {
         "num_frames": num_frames, "height": size, "width": size, "steps": steps, "sampler": sampler,
         "guidance_scale": guidance_scale,
@@ -105,7 +122,7 @@ def periodic_eval(
 
     def evaluate(pipeline: Any, ctx: Any) -> dict[str, Any]:
         return score_prompt_following(
-            pipeline_generator(pipeline, output="frames", **settings), items, ctx.out_dir, batch_size
+            pipeline_generator(pipeline, output="frames", **settings), items, ctx.out_dir, batch_size, palette
         )
 
     return evaluate

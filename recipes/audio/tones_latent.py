@@ -17,11 +17,14 @@ for held-out captions, and the detector's pitch / contour / waveform accuracies 
     python recipes/audio/tones_latent.py --backbone unet --output-dir runs/tones_unet1d
     python recipes/audio/tones_latent.py --max-steps 200 --output-dir runs/tones_quick
     mediadiff train recipes/audio/tones_latent.py --resume
+    # LoRA: teach the shipped model the two notes above its range (README "LoRA"; benchmarks/lora.py scores it)
+    python recipes/audio/tones_latent.py --init-from tones-dit --lora-rank 16 --pitches all --items 4000 \
+        --max-steps 600 --lr 1e-3 --output-dir runs/lora_pitches
 """
 
 from __future__ import annotations
 
-from mediadiff.audio import DiT1D, Tones, UNet1D, load_autoencoder
+from mediadiff.audio import ALL_PITCHES, PITCHES, DiT1D, Tones, UNet1D, load_autoencoder
 from mediadiff.audio.autoencoder import TONES_VAE_DIR
 from mediadiff.audio.evaluate import check_tones_args, periodic_eval, training_captions
 from mediadiff.diffusion import FlowSchedule
@@ -49,6 +52,12 @@ def add_args(g) -> None:
     g.add_argument("--depth", type=int, default=6, help="DiT blocks")
     g.add_argument("--heads", type=int, default=4, help="DiT attention heads")
     g.add_argument("--autoencoder", default=str(TONES_VAE_DIR), help="audio autoencoder folder")
+    g.add_argument(
+        "--pitches",
+        choices=["base", "all"],
+        default="base",
+        help="start notes: base = C3..C5, the shipped model's range; all = also C#5 and D5 (EXTRA_PITCHES)",
+    )
     g.add_argument(
         "--text-adapter",
         default=None,
@@ -98,14 +107,17 @@ def build(args) -> Parts:
     )
     if adapter:
         install_text_adapter(backbone, adapter)
-    dataset = Tones(length=args.items, sample_rate=RATE, num_samples=SAMPLES, seed=args.data_seed)
+    pitches = ALL_PITCHES if args.pitches == "all" else PITCHES
+    dataset = Tones(
+        length=args.items, sample_rate=RATE, num_samples=SAMPLES, seed=args.data_seed, pitches=pitches
+    )
     if args.pooled_norm:
         fit_pooled_norm(backbone, text_encoder, training_captions(args.data_seed))
     return Parts(
         dataset, backbone, FlowSchedule(), "flow", data_key="audio", autoencoder=autoencoder,
         text_encoder=text_encoder, t_sampler=args.t_sampler,
         pipeline_defaults={"num_samples": SAMPLES, "sample_rate": RATE, "guidance_scale": args.guidance},
-        evaluate=periodic_eval(num_samples=SAMPLES, num=args.eval_num, guidance_scale=args.guidance),
+        evaluate=periodic_eval(num_samples=SAMPLES, num=args.eval_num, guidance_scale=args.guidance, pitches=pitches),
     )  # fmt: skip
 
 
@@ -116,6 +128,7 @@ def extra(args) -> dict:
         "backbone": args.backbone, "patch": args.patch, "width": args.width, "depth": args.depth, "heads": args.heads,
         "t_sampler": args.t_sampler, "pooled_norm": args.pooled_norm, "context_pool": args.context_pool,
         "text_adapter": args.text_adapter, "autoencoder": args.autoencoder, "text_encoder": args.text_encoder,
+        "pitches": args.pitches,
     }  # fmt: skip
 
 

@@ -16,6 +16,9 @@ analytic detector's colour/shape/direction accuracies go to ``metrics.jsonl``.
     mediadiff train recipes/video/shapes_dit.py --resume
     python recipes/video/shapes_dit.py --export mediadiff/weights/t2v_shapes_dit   # newest checkpoint -> pipeline
     python recipes/video/shapes_dit.py --dry-run --memory-gb 8
+    # LoRA: teach the shipped model two colours it never saw (README "LoRA"; benchmarks/lora.py scores it)
+    python recipes/video/shapes_dit.py --init-from shapes-dit --lora-rank 16 --colours all --items 4000 \
+        --max-steps 600 --lr 1e-3 --output-dir runs/lora_colours
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from mediadiff.train.text import (
     install_text_adapter,
     load_text_adapter,
 )
-from mediadiff.video import SHAPES_VAE_DIR, DiT, Shapes, load_autoencoder
+from mediadiff.video import ALL_COLOURS, COLOURS, SHAPES_VAE_DIR, DiT, Shapes, load_autoencoder
 from mediadiff.video.shapes_eval import check_shapes_args, periodic_eval, training_captions
 
 FRAMES, SIZE = 17, 64
@@ -45,6 +48,14 @@ def add_args(g) -> None:
     g.add_argument("--depth", type=int, default=6, help="DiT blocks")
     g.add_argument("--heads", type=int, default=4, help="attention heads")
     g.add_argument("--autoencoder", default=str(SHAPES_VAE_DIR), help="video autoencoder folder")
+    g.add_argument(
+        "--colours",
+        nargs="+",
+        default=list(COLOURS),
+        choices=[*ALL_COLOURS, "all"],
+        metavar="COLOUR",
+        help=f"object colours of the clips (default the six the shipped model knows; 'all': {', '.join(ALL_COLOURS)})",
+    )
     g.add_argument(
         "--text-adapter",
         default=None,
@@ -72,15 +83,23 @@ def build(args) -> Parts:
     )
     if adapter:
         install_text_adapter(backbone, adapter)
-    dataset = Shapes(length=args.items, num_frames=FRAMES, size=SIZE, seed=args.data_seed)
+    colours = colour_set(args)
+    dataset = Shapes(length=args.items, num_frames=FRAMES, size=SIZE, seed=args.data_seed, colours=colours)
     if args.pooled_norm:
         fit_pooled_norm(backbone, text_encoder, training_captions(args.data_seed))
     return Parts(
         dataset, backbone, FlowSchedule(), "flow", data_key="video", autoencoder=autoencoder,
         text_encoder=text_encoder, t_sampler=args.t_sampler,
         pipeline_defaults={"num_frames": FRAMES, "height": SIZE, "width": SIZE, "guidance_scale": args.guidance},
-        evaluate=periodic_eval(num_frames=FRAMES, size=SIZE, num=args.eval_num, guidance_scale=args.guidance),
+        evaluate=periodic_eval(
+            num_frames=FRAMES, size=SIZE, num=args.eval_num, guidance_scale=args.guidance, colours=colours
+        ),
     )  # fmt: skip
+
+
+def colour_set(args) -> tuple[str, ...]:
+    """The ``--colours`` asked for, ``all`` standing for every colour Shapes can draw."""
+    return ALL_COLOURS if "all" in args.colours else tuple(dict.fromkeys(args.colours))
 
 
 def extra(args) -> dict:
@@ -94,6 +113,7 @@ def extra(args) -> dict:
         "context_pool": args.context_pool,
         "text_adapter": args.text_adapter,
         "size": SIZE,
+        "colours": list(colour_set(args)),
         "width": args.width,
         "depth": args.depth,
         "heads": args.heads,
