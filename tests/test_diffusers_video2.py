@@ -461,3 +461,35 @@ def test_sdvideo_set_alpha_to_one_false_is_one_renoising_step(tmp_path_factory):
     renoised = math.sqrt(ab0) * x0 + math.sqrt(1 - ab0) * eps
     assert rel(renoised, ref)[1] < TOL, rel(renoised, ref)
     assert rel(z, ref)[0] > 1e-2  # the difference is real (measured 3.6e-2 max-abs), and it is this step
+
+
+def test_ltx_generate_and_command(ltx_folder, ltx_pipe, tmp_path, capsys):
+    """``VideoPipeline.generate`` on the LTX folder gives LTXPipeline's frames as uint8 (at most one
+    level apart: rounding), and ``mediadiff generate video PROMPT --model FOLDER`` writes a clip of the
+    asked size with the folder's sampler (Euler)."""
+    import numpy as np
+
+    from mediadiff.cli import main
+    from mediadiff.video.io import read_video
+
+    pipe = VideoPipeline.from_pretrained(ltx_folder)  # a model_index.json folder goes to from_diffusers
+    out = pipe.generate(PROMPT, seed=3, steps=2, guidance_scale=3.0, **LTX_SIZE)
+    c, f, h, w = ltx_latent(ltx_pipe)
+    ref = ltx_pipe(
+        prompt=PROMPT,
+        num_inference_steps=2,
+        guidance_scale=3.0,
+        latents=ltx_pipe._pack_latents(seed_noise((c, f, h, w), seed=3), 1, 1),
+        max_sequence_length=LTX_TEXT,
+        output_type="np",
+        **LTX_SIZE,
+    ).frames  # [1 f h w 3] in [0, 1]
+    assert np.abs(out.frames.astype(np.float64) - ref * 255).max() <= 1.0
+
+    clip = tmp_path / "ltx.mp4"
+    argv = ["generate", "video", PROMPT, "--model", str(ltx_folder), "-o", str(clip)]
+    argv += ["--steps", "2", "--num-frames", "9", "--size", "32x32", "--seed", "1"]
+    assert main(argv) == 0, capsys.readouterr().err
+    frames = read_video(clip)  # [f h w 3] uint8, read back from the file
+    assert frames.shape == (9, 32, 32, 3) and frames.dtype == np.uint8
+    assert "euler 2 steps" in capsys.readouterr().out
