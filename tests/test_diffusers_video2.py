@@ -38,7 +38,7 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
 # ---------------------------------------------------------------------------------- tiny parts
 
 
-def build_ltx(folder) -> None:
+def build_ltx(folder, timestep_conditioning: bool = False) -> None:
     """Tiny LTXPipeline (1-layer transformer, 4x spatial / 4x temporal VAE, non-trivial latent stats,
     dynamic shifting) saved to ``folder``."""
     from diffusers import (
@@ -75,7 +75,7 @@ def build_ltx(folder) -> None:
         decoder_inject_noise=(False,) * 5,
         upsample_residual=(False,) * 4,
         upsample_factor=(1,) * 4,
-        timestep_conditioning=False,
+        timestep_conditioning=timestep_conditioning,
         patch_size=1,
         patch_size_t=1,
         encoder_causal=True,
@@ -493,3 +493,30 @@ def test_ltx_generate_and_command(ltx_folder, ltx_pipe, tmp_path, capsys):
     frames = read_video(clip)  # [f h w 3] uint8, read back from the file
     assert frames.shape == (9, 32, 32, 3) and frames.dtype == np.uint8
     assert "euler 2 steps" in capsys.readouterr().out
+
+
+def test_ltx_timestep_conditioned_vae(tmp_path_factory):
+    """A VAE with ``timestep_conditioning`` (LTX-Video 0.9.1 on) decodes at LTXPipeline's default
+    ``decode_timestep`` 0 with no noise blended in: from_diffusers' frames == LTXPipeline's. Measured
+    6e-7 relative; tolerance 1e-5. (LTXPipeline's optional decode noise, ``decode_noise_scale`` > 0,
+    draws fresh noise and is not reproduced.)"""
+    from diffusers import LTXPipeline
+
+    folder = tmp_path_factory.mktemp("ltx_tc")
+    build_ltx(folder, timestep_conditioning=True)
+    ref_pipe = LTXPipeline.from_pretrained(folder)
+    ref_pipe.set_progress_bar_config(disable=True)
+    assert ref_pipe.vae.config.timestep_conditioning
+    pipe = VideoPipeline.from_diffusers(folder)
+    _, frames = ours_latents_and_frames(pipe, PROMPT, steps=2, guidance_scale=3.0, **LTX_SIZE)
+    c, f, h, w = ltx_latent(ref_pipe)
+    ref_frames = ref_pipe(
+        prompt=PROMPT,
+        num_inference_steps=2,
+        guidance_scale=3.0,
+        latents=ref_pipe._pack_latents(seed_noise((c, f, h, w)), 1, 1),
+        max_sequence_length=LTX_TEXT,
+        output_type="pt",
+        **LTX_SIZE,
+    ).frames  # [1 f 3 h w] in [0, 1]
+    assert rel(frames, ref_frames)[1] < TOL, rel(frames, ref_frames)
