@@ -15,7 +15,13 @@ A folder that diffusers' ``LTXPipeline`` reads (``model_index.json`` naming an
   ``(max_image_seq_len, max_shift)``), and the scheduler's exponential time shift
   ``exp(mu) / (exp(mu) + (1 / t - 1))`` is Esser et al. 2024, Eq. 23 with ``shift = exp(mu)``: so
   :class:`~mediadiff.diffusion.FlowSchedule` ``(shift=exp(mu))`` and its ``linspace`` grid are the
-  same steps, for the latent size the pipeline's default settings give.
+  same steps. As ``mu`` follows the latent size asked for, the grid is a rule (:class:`LTXGrid`,
+  with the scheduler's ``shift_terminal`` stretch) that the pipeline completes with the latent shape;
+- the text: T5 over 128 tokens (LTXPipeline's ``max_sequence_length``), run with no attention mask,
+  the mask then given to the transformer's cross-attention.
+
+Not reproduced: LTXPipeline's optional decode noise (``decode_noise_scale > 0`` draws fresh noise before
+a timestep-conditioned VAE decodes; its default is none).
 """
 
 from __future__ import annotations
