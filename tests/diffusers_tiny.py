@@ -21,8 +21,8 @@ PROMPT = "a red circle moving right"
 NEGATIVE = "a blue square"
 
 
-def t5_tokenizer():
-    """A T5 tokenizer (Unigram over :data:`WORDS`, Metaspace pre-tokenizer), ``model_max_length`` 512."""
+def t5_tokenizer(model_max_length: int = 512):
+    """A T5 tokenizer (Unigram over :data:`WORDS`, Metaspace pre-tokenizer)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import T5TokenizerFast
 
@@ -39,7 +39,7 @@ def t5_tokenizer():
         pad_token="<pad>",
         unk_token="<unk>",
         extra_ids=0,
-        model_max_length=512,
+        model_max_length=model_max_length,
     )
 
 

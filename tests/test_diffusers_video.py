@@ -21,7 +21,7 @@ import torch
 from mediadiff.diffusion import randn
 from mediadiff.pipelines.video import VideoPipeline
 
-from .diffusers_tiny import NEGATIVE, PROMPT, rel_err, t5_tokenizer, tiny_t5
+from .diffusers_tiny import NEGATIVE, PROMPT, rel_err, t5_tokenizer, tiny_t5, tiny_umt5
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -190,6 +190,113 @@ def test_cogvideox_generate_command(cogvideox_folders, tmp_path, capsys):
     frames = read_video(out)  # [f h w 3] uint8, decoded back from the file
     assert frames.shape == (9, 16, 16, 3) and frames.dtype == np.uint8
     assert "ddim 2 steps" in capsys.readouterr().out
+
+
+# Wan: 9 frames of 16x16 -> latents [1 4 3 2 2] (patch 1x2x2: 3 x 1 x 1 tokens), 6 steps, guidance 5.
+WAN = {"num_frames": 9, "height": 16, "width": 16, "steps": 6, "guidance_scale": 5.0}
+WAN_TOL = {"latents": 2e-5, "frames": 2e-5}  # relative to the max |value|; measured: see the test ids
+
+
+def build_wan(folder, scheduler_name: str):
+    """A tiny random WanPipeline (1 layer, 2 heads of 12, UMT5 of width 16, 16 text tokens) saved to ``folder``."""
+    from diffusers import (
+        AutoencoderKLWan,
+        FlowMatchEulerDiscreteScheduler,
+        UniPCMultistepScheduler,
+        WanPipeline,
+        WanTransformer3DModel,
+    )
+
+    tokenizer = t5_tokenizer(model_max_length=16)  # Wan's tokenizer is UMT5's, a T5 Unigram tokenizer
+    text_encoder = tiny_umt5(len(tokenizer))
+    torch.manual_seed(0)
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,  # RoPE splits it 4 / 4 / 4 over (f, h, w)
+        in_channels=4,
+        out_channels=4,
+        text_dim=16,
+        freq_dim=16,
+        ffn_dim=32,
+        num_layers=1,
+        rope_max_seq_len=32,
+    )
+    vae = AutoencoderKLWan(
+        base_dim=4,
+        z_dim=4,
+        dim_mult=[1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[True, True],
+        latents_mean=[0.1, -0.2, 0.3, 0.0],
+        latents_std=[1.5, 0.8, 2.0, 1.1],
+        scale_factor_spatial=4,
+    )
+    if scheduler_name == "unipc":  # the released Wan 2.1 scheduler
+        scheduler = UniPCMultistepScheduler(
+            prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000, flow_shift=3.0
+        )
+    else:
+        scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    pipe = WanPipeline(
+        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
+    )
+    pipe.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def wan_folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wan")
+    return {name: build_wan(root / name, name) for name in ("unipc", "flow_match")}
+
+
+def run_both_wan(folder):
+    """(ours, diffusers') latents [1 c f h w] and frames [1 3 f h w] in [0, 1] for WAN."""
+    from diffusers import WanPipeline
+
+    ours = VideoPipeline.from_diffusers(folder)
+    sizes = {k: WAN[k] for k in ("num_frames", "height", "width", "steps", "guidance_scale")}
+    settings, _ = ours.prepare_edit(**sizes)
+    _, seeds, cond, uncond = ours.prepare(PROMPT, NEGATIVE, SEED, 1)
+    z = ours.sample_latents(settings, cond, uncond, seeds)  # [1 c f h w]
+    frames = (ours.autoencoder.decode(z) / 2 + 0.5).clamp(0, 1)  # [1 3 f h w]
+
+    ref_pipe = WanPipeline.from_pretrained(folder, dtype=torch.float32)
+    ref_pipe.set_progress_bar_config(disable=True)
+    noise = randn((1, *ours.latent_shape(settings)), [torch.Generator().manual_seed(SEED)])  # [1 c f h w]
+    call = dict(
+        prompt=PROMPT,
+        negative_prompt=NEGATIVE,
+        num_frames=WAN["num_frames"],
+        height=WAN["height"],
+        width=WAN["width"],
+        num_inference_steps=WAN["steps"],
+        guidance_scale=WAN["guidance_scale"],
+        latents=noise,
+        max_sequence_length=16,
+    )
+    ref_z = ref_pipe(**call, output_type="latent").frames  # [1 c f h w]
+    ref_frames = ref_pipe(**call, output_type="pt").frames.permute(0, 2, 1, 3, 4)  # [1 3 f h w]
+    return (z, frames), (ref_z, ref_frames), ours
+
+
+@pytest.mark.parametrize("scheduler", ["unipc", "flow_match"])
+def test_wan_matches_diffusers_pipeline(wan_folders, scheduler):
+    """WanPipeline and VideoPipeline.from_diffusers on one folder: UniPC (bh2, order 2, flow sigmas,
+    shift 3) or flow-matching Euler (shift 3), 6 steps, CFG 5 with a negative prompt; same latents and
+    decoded frames."""
+    (z, frames), (ref_z, ref_frames), ours = run_both_wan(wan_folders[scheduler])
+    assert z.shape == ref_z.shape == (1, 4, 3, 4, 4)
+    assert frames.shape == ref_frames.shape == (1, 3, 9, 16, 16)
+    abs_z, rel_z = rel_err(z, ref_z)
+    abs_f, rel_f = rel_err(frames, ref_frames)
+    print(f"wan {scheduler}: latents max-abs {abs_z:.2e} rel {rel_z:.2e}; frames {abs_f:.2e} rel {rel_f:.2e}")
+    assert rel_z < WAN_TOL["latents"], (abs_z, rel_z)
+    assert rel_f < WAN_TOL["frames"], (abs_f, rel_f)
+    assert ref_z.abs().max() > 0.1
+    assert ours.prediction == "flow" and ours.schedule.shift == 3.0
+    assert ours.defaults["sampler"] == {"unipc": "unipc", "flow_match": "euler"}[scheduler]
 
 
 def test_unsupported_diffusers_folder_is_refused(tmp_path):

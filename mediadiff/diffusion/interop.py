@@ -97,7 +97,10 @@ class SchedulerSettings:
     schedule: the noise schedule; prediction: ``eps | v | x0 | flow``; sampler: a name in
     :data:`~mediadiff.diffusion.samplers.SAMPLERS`; sampler_options: extra keyword arguments of
     :func:`~mediadiff.diffusion.samplers.sample` (``timesteps``: a :class:`DiffusersGrid`; solver
-    options such as ``order``, ``variant``, ``eta``); notes: known differences from the diffusers loop.
+    options such as ``order``, ``variant``, ``eta``); integer_timesteps: the scheduler casts the timesteps
+    it hands the model to int64 (DDIM, UniPC, DPM-Solver), so the model sees ``floor(1000 sigma)`` on a
+    flow grid while the solver steps with the exact ``sigma``; notes: known differences from the
+    diffusers loop.
     """
 
     schedule: Schedule
@@ -105,6 +108,7 @@ class SchedulerSettings:
     sampler: str
     sampler_options: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    integer_timesteps: bool = False
 
 
 def _prediction(config: dict[str, Any], name: str, default: str = "epsilon") -> str:
@@ -167,7 +171,9 @@ def _ddim(config: dict[str, Any], name: str) -> SchedulerSettings:
         )
     grid = _vp_grid(config, name, "leading", multistep=False)
     options: dict[str, Any] = {"timesteps": grid}
-    return SchedulerSettings(schedule, _prediction(config, name), "ddim", options, notes)
+    return SchedulerSettings(
+        schedule, _prediction(config, name), "ddim", options, notes, integer_timesteps=True
+    )
 
 
 def _euler(config: dict[str, Any], name: str) -> SchedulerSettings:
@@ -221,7 +227,9 @@ def _unipc(config: dict[str, Any], name: str) -> SchedulerSettings:
     order = int(config.get("solver_order", 2))
     options = {"timesteps": grid, "order": order, "variant": config.get("solver_type", "bh2")}
     notes = [] if config.get("lower_order_final", True) else ["lower_order_final=False is not reproduced"]
-    return SchedulerSettings(schedule, _prediction(config, name), "unipc", options, notes)
+    return SchedulerSettings(
+        schedule, _prediction(config, name), "unipc", options, notes, integer_timesteps=True
+    )
 
 
 def _dpm(config: dict[str, Any], name: str) -> SchedulerSettings:
@@ -236,7 +244,7 @@ def _dpm(config: dict[str, Any], name: str) -> SchedulerSettings:
         sampler, options = "dpmpp_2m_sde", {"timesteps": grid}
     else:
         raise ValueError(f"{name}: algorithm_type {algorithm!r} with solver_order {order} is not supported")
-    return SchedulerSettings(schedule, _prediction(config, name), sampler, options)
+    return SchedulerSettings(schedule, _prediction(config, name), sampler, options, integer_timesteps=True)
 
 
 def _flow_match(config: dict[str, Any], name: str) -> SchedulerSettings:

@@ -51,8 +51,10 @@ class DiffusersBackbone(nn.Module):
 
     model: the diffusers model; context_dim / in_channels: see :class:`BackboneInfo`.
     time_scale: diffusers' timestep is ``t * time_scale``: ``num_train_timesteps`` for VP (DDPM-family)
-    models, 1000 for flow models (``sigma * 1000``). integer_timesteps: VP pipelines feed integer
-    timesteps; times within 1e-3 of an integer are rounded to it, so float32 ``k / N`` gives exactly ``k``.
+    models, 1000 for flow models (``sigma * 1000``). integer_timesteps: the scheduler hands the model int64
+    timesteps (DDIM, UniPC, DPM-Solver: :attr:`~mediadiff.diffusion.interop.SchedulerSettings.integer_timesteps`);
+    a time within 1e-3 of an integer is rounded to it (float32 ``k / N`` is exactly ``k``), any other is
+    truncated as the int64 cast does (UniPC's flow sigmas: ``937.57 -> 937``).
     """
 
     def __init__(
@@ -74,7 +76,7 @@ class DiffusersBackbone(nn.Module):
         """``t: [b]`` in [0, 1] -> diffusers' timestep ``[b]`` (float32)."""
         u = t.to(torch.float64) * self.time_scale  # [b]
         if self.integer_timesteps:
-            u = torch.where((u - u.round()).abs() < 1e-3, u.round(), u)
+            u = torch.where((u - u.round()).abs() < 1e-3, u.round(), u.floor())
         return u.float()
 
     @property

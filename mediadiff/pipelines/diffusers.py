@@ -28,6 +28,7 @@ DIFFUSERS_PIPELINES: dict[str, tuple[str, str]] = {
     "CogVideoXPipeline": ("video", "mediadiff.video.diffusers_cogvideox:components"),
     "LTXPipeline": ("video", "mediadiff.video.diffusers_ltx:components"),
     "TextToVideoSDPipeline": ("video", "mediadiff.video.diffusers_sdvideo:components"),
+    "WanPipeline": ("video", "mediadiff.video.diffusers_wan:components"),
 }
 """diffusers pipeline ``_class_name`` -> (modality, ``"module:function"`` building its components)."""
 

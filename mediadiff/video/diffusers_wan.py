@@ -1,0 +1,168 @@
+"""Wan 2.1 (Wan Team 2025, "Wan: Open and Advanced Large-Scale Video Generative Models") from a diffusers
+``WanPipeline`` folder as mediadiff parts.
+
+- :class:`WanBackbone`: ``WanTransformer3DModel`` behind ``backbone(x, t, context, context_mask)``. Wan is
+  a rectified-flow model (``x_t = (1 - t) x0 + t eps``, velocity ``eps - x0``: our ``flow`` prediction)
+  that takes the timestep ``t * num_train_timesteps`` (``sigma * 1000``) and latents ``[b c f h w]``
+  like ours. The context is the UMT5 encoding of the prompt with its mask, the padding zeroed and the
+  whole ``max_sequence_length`` (512) kept, since the transformer attends to the zero tokens too
+  (``WanPipeline._get_t5_prompt_embeds``); so ``context_mask`` is not used.
+- :class:`WanAutoencoder`: ``AutoencoderKLWan``; latents normalised per channel,
+  ``z = (raw - latents_mean) / latents_std`` (the pipeline decodes ``z * latents_std + latents_mean``);
+  ``1 + (f - 1) / scale_factor_temporal`` latent frames, ``scale_factor_spatial`` pixels per position.
+- :func:`components`: the folder as the keyword arguments of :class:`~mediadiff.pipelines.video.VideoPipeline`
+  with the scheduler it names (``UniPCMultistepScheduler`` with ``use_flow_sigmas`` and ``flow_shift``,
+  as released, or ``FlowMatchEulerDiscreteScheduler``). The two-stage Wan 2.2 folders
+  (``transformer_2``, ``boundary_ratio``, ``expand_timesteps``) are refused by name.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mediadiff.diffusion.interop import scheduler_settings
+from mediadiff.nn.diffusers import AutoencoderInfo, DiffusersAutoencoder, DiffusersBackbone
+
+__all__ = ["WanAutoencoder", "WanBackbone", "components"]
+
+FPS = 16  # Wan 2.1 generates 16 frames per second (model card)
+MAX_SEQUENCE_LENGTH = 512  # WanPipeline's default text length
+
+
+class WanBackbone(DiffusersBackbone):
+    """A ``WanTransformer3DModel`` as a mediadiff backbone over latents ``[b c f h w]`` (flow prediction)."""
+
+    def __init__(
+        self, model: torch.nn.Module, num_train_timesteps: int = 1000, integer_timesteps: bool = False
+    ) -> None:
+        cfg = model.config
+        super().__init__(
+            model,
+            context_dim=cfg.text_dim,
+            in_channels=cfg.in_channels,
+            time_scale=num_train_timesteps,
+            integer_timesteps=integer_timesteps,
+        )
+
+    def size_multiples(self) -> tuple[int, int, int]:
+        """Latent frames, height, width: multiples of the patch ``(pf, ph, pw)``."""
+        return tuple(int(p) for p in self.model.config.patch_size)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        context: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x: ``[b c f h w]``, t: ``[b]`` in [0, 1], context: ``[b l d]`` (zero-padded UMT5 tokens;
+        ``context_mask`` ignored, as in ``WanPipeline``) -> velocity ``[b c f h w]``."""
+        if context is None:
+            raise ValueError("WanBackbone needs a text context (UMT5 tokens)")
+        dtype = self.dtype
+        out = self.model(
+            hidden_states=x.to(dtype),
+            timestep=self.timestep(t).to(x.device),
+            encoder_hidden_states=context.to(dtype),
+            return_dict=False,
+        )[0]  # [b c f h w]
+        return out.to(x.dtype)
+
+
+class WanAutoencoder(DiffusersAutoencoder):
+    """An ``AutoencoderKLWan`` as a mediadiff video autoencoder: ``[b 3 f h w]`` in [-1, 1] <-> latents
+    ``[b z (f - 1) / r + 1 h / s w / s]`` normalised by ``latents_mean`` / ``latents_std``."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        cfg = model.config
+        info = AutoencoderInfo(
+            latent_channels=cfg.z_dim,
+            temporal_ratio=int(cfg.scale_factor_temporal),
+            spatial_ratio=int(cfg.scale_factor_spatial),
+        )
+        std = torch.tensor(cfg.latents_std, dtype=torch.float64)  # [z]
+        super().__init__(model, info, scale=(1 / std).tolist(), shift=list(cfg.latents_mean))
+
+    def latent_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
+        """``(b, 3, f, h, w)`` -> ``(b, z, 1 + (f - 1) / r, h / s, w / s)``; ValueError unless ``f = 1 + r k``
+        and ``s`` divides ``h`` and ``w``."""
+        b, _, f, h, w = input_shape
+        r, s = self.config.temporal_ratio, self.config.spatial_ratio
+        if f < 1 or (f - 1) % r or h % s or w % s or h < s or w < s:
+            raise ValueError(
+                f"AutoencoderKLWan takes 1 + {r}k frames and a height and width that are multiples of {s}; "
+                f"got {f} frames of {h}x{w}"
+            )
+        return (b, self.config.latent_channels, 1 + (f - 1) // r, h // s, w // s)
+
+    def encode_raw(self, x: torch.Tensor) -> torch.Tensor:
+        """The posterior mode ``[b z f' h' w']`` of ``x [b 3 f h w]``."""
+        return self.model.encode(x.to(self.model.dtype)).latent_dist.mode().float()  # [b z f' h' w']
+
+    def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(z.to(self.model.dtype)).sample.float()  # [b 3 f h w]
+
+
+def components(folder: Path, device: torch.device) -> dict[str, Any]:
+    """A ``WanPipeline`` folder -> the keyword arguments of ``VideoPipeline`` (+ ``sampler_options``).
+
+    The text encoder is the folder's UMT5 with its tokenizer, ``min(512, model_max_length)`` tokens,
+    zero-padded (``pad_mode="zeros"``). Defaults follow ``WanPipeline.__call__``: 81 frames of 480x832,
+    50 steps, guidance 5, 16 fps, and the scheduler's sampler and grid.
+    """
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+
+    from mediadiff.text import load_text_encoder
+
+    index = json.loads((folder / "model_index.json").read_text())
+    two_stage = {k: index.get(k) for k in ("transformer_2", "boundary_ratio", "expand_timesteps")}
+    used = [k for k, v in two_stage.items() if v not in (None, False, [None, None])]
+    if used:
+        raise ValueError(f"{folder}: WanPipeline with {used} (Wan 2.2) is not supported; Wan 2.1 folders are")
+    scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    settings = scheduler_settings(scheduler)
+    if settings.prediction != "flow":
+        raise ValueError(
+            f"{folder}: Wan is a flow model, but its scheduler says prediction {settings.prediction!r}"
+        )
+    transformer = WanTransformer3DModel.from_pretrained(folder / "transformer", dtype=torch.float32)
+    vae = AutoencoderKLWan.from_pretrained(folder / "vae", dtype=torch.float32)
+    # UniPC hands the model int64 timesteps (floor(1000 sigma)), flow-matching Euler float ones
+    n = int(scheduler.get("num_train_timesteps", 1000))
+    backbone = WanBackbone(transformer, n, integer_timesteps=settings.integer_timesteps)
+    autoencoder = WanAutoencoder(vae)
+    for module in (backbone, autoencoder):
+        module.to(device).eval().requires_grad_(False)
+    tokenizer_config = json.loads((folder / "tokenizer" / "tokenizer_config.json").read_text())
+    limit = tokenizer_config.get("model_max_length", MAX_SEQUENCE_LENGTH)
+    text_encoder = load_text_encoder(
+        folder / "text_encoder",
+        tokenizer=folder / "tokenizer",
+        max_length=min(MAX_SEQUENCE_LENGTH, int(limit)),
+        pad_mode="zeros",
+        device=device,
+    )
+    defaults = {
+        "num_frames": 81,
+        "height": 480,
+        "width": 832,
+        "fps": FPS,
+        "steps": 50,
+        "guidance_scale": 5.0,
+        "sampler": settings.sampler,
+    }
+    return {
+        "backbone": backbone,
+        "autoencoder": autoencoder,
+        "text_encoder": text_encoder,
+        "schedule": settings.schedule,
+        "prediction": settings.prediction,
+        "defaults": defaults,
+        "info": {"scheduler": scheduler.get("_class_name"), "notes": settings.notes},
+        "sampler_options": settings.sampler_options,
+    }
