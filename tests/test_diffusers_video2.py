@@ -337,12 +337,14 @@ def ours_latents_and_frames(
     return z, frames
 
 
-@pytest.mark.parametrize("shift_terminal", [None, 0.1])
-def test_ltx_grid_is_ltxpipelines_sigmas(ltx_pipe, shift_terminal):
+@pytest.mark.parametrize(
+    "shift_terminal,time_shift_type", [(None, "exponential"), (0.1, "exponential"), (0.1, "linear")]
+)
+def test_ltx_grid_is_ltxpipelines_sigmas(ltx_pipe, shift_terminal, time_shift_type):
     """LTXGrid(steps) == the sigmas LTXPipeline sets (linspace, exp(mu) shift, terminal stretch), float32 ulps."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    sc = dict(ltx_pipe.scheduler.config, shift_terminal=shift_terminal)
+    sc = dict(ltx_pipe.scheduler.config, shift_terminal=shift_terminal, time_shift_type=time_shift_type)
     scheduler = FlowMatchEulerDiscreteScheduler.from_config(sc)
     seq_len, steps = 3 * 8 * 8, 7
     mu = calculate_shift(
@@ -350,7 +352,12 @@ def test_ltx_grid_is_ltxpipelines_sigmas(ltx_pipe, shift_terminal):
     )
     scheduler.set_timesteps(sigmas=[1 - i / steps for i in range(steps)], mu=mu)
     grid = LTXGrid(
-        sc["base_image_seq_len"], sc["max_image_seq_len"], sc["base_shift"], sc["max_shift"], shift_terminal
+        sc["base_image_seq_len"],
+        sc["max_image_seq_len"],
+        sc["base_shift"],
+        sc["max_shift"],
+        shift_terminal,
+        time_shift_type,
     )
     ours = grid.for_latent((8, 3, 8, 8))(steps)
     assert ours == pytest.approx(scheduler.sigmas[:-1].tolist(), abs=2e-7)

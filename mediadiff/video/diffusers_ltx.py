@@ -166,7 +166,8 @@ class LTXGrid:
     (the scheduler's exponential time shift ``e^mu / (e^mu + 1 / t - 1)``, Esser et al. 2024, Eq. 23 with
     ``shift = e^mu``), then, where ``shift_terminal`` is set, stretched so the last sigma is
     ``shift_terminal``: ``1 - (1 - t) * (1 - shift_terminal) / (1 - t_last)`` (diffusers'
-    ``stretch_shift_to_terminal``). ``seq_len`` is the latent ``f' h' w'``; a pipeline fills it in
+    ``stretch_shift_to_terminal``). ``time_shift_type`` ``"linear"`` shifts by ``mu`` itself
+    (``mu / (mu + 1 / t - 1)``). ``seq_len`` is the latent ``f' h' w'``; a pipeline fills it in
     through :meth:`for_latent` (so the shift follows the size asked for, as in LTXPipeline).
     """
 
@@ -175,13 +176,19 @@ class LTXGrid:
     base_shift: float = 0.5
     max_shift: float = 1.15
     shift_terminal: float | None = None
+    time_shift_type: str = "exponential"
     seq_len: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.time_shift_type not in ("exponential", "linear"):
+            raise ValueError(
+                f"time_shift_type must be 'exponential' or 'linear', got {self.time_shift_type!r}"
+            )
+
     def shift(self, seq_len: int) -> float:
-        """The time shift ``exp(mu)`` at ``seq_len`` latent positions."""
-        return math.exp(
-            calculate_shift(seq_len, self.base_seq_len, self.max_seq_len, self.base_shift, self.max_shift)
-        )
+        """The time shift at ``seq_len`` latent positions: ``exp(mu)`` (or ``mu`` for the linear type)."""
+        mu = calculate_shift(seq_len, self.base_seq_len, self.max_seq_len, self.base_shift, self.max_shift)
+        return math.exp(mu) if self.time_shift_type == "exponential" else mu
 
     def for_latent(self, latent: Sequence[int]) -> LTXGrid:
         """This rule for a latent ``(c, f', h', w')``."""
@@ -249,6 +256,7 @@ def components(folder: Path, device: torch.device) -> dict[str, Any]:
         base_shift=float(sched.get("base_shift", 0.5)),
         max_shift=float(sched.get("max_shift", 1.15)),
         shift_terminal=sched.get("shift_terminal"),
+        time_shift_type=sched.get("time_shift_type", "exponential"),
     )
     transformer = LTXVideoTransformer3DModel.from_pretrained(
         folder / "transformer", torch_dtype=torch.float32
