@@ -527,3 +527,25 @@ def test_ltx_timestep_conditioned_vae(tmp_path_factory):
         **LTX_SIZE,
     ).frames  # [1 f 3 h w] in [0, 1]
     assert rel(frames, ref_frames)[1] < TOL, rel(frames, ref_frames)
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"_class_name": "DDIMScheduler"}, "only FlowMatchEulerDiscreteScheduler"),
+        ({"use_dynamic_shifting": False}, "use_dynamic_shifting=True"),
+        ({"stochastic_sampling": True}, "stochastic_sampling=True is not supported"),
+    ],
+)
+def test_ltx_unsupported_scheduler_is_refused(ltx_folder, tmp_path, change, message):
+    """A scheduler LTXPipeline's grid cannot be reproduced from is one clear error naming the folder."""
+    import json
+    import shutil
+
+    folder = tmp_path / "ltx"
+    shutil.copytree(ltx_folder, folder)
+    path = folder / "scheduler" / "scheduler_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    with pytest.raises(ValueError, match=message) as err:
+        VideoPipeline.from_diffusers(folder)
+    assert str(folder) in str(err.value)
