@@ -30,11 +30,6 @@ LTX_TEXT = 128  # LTXPipeline's max_sequence_length, which components() uses
 TOL = 1e-5  # relative to max |reference|; see the module docstring
 
 
-def rel(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
-    """(max-abs difference, the same relative to max |b|)."""
-    return rel_err(a, b)
-
-
 # ---------------------------------------------------------------------------------- tiny parts
 
 
@@ -253,8 +248,8 @@ def test_ltx_sampling_matches_ltxpipeline(ltx_pipe):
     z = sample(guided, noise, FlowSchedule(shift=math.exp(mu)), "flow", "euler", steps)
     with torch.no_grad():
         frames = (autoencoder.decode(z) / 2 + 0.5).clamp(0, 1).permute(0, 2, 1, 3, 4)  # [b f 3 h w]
-    assert rel(z, ref)[1] < 1e-5
-    assert rel(frames, ref_frames)[1] < 1e-5
+    assert rel_err(z, ref)[1] < 1e-5
+    assert rel_err(frames, ref_frames)[1] < 1e-5
 
 
 def test_ltx_autoencoder_normalises_as_the_pipeline(ltx_pipe):
@@ -313,8 +308,8 @@ def test_sdvideo_sampling_matches_pipeline(sd_folder):
     )
     with torch.no_grad():
         frames = (autoencoder.decode(z) / 2 + 0.5).clamp(0, 1).permute(0, 2, 1, 3, 4)  # [b f 3 h w]
-    assert rel(z, ref)[1] < 1e-5, rel(z, ref)
-    assert rel(frames, ref_frames)[1] < 1e-5
+    assert rel_err(z, ref)[1] < 1e-5, rel_err(z, ref)
+    assert rel_err(frames, ref_frames)[1] < 1e-5
 
 
 # ---------------------------------------------------------------------------------- end to end
@@ -382,7 +377,7 @@ def test_ltx_from_diffusers_matches_ltxpipeline(ltx_folder, ltx_pipe):
     )
     cond = pipe.encode([PROMPT])
     n = int(pm.sum())
-    assert cond["context_mask"][0].sum() == n and rel(cond["context"][0, :n], pe[0, :n])[1] < 1e-6
+    assert cond["context_mask"][0].sum() == n and rel_err(cond["context"][0, :n], pe[0, :n])[1] < 1e-6
 
     z, frames = ours_latents_and_frames(pipe, PROMPT, steps=steps, guidance_scale=3.0, **LTX_SIZE)
     noise = seed_noise((c, f, h, w))
@@ -398,8 +393,8 @@ def test_ltx_from_diffusers_matches_ltxpipeline(ltx_folder, ltx_pipe):
         ref_pipe(**kwargs, output_type="latent").frames, f, h, w, 1, 1
     )  # [1 c f h w]
     ref_frames = ref_pipe(**kwargs, output_type="pt").frames  # [1 f 3 h w] in [0, 1]
-    assert rel(z, ref)[1] < TOL, rel(z, ref)
-    assert rel(frames, ref_frames)[1] < TOL, rel(frames, ref_frames)
+    assert rel_err(z, ref)[1] < TOL, rel_err(z, ref)
+    assert rel_err(frames, ref_frames)[1] < TOL, rel_err(frames, ref_frames)
 
 
 def test_sdvideo_from_diffusers_matches_pipeline(sd_folder):
@@ -412,15 +407,15 @@ def test_sdvideo_from_diffusers_matches_pipeline(sd_folder):
     assert isinstance(pipe.backbone, SDVideoBackbone) and pipe.prediction == "eps"
     ref_pipe, steps = load_sd_pipe(sd_folder), 4
     pe, _ = ref_pipe.encode_prompt(PROMPT, "cpu", 1, False)
-    assert rel(pipe.encode([PROMPT])["context"], pe)[1] < 1e-6
+    assert rel_err(pipe.encode([PROMPT])["context"], pe)[1] < 1e-6
 
     z, frames = ours_latents_and_frames(pipe, PROMPT, steps=steps, guidance_scale=3.0, **SD_SIZE)
     noise = seed_noise(tuple(z.shape[1:]))
     kwargs = dict(prompt=PROMPT, num_inference_steps=steps, guidance_scale=3.0, latents=noise, **SD_SIZE)
     ref = ref_pipe(**kwargs, output_type="latent").frames
     ref_frames = ref_pipe(**kwargs, output_type="pt").frames
-    assert rel(z, ref)[1] < TOL, rel(z, ref)
-    assert rel(frames, ref_frames)[1] < TOL, rel(frames, ref_frames)
+    assert rel_err(z, ref)[1] < TOL, rel_err(z, ref)
+    assert rel_err(frames, ref_frames)[1] < TOL, rel_err(frames, ref_frames)
 
 
 def test_sdvideo_set_alpha_to_one_false_is_one_renoising_step(tmp_path_factory):
@@ -466,8 +461,8 @@ def test_sdvideo_set_alpha_to_one_false_is_one_renoising_step(tmp_path_factory):
     eps = (x_in - last.alpha * x0) / last.sigma
     ab0 = float(pipe.schedule.alphas_cumprod[0])
     renoised = math.sqrt(ab0) * x0 + math.sqrt(1 - ab0) * eps
-    assert rel(renoised, ref)[1] < TOL, rel(renoised, ref)
-    assert rel(z, ref)[0] > 1e-2  # the difference is real (measured 3.6e-2 max-abs), and it is this step
+    assert rel_err(renoised, ref)[1] < TOL, rel_err(renoised, ref)
+    assert rel_err(z, ref)[0] > 1e-2  # the difference is real (measured 3.6e-2 max-abs), and it is this step
 
 
 def test_ltx_generate_and_command(ltx_folder, ltx_pipe, tmp_path, capsys):
@@ -526,7 +521,7 @@ def test_ltx_timestep_conditioned_vae(tmp_path_factory):
         output_type="pt",
         **LTX_SIZE,
     ).frames  # [1 f 3 h w] in [0, 1]
-    assert rel(frames, ref_frames)[1] < TOL, rel(frames, ref_frames)
+    assert rel_err(frames, ref_frames)[1] < TOL, rel_err(frames, ref_frames)
 
 
 @pytest.mark.parametrize(
