@@ -318,3 +318,83 @@ def test_unsupported_diffusers_folder_is_refused(tmp_path):
         ValueError, match=r"'CogVideoXPipeline' \(a video pipeline\) is not a supported audio"
     ):
         AudioPipeline.from_diffusers(bad)
+
+
+# ----------------------------------------------------------------------------------------- schedulers
+
+SCHEDULERS = {
+    # id -> (diffusers scheduler class name, config, steps)
+    "ddim-leading-offset": ("DDIMScheduler", {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "steps_offset": 1, "clip_sample": False}, 10),
+    "cogvideox-ddim": ("CogVideoXDDIMScheduler", {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "prediction_type": "v_prediction", "rescale_betas_zero_snr": True, "snr_shift_scale": 3.0, "timestep_spacing": "trailing", "clip_sample": False}, 10),
+    "euler-trailing": ("EulerDiscreteScheduler", {"beta_schedule": "scaled_linear", "timestep_spacing": "trailing"}, 10),
+    "dpmpp-2m-vp": ("DPMSolverMultistepScheduler", {"beta_schedule": "scaled_linear", "timestep_spacing": "trailing", "prediction_type": "v_prediction"}, 10),
+    "dpmpp-2m-flow": ("DPMSolverMultistepScheduler", {"use_flow_sigmas": True, "flow_shift": 3.0, "prediction_type": "flow_prediction"}, 10),
+    "unipc-vp": ("UniPCMultistepScheduler", {"beta_schedule": "scaled_linear", "timestep_spacing": "trailing"}, 10),
+    "unipc-flow": ("UniPCMultistepScheduler", {"use_flow_sigmas": True, "flow_shift": 5.0, "prediction_type": "flow_prediction"}, 10),
+    "flow-match": ("FlowMatchEulerDiscreteScheduler", {"shift": 3.0}, 10),
+}  # fmt: skip
+SCHEDULER_TOL = (
+    5e-5  # max-abs on unit-variance noise; measured 1.7e-7 to 8.4e-6: diffusers keeps float32 sigma
+)
+# tables, and Euler / UniPC on the VP table step from s = 14.6 there; a wrong coefficient or start gives > 5e-4
+
+
+@pytest.mark.parametrize("case", list(SCHEDULERS))
+def test_scheduler_settings_reproduce_the_diffusers_loop(case):
+    """scheduler_settings(config) + sample() against the scheduler's own set_timesteps / step loop, with a
+    model that depends on x and on the timestep it is handed (int64 where diffusers casts it)."""
+    import diffusers as d
+
+    from mediadiff.diffusion import sample
+    from mediadiff.diffusion.interop import scheduler_settings
+    from mediadiff.nn.diffusers import DiffusersBackbone
+
+    from .test_parity import make_noise, run_diffusers
+
+    name, config, steps = SCHEDULERS[case]
+    scheduler = getattr(d, name)(**config)
+    settings = scheduler_settings(dict(scheduler.config, _class_name=name))
+    w = torch.randn(4, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 0.5
+
+    def f(x, timestep):  # in diffusers' units
+        t = torch.as_tensor(timestep, dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1))) / 1000
+        return torch.tanh(torch.einsum("ij,bj...->bi...", w, x)) * (1 + t) + 0.3 * x
+
+    clock = DiffusersBackbone(
+        torch.nn.Identity(), context_dim=1, in_channels=1, integer_timesteps=settings.integer_timesteps
+    )  # only its t -> timestep conversion
+    noise = make_noise(0)  # [2 4 3 5] float64
+    if hasattr(scheduler, "scale_model_input"):
+        ref = run_diffusers(scheduler, f, noise, steps)
+    else:  # flow matching: no input scaling
+        scheduler.set_timesteps(steps)
+        ref = noise.clone()
+        for t in scheduler.timesteps:
+            ref = scheduler.step(f(ref, t), t, ref).prev_sample
+    ours = sample(
+        lambda x, t: f(x, clock.timestep(t).double()),
+        noise,
+        settings.schedule,
+        settings.prediction,
+        settings.sampler,
+        steps,
+        **settings.sampler_options,
+    )
+    err = (ref - ours).abs().max().item()
+    print(f"{case}: max-abs {err:.2e}")
+    assert err < SCHEDULER_TOL, f"{case}: max-abs {err:.2e}"
+
+
+def test_unsupported_schedulers_are_named():
+    from mediadiff.diffusion.interop import scheduler_settings
+
+    with pytest.raises(
+        ValueError, match=r"diffusers scheduler 'LCMScheduler' is not supported; supported: \["
+    ):
+        scheduler_settings({"_class_name": "LCMScheduler"})
+    with pytest.raises(ValueError, match=r"FlowMatchEulerDiscreteScheduler: use_dynamic_shifting=True"):
+        scheduler_settings({"_class_name": "FlowMatchEulerDiscreteScheduler", "use_dynamic_shifting": True})
+    with pytest.raises(
+        ValueError, match=r"UniPCMultistepScheduler: timestep_spacing 'linspace' of a multistep"
+    ):
+        scheduler_settings({"_class_name": "UniPCMultistepScheduler"})

@@ -31,6 +31,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from .schedules import FlowSchedule, Schedule, VPSchedule, vp_timesteps
 
 __all__ = ["SUPPORTED_SCHEDULERS", "DiffusersGrid", "SchedulerSettings", "scheduler_settings"]
@@ -57,8 +59,10 @@ class DiffusersGrid:
       - ``"flow_match"``: ``FlowMatchEulerDiscreteScheduler``: ``linspace(1, shift(1 / N), steps)``,
         then shifted again (diffusers shifts its ``sigma_min`` at construction and the grid at
         ``set_timesteps``; both shifts are reproduced), Esser et al. 2024, Eq. 23;
-      - ``"flow_sigmas"``: ``use_flow_sigmas`` of UniPC / DPM-Solver: ``linspace(1, 1 / N, steps + 1)[:-1]``
-        shifted by ``shift``, the first level moved to ``1 - 1e-6`` (diffusers keeps log-SNR finite there).
+      - ``"flow_sigmas"``: ``use_flow_sigmas`` of UniPC: ``linspace(1, 1 / N, steps + 1)[:-1]`` shifted by
+        ``shift``, the first level moved to ``1 - 1e-6`` (diffusers keeps log-SNR finite there);
+      - ``"dpm_flow_sigmas"``: ``use_flow_sigmas`` of DPM-Solver: ``(1 - 1 / N) (1 - i / steps)``,
+        ``i < steps``, shifted by ``shift``.
     """
 
     kind: str
@@ -71,6 +75,12 @@ class DiffusersGrid:
         return self.shift * t / (1 + (self.shift - 1) * t)
 
     def __call__(self, steps: int) -> list[float]:
+        if self.kind == "vp":
+            return self._times(steps)
+        # diffusers keeps its flow sigmas in float32; so do these, so that both step between the same levels
+        return torch.tensor(self._times(steps), dtype=torch.float32).double().tolist()
+
+    def _times(self, steps: int) -> list[float]:
         n = self.num_train_timesteps
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
@@ -87,7 +97,11 @@ class DiffusersGrid:
             if abs(ts[0] - 1) < 1e-6:
                 ts[0] -= 1e-6
             return ts
-        raise ValueError(f"unknown grid kind {self.kind!r}; known: ['flow_match', 'flow_sigmas', 'vp']")
+        if self.kind == "dpm_flow_sigmas":
+            return [self._shift((1 - 1 / n) * (1 - i / steps)) for i in range(steps)]
+        raise ValueError(
+            f"unknown grid kind {self.kind!r}; known: ['dpm_flow_sigmas', 'flow_match', 'flow_sigmas', 'vp']"
+        )
 
 
 @dataclass
@@ -126,6 +140,13 @@ def _refuse(config: dict[str, Any], name: str, flags: dict[str, Any]) -> None:
         value = config.get(key, harmless)
         if value != harmless and not (harmless is None and value in (False, None)):
             raise ValueError(f"{name}: {key}={value!r} is not supported by mediadiff's samplers")
+
+
+def _start(grid: DiffusersGrid) -> dict[str, Any]:
+    """diffusers' flow pipelines start from unit noise whatever the first level (DPM-Solver's flow grid
+    starts at ``shift(1 - 1 / N)``, not 1): ``sample(scale_noise=False)``. VP grids start at the noise
+    scale ``sqrt(alpha^2 + sigma^2) = 1`` anyway."""
+    return {} if grid.kind == "vp" else {"scale_noise": False}
 
 
 def _vp_schedule(config: dict[str, Any], name: str, snr_shift_scale: float = 1.0) -> VPSchedule:
@@ -188,12 +209,16 @@ def _euler(config: dict[str, Any], name: str) -> SchedulerSettings:
         },
     )
     grid = _vp_grid(config, name, "linspace", multistep=False)
+    if grid.spacing == "linspace":  # fractional timesteps, sigma interpolated linearly (ours: log sigma)
+        raise ValueError(
+            f"{name}: timestep_spacing 'linspace' is not reproduced; use 'leading' or 'trailing'"
+        )
     return SchedulerSettings(
         _vp_schedule(config, name), _prediction(config, name), "euler", {"timesteps": grid}
     )
 
 
-def _flow_or_vp(config: dict[str, Any], name: str) -> tuple[Schedule, DiffusersGrid]:
+def _flow_or_vp(config: dict[str, Any], name: str, flow_kind: str) -> tuple[Schedule, DiffusersGrid]:
     """Schedule and grid of a multistep solver: flow sigmas (``use_flow_sigmas``) or a VP table."""
     _refuse(
         config,
@@ -214,7 +239,7 @@ def _flow_or_vp(config: dict[str, Any], name: str) -> tuple[Schedule, DiffusersG
     n = int(config.get("num_train_timesteps", 1000))
     if config.get("use_flow_sigmas", False):
         shift = float(config.get("flow_shift", 1.0))
-        return FlowSchedule(shift=shift), DiffusersGrid("flow_sigmas", n, shift=shift)
+        return FlowSchedule(shift=shift), DiffusersGrid(flow_kind, n, shift=shift)
     return _vp_schedule(config, name), _vp_grid(config, name, "linspace", multistep=True)
 
 
@@ -223,9 +248,9 @@ def _unipc(config: dict[str, Any], name: str) -> SchedulerSettings:
         raise ValueError(f"{name}: predict_x0=False (noise-prediction UniPC) is not supported")
     if config.get("disable_corrector"):
         raise ValueError(f"{name}: disable_corrector is not supported")
-    schedule, grid = _flow_or_vp(config, name)
+    schedule, grid = _flow_or_vp(config, name, "flow_sigmas")
     order = int(config.get("solver_order", 2))
-    options = {"timesteps": grid, "order": order, "variant": config.get("solver_type", "bh2")}
+    options = {"timesteps": grid, **_start(grid), "order": order, "variant": config.get("solver_type", "bh2")}
     notes = [] if config.get("lower_order_final", True) else ["lower_order_final=False is not reproduced"]
     return SchedulerSettings(
         schedule, _prediction(config, name), "unipc", options, notes, integer_timesteps=True
@@ -233,15 +258,15 @@ def _unipc(config: dict[str, Any], name: str) -> SchedulerSettings:
 
 
 def _dpm(config: dict[str, Any], name: str) -> SchedulerSettings:
-    schedule, grid = _flow_or_vp(config, name)
+    schedule, grid = _flow_or_vp(config, name, "dpm_flow_sigmas")
     algorithm = config.get("algorithm_type", "dpmsolver++")
     order = int(config.get("solver_order", 2))
     if algorithm == "dpmsolver++" and order == 2:
-        sampler, options = "dpmpp_2m", {"timesteps": grid}
+        sampler, options = "dpmpp_2m", {"timesteps": grid, **_start(grid)}
     elif algorithm == "dpmsolver++" and order == 3:
-        sampler, options = "dpmpp_3m_sde", {"timesteps": grid, "eta": 0.0}
+        sampler, options = "dpmpp_3m_sde", {"timesteps": grid, **_start(grid), "eta": 0.0}
     elif algorithm == "sde-dpmsolver++" and order == 2:
-        sampler, options = "dpmpp_2m_sde", {"timesteps": grid}
+        sampler, options = "dpmpp_2m_sde", {"timesteps": grid, **_start(grid)}
     else:
         raise ValueError(f"{name}: algorithm_type {algorithm!r} with solver_order {order} is not supported")
     return SchedulerSettings(schedule, _prediction(config, name), sampler, options, integer_timesteps=True)
@@ -265,7 +290,7 @@ def _flow_match(config: dict[str, Any], name: str) -> SchedulerSettings:
     if not math.isfinite(shift) or shift <= 0:
         raise ValueError(f"{name}: shift must be > 0, got {shift}")
     grid = DiffusersGrid("flow_match", int(config.get("num_train_timesteps", 1000)), shift=shift)
-    return SchedulerSettings(FlowSchedule(shift=shift), "flow", "euler", {"timesteps": grid})
+    return SchedulerSettings(FlowSchedule(shift=shift), "flow", "euler", {"timesteps": grid, **_start(grid)})
 
 
 _READERS = {

@@ -617,6 +617,7 @@ def sample(
     strength: float = 1.0,
     known: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
+    scale_noise: bool = True,
     **options: Any,
 ) -> torch.Tensor:
     """Draw samples by integrating from ``noise`` down to clean data.
@@ -624,7 +625,8 @@ def sample(
     model: ``model(x, t, **cond) -> prediction`` with ``x`` in the schedule's scaling and ``t: [b]``
         in [0, 1]; prediction: ``eps | x0 | v | flow``.
     noise: ``[b ...]`` standard normal (any rank); it is scaled by ``sqrt(alpha^2 + sigma^2)`` at the
-        first level, the marginal standard deviation for unit-variance data.
+        first level, the marginal standard deviation for unit-variance data (``scale_noise=False``: taken
+        as it is, as diffusers' flow pipelines take unit noise at a first level just below pure noise).
     sampler: a name in :data:`SAMPLERS`; ``options`` go to it (``eta``, ``s_noise``, ``order``, ...), and
         one it does not take (its :attr:`SamplerSpec.options`) is a ``ValueError``.
     steps / spacing: the schedule's grid (:meth:`Schedule.grid`) of that spacing; without a spacing,
@@ -675,8 +677,10 @@ def sample(
     denoiser = make_denoiser(model, prediction, cond)
     if init is not None:
         x = noised(init.to(noise.dtype), noise, levels[0])  # [b ...]
-    else:
+    elif scale_noise:
         x = noise * math.sqrt(levels[0].alpha ** 2 + levels[0].sigma ** 2)
+    else:
+        x = noise.clone()
     if known is not None:
         known = known.to(noise.dtype)
         x = torch.where(mask, noised(known, noise, levels[0]), x)  # [b ...] known entries start on their path

@@ -302,7 +302,7 @@ class DiffusionPipeline:
         self.text_encoder_ref = None if text_encoder_ref is None else str(text_encoder_ref)
         self.info: dict[str, Any] = dict(info or {})
         self.autocast: bool | None = None
-        # extra sample() arguments: a grid rule (timesteps / spacing) for every sampler, solver options for
+        # extra sample() arguments: a grid rule (timesteps / spacing, scale_noise) for every sampler, solver options for
         # the default sampler only (a diffusers scheduler read by mediadiff.diffusion.interop)
         self.sampler_options: dict[str, Any] = {}
         self.lora: Path | None = None  # the LoRA file loaded into the backbone (load_lora)
@@ -543,7 +543,7 @@ class DiffusionPipeline:
         options = {
             k: v
             for k, v in self.sampler_options.items()
-            if k in ("timesteps", "spacing") or settings["sampler"] == self.defaults["sampler"]
+            if k in ("timesteps", "spacing", "scale_noise") or settings["sampler"] == self.defaults["sampler"]
         }
         if hasattr(options.get("timesteps"), "for_latent"):
             options["timesteps"] = options["timesteps"].for_latent(tuple(latent))
