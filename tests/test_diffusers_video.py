@@ -299,6 +299,26 @@ def test_wan_matches_diffusers_pipeline(wan_folders, scheduler):
     assert ours.defaults["sampler"] == {"unipc": "unipc", "flow_match": "euler"}[scheduler]
 
 
+def test_diffusers_pipeline_saves_as_a_diffusers_folder(wan_folders, tmp_path):
+    """save_pretrained of a pipeline built from a diffusers folder writes a diffusers folder again (the
+    models it holds, the other components copied, mediadiff's defaults beside them): it reloads to the
+    same samples, and diffusers reads it."""
+    from diffusers import WanPipeline
+
+    pipe = VideoPipeline.from_diffusers(wan_folders["unipc"])
+    pipe.defaults.update(num_frames=9, height=16, width=16, steps=3, fps=12)
+    with torch.no_grad():  # a changed weight must travel (as after fine-tuning or merging a LoRA)
+        pipe.backbone.model.proj_out.bias.add_(0.5)
+    out = pipe.save_pretrained(tmp_path / "saved")
+    again = VideoPipeline.from_pretrained(out)
+    assert again.defaults == pipe.defaults and again.sampler_options == pipe.sampler_options
+    a = pipe(PROMPT, seed=1).frames
+    b = again(PROMPT, seed=1).frames
+    assert np.array_equal(a, b)
+    ref = WanPipeline.from_pretrained(out, dtype=torch.float32)
+    assert torch.equal(ref.transformer.proj_out.bias, pipe.backbone.model.proj_out.bias)
+
+
 def test_unsupported_diffusers_folder_is_refused(tmp_path):
     bad = tmp_path / "flux"
     bad.mkdir()

@@ -732,6 +732,10 @@ class DiffusionPipeline:
         """
         folder = Path(folder).expanduser()
         storage = self._storage_dtype(dtype)
+        if "diffusers" in self.info:  # built from a diffusers folder: written back as one
+            from .diffusers import save_diffusers
+
+            return save_diffusers(self, folder, storage)
         ref, source = self._text_encoder_source()
         with staged_dir(folder) as tmp:
             backbone = self.backbone

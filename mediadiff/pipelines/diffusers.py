@@ -22,11 +22,16 @@ import torch
 
 from .base import DIFFUSERS_INDEX, DiffusionPipeline
 
-__all__ = ["DIFFUSERS_PIPELINES", "diffusers_class", "load_diffusers"]
+__all__ = ["DIFFUSERS_PIPELINES", "MEDIADIFF_SETTINGS", "diffusers_class", "load_diffusers", "save_diffusers"]
+
+MEDIADIFF_SETTINGS = (
+    "mediadiff.json"  # mediadiff's defaults and info beside model_index.json (diffusers ignores it)
+)
 
 DIFFUSERS_PIPELINES: dict[str, tuple[str, str]] = {
     "CogVideoXPipeline": ("video", "mediadiff.video.diffusers_cogvideox:components"),
     "LTXPipeline": ("video", "mediadiff.video.diffusers_ltx:components"),
+    "StableAudioPipeline": ("audio", "mediadiff.audio.diffusers_stable_audio:components"),
     "TextToVideoSDPipeline": ("video", "mediadiff.video.diffusers_sdvideo:components"),
     "WanPipeline": ("video", "mediadiff.video.diffusers_wan:components"),
 }
@@ -62,7 +67,55 @@ def load_diffusers(cls: type[DiffusionPipeline], folder: Path, device: torch.dev
     module, function = entry[1].split(":")
     components: dict[str, Any] = getattr(importlib.import_module(module), function)(folder, device)
     sampler_options = components.pop("sampler_options", {})
-    info = {"diffusers": {"folder": str(folder.resolve()), "class": name}, **components.pop("info", {})}
+    info = {**components.pop("info", {})}
+    saved = folder / MEDIADIFF_SETTINGS  # written by save_diffusers: the pipeline's own defaults and info
+    if saved.is_file():
+        extra = json.loads(saved.read_text())
+        components["defaults"] = {**components.get("defaults", {}), **extra.get("defaults", {})}
+        info.update(extra.get("info", {}))
+    info["diffusers"] = {"folder": str(folder.resolve()), "class": name}
     pipe = cls(**components, info=info)
     pipe.sampler_options = dict(sampler_options)
     return pipe
+
+
+def save_diffusers(pipe: DiffusionPipeline, folder: Path, storage: torch.dtype = torch.float32) -> Path:
+    """Write a pipeline loaded by :func:`load_diffusers` back as a diffusers pipeline folder.
+
+    The backbone's and the autoencoder's diffusers models are saved into the sub-folders that
+    ``model_index.json`` names for their classes (so fine-tuned or LoRA-merged weights are kept; the
+    backbone in ``storage`` precision), every other component (text encoder, tokenizer, scheduler) is
+    copied from the source folder, and :data:`MEDIADIFF_SETTINGS` keeps the pipeline's defaults and info.
+    Both ``from_pretrained`` and diffusers' own ``DiffusionPipeline.from_pretrained`` read the result.
+    Built under a temporary name and renamed into place.
+    """
+    import copy
+    import shutil
+
+    from mediadiff.utils import atomic_write_text, staged_dir
+
+    source = Path(pipe.info["diffusers"]["folder"])
+    index = json.loads((source / DIFFUSERS_INDEX).read_text())
+    backbone = getattr(pipe.backbone, "model", None)
+    autoencoder = getattr(pipe.autoencoder, "model", None)
+    if backbone is None or autoencoder is None:
+        raise ValueError(
+            f"{type(pipe).__name__}: not built from a diffusers folder, no diffusers models to save"
+        )
+    if storage != torch.float32:
+        backbone = copy.deepcopy(backbone).to(device="cpu", dtype=storage)
+    own = {type(backbone).__name__: backbone, type(autoencoder).__name__: autoencoder}
+    with staged_dir(folder) as tmp:
+        for key, value in index.items():
+            if key.startswith("_") or not (isinstance(value, list) and len(value) == 2 and value[1]):
+                continue
+            model = own.get(value[1])
+            if model is not None:
+                model.save_pretrained(tmp / key)
+            elif (source / key).is_dir():
+                shutil.copytree(source / key, tmp / key)
+        shutil.copy2(source / DIFFUSERS_INDEX, tmp / DIFFUSERS_INDEX)
+        info = {k: v for k, v in pipe.info.items() if k != "diffusers"}
+        extra = {"defaults": pipe.defaults, "info": info}
+        atomic_write_text(tmp / MEDIADIFF_SETTINGS, json.dumps(extra, indent=2) + "\n")
+    return Path(folder)
