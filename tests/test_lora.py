@@ -304,3 +304,38 @@ def test_a_recipe_fine_tunes_a_pretrained_model_with_lora_and_exports_it_merged(
     torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
     assert not has_lora(merged) and merged.state_dict().keys() == base.state_dict().keys()
     assert (got - plain).abs().max() > 0  # the adapters changed the model
+
+
+def test_lora_trains_on_an_adapted_diffusers_backbone(tmp_path):
+    """A CogVideoX transformer from a diffusers folder, behind our backbone signature, fine-tuned by the trainer
+    with LoRA on its attention projections (diffusers' to_q / to_k / to_v / to_out.0)."""
+    from mediadiff.train import Trainer
+    from mediadiff.train.testing import MovingSquares
+    from tests.test_diffusers_video import build_cogvideox
+
+    folder = build_cogvideox(tmp_path / "cog", rotary=True)
+    pipe = VideoPipeline.from_diffusers(folder)
+    before = {k: v.clone() for k, v in pipe.backbone.state_dict().items()}
+    config = TrainConfig(
+        output_dir=str(tmp_path / "run"), max_steps=4, batch_size=2, lr=1e-2, warmup_steps=0, log_every=1,
+        checkpoint_every=100, ema_decay=0.0, mixed_precision="no", lora_rank=4,
+    )  # fmt: skip
+    trainer = Trainer(
+        pipe.backbone, pipe.schedule, MovingSquares(4, num_frames=9, size=16), config, prediction=pipe.prediction,
+        autoencoder=pipe.autoencoder, text_encoder=pipe.text_encoder,
+    )  # fmt: skip
+    trainer.fit()
+    state, _, _ = read_lora(tmp_path / "run" / LORA_NAME)
+    assert any(k.endswith("attn1.to_q.lora_A.weight") for k in state)
+    assert any("to_out.0.lora_B" in k for k in state)
+    assert any(v.abs().max() > 0 for k, v in state.items() if ".lora_B." in k)  # the adapters learned
+    model = trainer.unwrapped_model
+    for name, p in model.named_parameters():
+        if ".lora_" not in name:
+            assert torch.equal(p.detach(), before[name.replace(".base_layer", "")]), name  # the base stayed
+
+    fresh = VideoPipeline.from_diffusers(folder)
+    kw = dict(seed=0, steps=2, num_frames=9, height=16, width=16)
+    base = fresh("a red square", **kw).frames
+    fresh.load_lora(tmp_path / "run" / LORA_NAME)
+    assert not (fresh("a red square", **kw).frames == base).all()
