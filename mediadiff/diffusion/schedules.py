@@ -20,6 +20,7 @@ import torch
 
 __all__ = [
     "SCHEDULES",
+    "CosineSchedule",
     "EDMSchedule",
     "FlowSchedule",
     "Level",
@@ -453,11 +454,61 @@ class EDMSchedule(Schedule):
         return f"EDMSchedule(sigma_min={self.sigma_min:g}, sigma_max={self.sigma_max:g}, rho={self.rho:g})"
 
 
-SCHEDULES: dict[str, type[Schedule]] = {"vp": VPSchedule, "flow": FlowSchedule, "edm": EDMSchedule}
+class CosineSchedule(Schedule):
+    """Continuous cosine schedule: ``alpha = cos(pi t / 2)``, ``sigma = sin(pi t / 2)``.
+
+    The variance-preserving path of Nichol & Dhariwal 2021 (Eq. 17) without their offset, in
+    continuous time, as Salimans & Ho 2022 (v-prediction, Sec. 4) and Stable Audio (Evans et al. 2024,
+    "Stable Audio Open"; stable-audio-tools' ``v`` objective) train on. The noise level is
+    ``s = tan(pi t / 2)`` and ``t = (2 / pi) atan(s)``: exactly the ``c_noise`` time that diffusers'
+    ``CosineDPMSolverMultistepScheduler`` hands the model, and its EDM preconditioning with
+    ``sigma_data = 1`` (``c_in = 1 / sqrt(s^2 + 1) = alpha``, ``c_skip = alpha^2``, ``c_out = -sigma`` in
+    the variance-exploding frame) is v-prediction here. ``sigma_min`` / ``sigma_max`` bound the
+    Karras / exponential grids (Stable Audio Open: 0.3 and 500); ``rho`` is the Karras exponent.
+    """
+
+    default_spacing = "exponential"
+    spacings = ("karras", "exponential")
+
+    def __init__(self, sigma_min: float = 0.3, sigma_max: float = 500.0, rho: float = 7.0):
+        if not 0 < sigma_min < sigma_max < math.inf:
+            raise ValueError(f"need 0 < sigma_min < sigma_max < inf, got {sigma_min}, {sigma_max}")
+        self.sigma_min, self.sigma_max, self.rho = float(sigma_min), float(sigma_max), float(rho)
+
+    def alpha_sigma(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        u = t.to(torch.float64).clamp(0, 1) * (math.pi / 2)
+        return torch.cos(u), torch.sin(u)
+
+    def t_from_s(self, s: torch.Tensor) -> torch.Tensor:
+        return torch.atan(s.to(torch.float64)) * (2 / math.pi)  # atan(inf) = pi / 2: t = 1
+
+    def s_range(self) -> tuple[float, float]:
+        return self.sigma_min, self.sigma_max
+
+    def grid(self, steps: int, spacing: str | None = None, **kwargs) -> list[Level]:
+        kwargs.setdefault("rho", self.rho)
+        return super().grid(steps, spacing, **kwargs)
+
+    def to_config(self) -> dict:
+        return {
+            "type": "cosine",
+            "config": {"sigma_min": self.sigma_min, "sigma_max": self.sigma_max, "rho": self.rho},
+        }
+
+    def __repr__(self) -> str:
+        return f"CosineSchedule(sigma_min={self.sigma_min:g}, sigma_max={self.sigma_max:g})"
+
+
+SCHEDULES: dict[str, type[Schedule]] = {
+    "vp": VPSchedule,
+    "flow": FlowSchedule,
+    "edm": EDMSchedule,
+    "cosine": CosineSchedule,
+}
 
 
 def build_schedule(spec: dict) -> Schedule:
-    """Rebuild a schedule from ``{"type": "vp" | "flow" | "edm", "config": {...}}``."""
+    """Rebuild a schedule from ``{"type": "vp" | "flow" | "edm" | "cosine", "config": {...}}``."""
     cls = SCHEDULES.get(spec.get("type"))
     if cls is None:
         raise ValueError(f"unknown schedule {spec.get('type')!r}; known: {sorted(SCHEDULES)}")

@@ -171,6 +171,25 @@ class AudioPipeline(DiffusionPipeline):
         self.check_latent(latent, axes, sizes)
         return tuple(latent)
 
+    def sample_latents(
+        self,
+        settings: dict[str, Any],
+        cond: dict[str, torch.Tensor],
+        uncond: dict[str, torch.Tensor],
+        seeds: Sequence[int],
+        progress: bool = False,
+        edit: Any = None,
+    ) -> torch.Tensor:
+        """The base class's sampling, after a text side with timing conditioning has added the clip's
+        length to both contexts: a text encoder with ``with_duration(cond, uncond, seconds_start,
+        seconds_total) -> (cond, uncond)`` (Stable Audio's ``seconds_start`` / ``seconds_total`` tokens,
+        Evans et al. 2024, :mod:`mediadiff.audio.diffusers_stable_audio`) gets ``0`` and this call's
+        ``num_samples / sample_rate``."""
+        timed = getattr(self.text_encoder, "with_duration", None)
+        if timed is not None:
+            cond, uncond = timed(cond, uncond, 0.0, settings["num_samples"] / self.sample_rate)
+        return super().sample_latents(settings, cond, uncond, seeds, progress, edit)
+
     def decode(
         self, z: torch.Tensor, settings: dict[str, Any], prompts: list[str], seeds: list[int]
     ) -> AudioOutput:

@@ -31,6 +31,7 @@ MEDIADIFF_SETTINGS = (
 DIFFUSERS_PIPELINES: dict[str, tuple[str, str]] = {
     "CogVideoXPipeline": ("video", "mediadiff.video.diffusers_cogvideox:components"),
     "LTXPipeline": ("video", "mediadiff.video.diffusers_ltx:components"),
+    "StableAudioPipeline": ("audio", "mediadiff.audio.diffusers_stable_audio:components"),
     "TextToVideoSDPipeline": ("video", "mediadiff.video.diffusers_sdvideo:components"),
     "WanPipeline": ("video", "mediadiff.video.diffusers_wan:components"),
 }
