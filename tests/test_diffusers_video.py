@@ -28,11 +28,16 @@ diffusers = pytest.importorskip("diffusers")
 SEED = 3
 # CogVideoX: 4 trailing DDIM steps (4 divides 1000, so diffusers' prev_timestep = t - 1000 // 4 is the
 # next grid time, as ours), guidance 6, 9 frames of 16x16 -> latents [1 4 3 4 4].
-COG = {"num_frames": 9, "height": 16, "width": 16, "steps": 4, "guidance_scale": 6.0}
+COG = {"height": 16, "width": 16, "steps": 4, "guidance_scale": 6.0}
+COG_VARIANTS = {  # name -> (build_cogvideox options, frames): 1 + 4 * 2 frames -> 3 latent frames, 1 + 4 -> 2
+    "rope": ({"rotary": True}, 9),
+    "sincos": ({"rotary": False}, 9),
+    "rope-1.5": ({"rotary": True, "patch_size_t": 2}, 5),
+}
 COG_TOL = {"latents": 2e-5, "frames": 2e-5}  # relative to the max |value|; measured 1.0e-6 to 1.6e-6
 
 
-def build_cogvideox(folder, rotary: bool):
+def build_cogvideox(folder, rotary: bool, patch_size_t: int | None = None):
     """A tiny random CogVideoXPipeline (1 layer, 2 heads of 16, T5 of width 16) saved to ``folder``."""
     from diffusers import (
         AutoencoderKLCogVideoX,
@@ -59,6 +64,7 @@ def build_cogvideox(folder, rotary: bool):
         temporal_compression_ratio=4,
         max_text_seq_length=12,
         use_rotary_positional_embeddings=rotary,
+        patch_size_t=patch_size_t,  # CogVideoX 1.5: patches of 2 latent frames, "slice" RoPE grid
     )
     vae = AutoencoderKLCogVideoX(
         in_channels=3,
@@ -93,16 +99,16 @@ def build_cogvideox(folder, rotary: bool):
 @pytest.fixture(scope="module")
 def cogvideox_folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("cogvideox")
-    return {rotary: build_cogvideox(root / f"rope{int(rotary)}", rotary) for rotary in (True, False)}
+    return {name: build_cogvideox(root / name, **kw) for name, (kw, _) in COG_VARIANTS.items()}
 
 
-def run_both_cogvideox(folder):
+def run_both_cogvideox(folder, num_frames: int = 9):
     """(ours, diffusers') latents [1 c f h w] and frames [1 3 f h w] in [0, 1] for COG."""
     from diffusers import CogVideoXPipeline
 
     ours = VideoPipeline.from_diffusers(folder)
     settings, _ = ours.prepare_edit(
-        num_frames=COG["num_frames"],
+        num_frames=num_frames,
         height=COG["height"],
         width=COG["width"],
         steps=COG["steps"],
@@ -118,7 +124,7 @@ def run_both_cogvideox(folder):
     call = dict(
         prompt=PROMPT,
         negative_prompt=NEGATIVE,
-        num_frames=COG["num_frames"],
+        num_frames=num_frames,
         height=COG["height"],
         width=COG["width"],
         num_inference_steps=COG["steps"],
@@ -131,21 +137,25 @@ def run_both_cogvideox(folder):
     return (z, frames), (ref_z, ref_frames), ours
 
 
-@pytest.mark.parametrize("rotary", [True, False], ids=["rope", "sincos"])
-def test_cogvideox_matches_diffusers_pipeline(cogvideox_folders, rotary):
+@pytest.mark.parametrize("variant", list(COG_VARIANTS))
+def test_cogvideox_matches_diffusers_pipeline(cogvideox_folders, variant):
     """CogVideoXPipeline and VideoPipeline.from_diffusers on one folder: same latents after 4 DDIM steps
-    with CFG 6 and a negative prompt, and the same decoded frames."""
-    (z, frames), (ref_z, ref_frames), ours = run_both_cogvideox(cogvideox_folders[rotary])
-    assert z.shape == ref_z.shape == (1, 4, 3, 4, 4)
-    assert frames.shape == ref_frames.shape == (1, 3, 9, 16, 16)
+    with CFG 6 and a negative prompt, and the same decoded frames (3D RoPE of 1.0 and 1.5, sincos)."""
+    num_frames = COG_VARIANTS[variant][1]
+    (z, frames), (ref_z, ref_frames), ours = run_both_cogvideox(cogvideox_folders[variant], num_frames)
+    assert z.shape == ref_z.shape == (1, 4, 1 + (num_frames - 1) // 4, 4, 4)
+    # the VAE decodes an odd count F of latent frames to 1 + 4 (F - 1) frames and an even one to 4 F (its
+    # frame batching, in diffusers' pipeline alike): 1.5's even latent counts give 8 frames for 5
+    out_frames = num_frames if z.shape[2] % 2 else 4 * z.shape[2]
+    assert frames.shape == ref_frames.shape == (1, 3, out_frames, 16, 16)
     abs_z, rel_z = rel_err(z, ref_z)
     abs_f, rel_f = rel_err(frames, ref_frames)
     print(
-        f"cogvideox rotary={rotary}: latents max-abs {abs_z:.2e} rel {rel_z:.2e}; frames {abs_f:.2e} rel {rel_f:.2e}"
+        f"cogvideox {variant}: latents max-abs {abs_z:.2e} rel {rel_z:.2e}; frames {abs_f:.2e} rel {rel_f:.2e}"
     )
     assert rel_z < COG_TOL["latents"], (abs_z, rel_z)
     assert rel_f < COG_TOL["frames"], (abs_f, rel_f)
-    # the result depends on the prompt and on the guidance (so CFG was compared, not skipped)
+    # guidance 6 > 1: both sides run classifier-free guidance, so our CFG is compared too
     assert ref_z.abs().max() > 0.1
     assert ours.sampler_options["timesteps"](4) == [0.999, 0.749, 0.499, 0.249]
     assert ours.schedule.snr_shift_scale == 3.0 and ours.schedule.rescale_zero_terminal_snr
@@ -156,7 +166,7 @@ def test_cogvideox_generate_end_to_end(cogvideox_folders):
     """The public call: uint8 frames equal to diffusers' np output up to one level of rounding."""
     from diffusers import CogVideoXPipeline
 
-    folder = cogvideox_folders[True]
+    folder = cogvideox_folders["rope"]
     ours = VideoPipeline.from_pretrained(folder)  # a model_index.json folder goes through from_diffusers
     ours.autocast = False  # float32 on any CPU (auto would take bf16 on a CPU with native bf16)
     out = ours(PROMPT, num_frames=9, height=16, width=16, steps=4, guidance_scale=6.0, seed=SEED)
@@ -185,7 +195,7 @@ def test_cogvideox_generate_command(cogvideox_folders, tmp_path, capsys):
     from mediadiff.video.io import read_video
 
     out = tmp_path / "out.mp4"
-    argv = ["generate", "video", PROMPT, "--model", str(cogvideox_folders[True]), "-o", str(out)]
+    argv = ["generate", "video", PROMPT, "--model", str(cogvideox_folders["rope"]), "-o", str(out)]
     argv += ["--steps", "2", "--num-frames", "9", "--size", "16x16", "--seed", "1"]
     assert main(argv) == 0, capsys.readouterr().err
     frames = read_video(out)  # [f h w 3] uint8, decoded back from the file
@@ -298,6 +308,27 @@ def test_wan_matches_diffusers_pipeline(wan_folders, scheduler):
     assert ref_z.abs().max() > 0.1
     assert ours.prediction == "flow" and ours.schedule.shift == 3.0
     assert ours.defaults["sampler"] == {"unipc": "unipc", "flow_match": "euler"}[scheduler]
+
+
+@pytest.mark.parametrize("family", ["cogvideox", "wan"])
+def test_text_context_matches_encode_prompt(cogvideox_folders, wan_folders, family):
+    """Our context for a prompt (and for the empty negative prompt) is the pipeline's own ``encode_prompt``:
+    CogVideoX's T5 over pad tokens with no mask, Wan's cleaned prompt, masked UMT5, zero-padded."""
+    from diffusers import CogVideoXPipeline, WanPipeline
+
+    folder, cls, length = {
+        "cogvideox": (cogvideox_folders["rope"], CogVideoXPipeline, 12),
+        "wan": (wan_folders["unipc"], WanPipeline, 16),
+    }[family]
+    prompt = " a red&#32;circle  moving right "  # an HTML entity and extra spaces: Wan cleans them
+    ours = VideoPipeline.from_diffusers(folder)
+    ref = cls.from_pretrained(folder, dtype=torch.float32)
+    cond, neg = ref.encode_prompt(prompt, "", do_classifier_free_guidance=True, max_sequence_length=length)
+    mine, empty = ours.encode([prompt]), ours.encode([""])  # {"context": [1 l d], "context_mask": [1 l]}
+    assert mine["context"].shape == cond.shape == (1, length, 16) and bool(mine["context_mask"].all())
+    assert torch.allclose(mine["context"], cond, atol=1e-6) and torch.allclose(
+        empty["context"], neg, atol=1e-6
+    )
 
 
 def test_diffusers_pipeline_saves_as_a_diffusers_folder(wan_folders, tmp_path):

@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,8 @@ class TextEncoder:
     (``encode`` always returns float32 tokens); max_length: token limit per prompt, longer prompts
     are truncated (default: 77, CLIP's context, capped by the model's own limit); tokenizer: a folder
     holding the tokenizer when it is not ``path`` (diffusers' ``tokenizer/``); pad_mode: ``"mask"``,
-    ``"encoded"``, ``"encoded_masked"`` or ``"zeros"`` (see the module docstring).
+    ``"encoded"``, ``"encoded_masked"`` or ``"zeros"`` (see the module docstring); clean: applied to each
+    prompt before tokenizing (a pipeline's own prompt clean-up, e.g. Wan's ``prompt_clean``).
     """
 
     def __init__(
@@ -120,6 +122,7 @@ class TextEncoder:
         max_length: int | None = None,
         tokenizer: str | os.PathLike | None = None,
         pad_mode: str = "mask",
+        clean: Callable[[str], str] | None = None,
     ) -> None:
         from transformers import AutoModel, AutoTokenizer, CLIPTextModel, T5EncoderModel, UMT5EncoderModel
 
@@ -129,6 +132,7 @@ class TextEncoder:
         if pad_mode not in PAD_MODES:
             raise ValueError(f"TextEncoder: pad_mode must be one of {list(PAD_MODES)}, got {pad_mode!r}")
         self.pad_mode = pad_mode
+        self.clean = clean
         self.tokenizer_path = self.path if tokenizer is None else Path(tokenizer).expanduser().resolve()
         self.kind = _folder_kind(self.path)
         model_cls = {
@@ -189,6 +193,8 @@ class TextEncoder:
             )
         if self.pad_mode != "mask":
             padding = "max_length"
+        if self.clean is not None:
+            prompts = [self.clean(p) for p in prompts]
         batch = self.tokenizer(
             list(prompts),
             padding=padding,
@@ -228,6 +234,8 @@ class TextEncoder:
             )
             if self.pad_mode != "mask":
                 h.update(f"pad_mode={self.pad_mode}\n".encode())
+            if self.clean is not None:
+                h.update(f"clean={self.clean.__module__}.{self.clean.__qualname__}\n".encode())
             roots = [self.path] if self.tokenizer_path == self.path else [self.path, self.tokenizer_path]
             files = sorted(
                 (root, p)

@@ -11,6 +11,10 @@ from a diffusers ``CogVideoXPipeline`` folder as mediadiff parts.
 - :class:`CogVideoXAutoencoder`: ``AutoencoderKLCogVideoX``; latents ``z = raw * scaling_factor`` (the
   pipeline decodes ``latents / scaling_factor``), ``1 + (f - 1) / temporal_compression_ratio`` latent
   frames, ``2 ** (len(block_out_channels) - 1)`` pixels per latent position.
+- CogVideoX 1.5 (``patch_size_t``): the latent frames must be a multiple of ``patch_size_t``. For other
+  lengths ``CogVideoXPipeline`` samples extra leading latent frames and drops them before decoding;
+  that is not reproduced, so a length it would pad is refused (the default length is rounded up:
+  81 frames, 21 latent frames, become 85).
 - :func:`components`: the whole folder (transformer, VAE, T5 + tokenizer, scheduler) as the keyword
   arguments of :class:`~mediadiff.pipelines.video.VideoPipeline`, for
   :mod:`mediadiff.pipelines.diffusers`.
@@ -179,9 +183,12 @@ def components(folder: Path, device: torch.device) -> dict[str, Any]:
         pad_mode="encoded",
         device=device,
     )
-    s = autoencoder.config.spatial_ratio
+    s, r = autoencoder.config.spatial_ratio, autoencoder.config.temporal_ratio
+    latent_frames = (cfg.sample_frames - 1) // r + 1
+    if cfg.patch_size_t:  # 1.5: a whole number of frame patches (see the module docstring)
+        latent_frames = -(-latent_frames // cfg.patch_size_t) * cfg.patch_size_t
     defaults = {
-        "num_frames": cfg.sample_frames,
+        "num_frames": 1 + r * (latent_frames - 1),
         "height": cfg.sample_height * s,
         "width": cfg.sample_width * s,
         "fps": FPS,

@@ -112,10 +112,11 @@ def components(folder: Path, device: torch.device) -> dict[str, Any]:
     """A ``WanPipeline`` folder -> the keyword arguments of ``VideoPipeline`` (+ ``sampler_options``).
 
     The text encoder is the folder's UMT5 with its tokenizer, ``min(512, model_max_length)`` tokens,
-    zero-padded (``pad_mode="zeros"``). Defaults follow ``WanPipeline.__call__``: 81 frames of 480x832,
+    zero-padded (``pad_mode="zeros"``), prompts cleaned by WanPipeline's own ``prompt_clean``. Defaults follow ``WanPipeline.__call__``: 81 frames of 480x832,
     50 steps, guidance 5, 16 fps, and the scheduler's sampler and grid.
     """
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from diffusers.pipelines.wan.pipeline_wan import prompt_clean
 
     from mediadiff.text import load_text_encoder
 
@@ -145,6 +146,7 @@ def components(folder: Path, device: torch.device) -> dict[str, Any]:
         tokenizer=folder / "tokenizer",
         max_length=min(MAX_SEQUENCE_LENGTH, int(limit)),
         pad_mode="zeros",
+        clean=prompt_clean,  # ftfy (when installed), HTML unescape, whitespace, as WanPipeline does
         device=device,
     )
     defaults = {
