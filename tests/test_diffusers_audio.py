@@ -158,16 +158,17 @@ class ReplayNoise:
         return torch.stack([torch.randn(self.shape, generator=g) for g in ReplayNoise.generators])
 
 
-def run_both(folder, monkeypatch, prompts, negative):
-    """(ours, diffusers') latents [b 4 64] and waveforms [b 2 256] from the same noise."""
+def run_both(folder, monkeypatch, prompts, negative, seconds=None):
+    """(ours, diffusers') latents [b 4 64] and waveforms [b 2 t] (t: 256, the window, or ``seconds``)
+    from the same noise."""
     cosine = cosine_scheduler_module()
 
     ours = AudioPipeline.from_diffusers(folder)
-    settings, _ = ours.prepare_edit(steps=STEPS, guidance_scale=GUIDANCE)
+    settings, _ = ours.prepare_edit(steps=STEPS, guidance_scale=GUIDANCE, seconds=seconds)
     _, seeds, cond, uncond = ours.prepare(prompts, negative, SEED, 1)
     start = time.perf_counter()
     z = ours.sample_latents(settings, cond, uncond, seeds)  # [b c f]
-    audio = ours.autoencoder.decode(z)  # [b 2 t]
+    audio = ours.autoencoder.decode(z)[..., : settings["num_samples"]]  # [b 2 t]
     ours_s = time.perf_counter() - start
 
     ref_pipe = load_reference(folder)
@@ -181,6 +182,7 @@ def run_both(folder, monkeypatch, prompts, negative):
     ref_audio = ref_pipe(
         prompts,
         negative_prompt=negative,
+        audio_end_in_s=seconds,
         num_inference_steps=STEPS,
         guidance_scale=GUIDANCE,
         latents=noise,  # scaled by init_noise_sigma = sqrt(sigma_max^2 + 1): our unit-variance start / alpha
@@ -194,20 +196,24 @@ def run_both(folder, monkeypatch, prompts, negative):
 
 @pytest.mark.parametrize(
     "case",
-    [(PROMPT, None), ([PROMPT, OTHER], [NEGATIVE, "a cat"])],
-    ids=["zero-uncond", "negative-prompts-batch2"],
+    [(PROMPT, None, None), ([PROMPT, OTHER], [NEGATIVE, "a cat"], None), (PROMPT, None, 0.2)],
+    ids=["zero-uncond", "negative-prompts-batch2", "0.2s-of-the-window"],
 )
 def test_stable_audio_matches_diffusers_pipeline(stable_audio_folder, monkeypatch, case):
     """StableAudioPipeline and AudioPipeline.from_diffusers on one folder, CFG 4, 6 SDE-DPM-Solver++(2M)
     steps: the same final latents (compared to diffusers' variance-exploding latents; at sigma = 0 the
-    two scalings agree) and the same decoded waveforms. Case 1: no negative prompt (diffusers' zero
-    unconditional input = our empty prompt); case 2: two prompts with a negative prompt each (T5 of the
-    negative prompt, its timing tokens included)."""
-    prompts, negative = case
-    (z, audio), (ref_z, ref_audio), ours = run_both(stable_audio_folder, monkeypatch, prompts, negative)
+    two scalings agree) and the same decoded waveforms. Cases: no negative prompt (diffusers' zero
+    unconditional input = our empty prompt); two prompts with a negative prompt each (T5 of the
+    negative prompt, its timing tokens included); a 0.2 s clip (seconds_total 0.2: the whole 0.256 s
+    window is sampled and the waveform cut to 200 samples, on both sides)."""
+    prompts, negative, seconds = case
+    (z, audio), (ref_z, ref_audio), ours = run_both(
+        stable_audio_folder, monkeypatch, prompts, negative, seconds
+    )
     b = 1 if isinstance(prompts, str) else len(prompts)
+    samples = SAMPLE_SIZE * 4 if seconds is None else round(seconds * RATE)
     assert z.shape == ref_z.shape == (b, 4, SAMPLE_SIZE)
-    assert audio.shape == ref_audio.shape == (b, 2, SAMPLE_SIZE * 4)
+    assert audio.shape == ref_audio.shape == (b, 2, samples)
     abs_z, rel_z = rel_err(z, ref_z)
     abs_a, rel_a = rel_err(audio, ref_audio)
     print(
@@ -231,6 +237,9 @@ def test_stable_audio_conditioning_reaches_the_model(stable_audio_folder, monkey
     assert (ours.sample_latents(settings, other, uncond, seeds) - base).abs().max() > 1e-3
     unguided = dict(settings, guidance_scale=1.0)
     assert (ours.sample_latents(unguided, cond, uncond, seeds) - base).abs().max() > 1e-3
+    shorter, _ = ours.prepare_edit(steps=2, guidance_scale=GUIDANCE, seconds=0.1)
+    timed = ours.sample_latents(shorter, cond, uncond, seeds)  # the same window, seconds_total 0.1
+    assert timed.shape == base.shape and (timed - base).abs().max() > 1e-3
     seen = []
     timing = ours.text_encoder.timing
     monkeypatch.setattr(
@@ -253,6 +262,18 @@ def test_stable_audio_public_call_matches(stable_audio_folder, monkeypatch):
     np.testing.assert_allclose(out.audio, audio.clamp(-1, 1).numpy(), atol=1e-6)
     assert math.isclose(out.seconds, SAMPLE_SIZE * 4 / RATE)
     assert (torch.from_numpy(out.audio) - ref_audio.clamp(-1, 1)).abs().max() < 1e-5
+
+
+def test_stable_audio_saves_as_a_diffusers_folder(stable_audio_folder, tmp_path):
+    """save_pretrained writes a diffusers folder again (projection model and scheduler copied); it loads
+    back to the same clip."""
+    ours = AudioPipeline.from_diffusers(stable_audio_folder)
+    saved = ours.save_pretrained(tmp_path / "saved")
+    assert (saved / "projection_model").is_dir() and (saved / "model_index.json").is_file()
+    again = AudioPipeline.from_pretrained(saved)
+    a = ours(PROMPT, steps=2, seed=SEED).audio
+    np.testing.assert_array_equal(again(PROMPT, steps=2, seed=SEED).audio, a)
+    assert again.defaults == ours.defaults and again.sampler_options == ours.sampler_options
 
 
 def test_stable_audio_generate_command(stable_audio_folder, tmp_path, capsys):

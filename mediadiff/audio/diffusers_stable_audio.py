@@ -29,9 +29,9 @@ number conditioners) and ``scheduler/`` (``CosineDPMSolverMultistepScheduler``).
   same distribution; the parity test feeds diffusers our noise.
 
 Stable Audio always samples its full window (``transformer.config.sample_size`` latent frames) and cuts
-the waveform to ``seconds_total``; mediadiff samples the latent frames the clip needs (the DiT is
-length-agnostic through RoPE) with the same timing tokens. For the model's own length (the default) the
-two are the same computation.
+the waveform to ``seconds_total``; so does ``AudioPipeline`` (the backbone's ``window_frames``), for any
+clip up to the window. A longer clip, which diffusers refuses, is sampled over more latent frames (the
+DiT is length-agnostic through RoPE), beyond what the model was trained on.
 """
 
 from __future__ import annotations
@@ -152,6 +152,7 @@ class StableAudioBackbone(DiffusersBackbone):
             )
         self.max_text_length = int(max_text_length)
         self.rotary_dim = int(c.attention_head_dim) // 2
+        self.window_frames = int(c.sample_size)  # AudioPipeline samples at least this window, then cuts
 
     def forward(
         self,

@@ -149,10 +149,14 @@ class AudioPipeline(DiffusionPipeline):
         return int(self.autoencoder.config.ratio)
 
     def latent_frames(self, num_samples: int) -> int:
-        """Latent frames for ``num_samples``: whole frames, rounded up to the backbone's multiple."""
+        """Latent frames for ``num_samples``: whole frames, rounded up to the backbone's multiple, and at
+        least the backbone's ``window_frames`` where it has one: a model trained on a fixed window and told
+        the clip's length by its conditioning (Stable Audio: ``seconds_total``) samples the whole window,
+        and the clip is cut from its start (:meth:`decode`)."""
         axes = len(self.autoencoder.latent_shape((1, self.channels, self.samples_per_frame))) - 2
         multiple = self.backbone_multiples(axes)[-1]
         frames = math.ceil(num_samples / self.samples_per_frame)
+        frames = max(frames, int(getattr(self.backbone, "window_frames", 0) or 0))
         return math.ceil(frames / multiple) * multiple
 
     def latent_shape(self, settings: dict[str, Any]) -> tuple[int, ...]:
