@@ -438,6 +438,55 @@ def test_scheduler_settings_reproduce_the_diffusers_loop(case):
     assert err < SCHEDULER_TOL, f"{case}: max-abs {err:.2e}"
 
 
+def test_cogvideox_dpm_scheduler_is_dpmpp_2m_sde(monkeypatch):
+    """CogVideoXDPMScheduler (CogVideoX-5b's) is SDE-DPM-Solver++(2M): with the fresh noise switched off on
+    both sides (its randn_tensor -> zeros, our s_noise 0) the deterministic parts agree step for step.
+    With noise on, the two draw different (equally distributed) noise: not compared."""
+    import diffusers.schedulers.scheduling_dpm_cogvideox as cog_dpm
+    from diffusers import CogVideoXDPMScheduler
+
+    from mediadiff.diffusion import sample
+    from mediadiff.diffusion.interop import scheduler_settings
+
+    from .test_parity import make_noise
+
+    monkeypatch.setattr(
+        cog_dpm, "randn_tensor", lambda shape, **kw: torch.zeros(shape, dtype=kw.get("dtype"))
+    )
+    config = {
+        "prediction_type": "v_prediction",
+        "rescale_betas_zero_snr": True,
+        "timestep_spacing": "trailing",
+    }
+    scheduler = CogVideoXDPMScheduler(beta_schedule="scaled_linear", clip_sample=False, **config)
+    settings = scheduler_settings(dict(scheduler.config, _class_name="CogVideoXDPMScheduler"))
+    assert settings.sampler == "dpmpp_2m_sde" and settings.schedule.snr_shift_scale == 3.0
+    w = torch.randn(4, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 0.5
+
+    def f(x, timestep):
+        return torch.tanh(torch.einsum("ij,bj...->bi...", w, x)) * (1 + timestep / 1000) + 0.3 * x
+
+    steps, noise = 10, make_noise(0)  # [2 4 3 5] float64
+    scheduler.set_timesteps(steps)
+    x, old = noise.clone(), None
+    for i, t in enumerate(scheduler.timesteps):
+        back = scheduler.timesteps[i - 1] if i > 0 else None
+        x, old = scheduler.step(f(x, float(t)), old, t, back, x, return_dict=False)
+    ours = sample(
+        lambda x, t: f(x, float(t[0]) * 1000),
+        noise,
+        settings.schedule,
+        settings.prediction,
+        settings.sampler,
+        steps,
+        s_noise=0.0,
+        **settings.sampler_options,
+    )
+    err = (x - ours).abs().max().item()
+    print(f"cogvideox-dpm (noise off): max-abs {err:.2e}")
+    assert err < SCHEDULER_TOL, f"max-abs {err:.2e}"
+
+
 def test_unsupported_schedulers_are_named():
     from mediadiff.diffusion.interop import scheduler_settings
 

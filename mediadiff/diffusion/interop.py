@@ -10,11 +10,15 @@ diffusers scheduler                  mediadiff schedule                         
 ===================================  ==========================================  ===========================
 ``DDIMScheduler``                    ``VPSchedule`` (zero-SNR rescale)           ``ddim`` (its spacing)
 ``CogVideoXDDIMScheduler``           ``VPSchedule(snr_shift_scale=...)``         ``ddim`` (its spacing)
+``CogVideoXDPMScheduler``            ``VPSchedule(snr_shift_scale=...)``         ``dpmpp_2m_sde`` (its spacing)
 ``EulerDiscreteScheduler``           ``VPSchedule``                              ``euler`` (its spacing)
 ``DPMSolverMultistepScheduler``      ``VPSchedule`` / ``FlowSchedule`` (flow)     ``dpmpp_2m`` / ``dpmpp_2m_sde``
 ``UniPCMultistepScheduler``          ``VPSchedule`` / ``FlowSchedule`` (flow)     ``unipc`` (order, bh1 / bh2)
 ``FlowMatchEulerDiscreteScheduler``  ``FlowSchedule(shift)``                     ``euler`` (diffusers' grid)
 ===================================  ==========================================  ===========================
+
+and ``CosineDPMSolverMultistepScheduler`` (Stable Audio Open) as v-prediction on ``CosineSchedule`` with
+``dpmpp_2m_sde`` over its exponential or Karras grid.
 
 The grids are diffusers' own (:class:`DiffusersGrid`, a function ``steps -> timesteps in [0, 1]`` that
 :func:`~mediadiff.diffusion.samplers.sample` takes as ``timesteps=``), so the same step count visits the
@@ -33,7 +37,7 @@ from typing import Any
 
 import torch
 
-from .schedules import FlowSchedule, Schedule, VPSchedule, vp_timesteps
+from .schedules import CosineSchedule, FlowSchedule, Schedule, VPSchedule, vp_timesteps
 
 __all__ = ["SUPPORTED_SCHEDULERS", "DiffusersGrid", "SchedulerSettings", "scheduler_settings"]
 
@@ -41,6 +45,8 @@ PREDICTION_TYPES = {"epsilon": "eps", "v_prediction": "v", "sample": "x0", "flow
 BETA_SCHEDULES = {"linear": "linear", "scaled_linear": "scaled_linear", "squaredcos_cap_v2": "cosine"}
 SUPPORTED_SCHEDULERS = (
     "CogVideoXDDIMScheduler",
+    "CosineDPMSolverMultistepScheduler",
+    "CogVideoXDPMScheduler",
     "DDIMScheduler",
     "DPMSolverMultistepScheduler",
     "EulerDiscreteScheduler",
@@ -183,7 +189,7 @@ def _vp_grid(config: dict[str, Any], name: str, default_spacing: str, multistep:
 
 def _ddim(config: dict[str, Any], name: str) -> SchedulerSettings:
     _refuse(config, name, {"thresholding": False, "clip_sample": False})
-    k = float(config.get("snr_shift_scale", 3.0)) if name == "CogVideoXDDIMScheduler" else 1.0
+    k = float(config.get("snr_shift_scale", 3.0)) if name.startswith("CogVideoX") else 1.0
     schedule = _vp_schedule(config, name, snr_shift_scale=k)
     notes = ["DDIM steps to t - N // steps: the next grid time only when steps divides N (trailing spacing)"]
     if not config.get("set_alpha_to_one", True):
@@ -192,8 +198,13 @@ def _ddim(config: dict[str, Any], name: str) -> SchedulerSettings:
         )
     grid = _vp_grid(config, name, "leading", multistep=False)
     options: dict[str, Any] = {"timesteps": grid}
+    sampler = "ddim"
+    if name == "CogVideoXDPMScheduler":
+        # SDE-DPM-Solver++(2M), midpoint form (Lu et al. 2022), on the DDIM grid: dpmpp_2m_sde with eta 1
+        sampler = "dpmpp_2m_sde"
+        notes.append("CogVideoXDPMScheduler: the same solver, but its own noise draws (frames-first layout)")
     return SchedulerSettings(
-        schedule, _prediction(config, name), "ddim", options, notes, integer_timesteps=True
+        schedule, _prediction(config, name), sampler, options, notes, integer_timesteps=True
     )
 
 
@@ -293,8 +304,47 @@ def _flow_match(config: dict[str, Any], name: str) -> SchedulerSettings:
     return SchedulerSettings(FlowSchedule(shift=shift), "flow", "euler", {"timesteps": grid, **_start(grid)})
 
 
+def _cosine_dpm(config: dict[str, Any], name: str) -> SchedulerSettings:
+    """``CosineDPMSolverMultistepScheduler`` (Stable Audio Open, Evans et al. 2024): EDM preconditioning
+    (Karras et al. 2022, Table 1) with ``sigma_data = 1``, ``c_noise = (2 / pi) atan(sigma)`` and
+    v-prediction, which is v-prediction on :class:`CosineSchedule` (see there); its second-order midpoint
+    update with fresh noise at every step is SDE-DPM-Solver++(2M) with ``eta = 1`` (Lu et al. 2022), first
+    order on the first step and on the last one to ``sigma = 0``, as ``dpmpp_2m_sde``; its exponential or
+    Karras sigma grid from ``sigma_max`` to ``sigma_min`` is the schedule's grid of that spacing."""
+    checks = {
+        "sigma_data": (1.0, "the cosine reading needs sigma_data = 1"),
+        "solver_order": (2, "only the second-order solver is reproduced"),
+        "solver_type": ("midpoint", "only the midpoint solver is reproduced"),
+        "final_sigmas_type": ("zero", "only a grid ending at sigma = 0 is reproduced"),
+        "euler_at_final": (False, "euler_at_final is not reproduced"),
+    }
+    for key, (want, why) in checks.items():
+        if config.get(key, want) != want:
+            raise ValueError(f"{name}: {key}={config[key]!r} is not supported ({why})")
+    if _prediction(config, name, "v_prediction") != "v":
+        raise ValueError(
+            f"{name}: prediction_type {config['prediction_type']!r}; only 'v_prediction' is supported"
+        )
+    spacing = config.get("sigma_schedule", "exponential")
+    if spacing not in ("exponential", "karras"):
+        raise ValueError(
+            f"{name}: sigma_schedule {spacing!r} is not supported; known: ['exponential', 'karras']"
+        )
+    schedule = CosineSchedule(
+        float(config.get("sigma_min", 0.3)),
+        float(config.get("sigma_max", 500.0)),
+        float(config.get("rho", 7.0)),
+    )
+    notes = [
+        "SDE noise: fresh Gaussian noise per step from the item's generator, not diffusers' Brownian tree"
+    ]
+    return SchedulerSettings(schedule, "v", "dpmpp_2m_sde", {"spacing": spacing}, notes)
+
+
 _READERS = {
     "CogVideoXDDIMScheduler": _ddim,
+    "CosineDPMSolverMultistepScheduler": _cosine_dpm,
+    "CogVideoXDPMScheduler": _ddim,
     "DDIMScheduler": _ddim,
     "DPMSolverMultistepScheduler": _dpm,
     "EulerDiscreteScheduler": _euler,
