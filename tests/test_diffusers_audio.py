@@ -295,10 +295,10 @@ def test_stable_audio_generate_command(stable_audio_folder, tmp_path, capsys):
 def test_cosine_scheduler_settings():
     """The scheduler config read: cosine schedule with the config's range, whose t is diffusers' c_noise,
     and whose exponential grid is diffusers' sigma grid; unsupported options are named."""
-    from mediadiff.audio.diffusers_stable_audio import cosine_dpm_settings
+    from mediadiff.diffusion.interop import scheduler_settings
 
     ref = cosine_scheduler_module().CosineDPMSolverMultistepScheduler(sigma_min=0.3, sigma_max=500.0)
-    settings = cosine_dpm_settings(dict(ref.config, _class_name="CosineDPMSolverMultistepScheduler"))
+    settings = scheduler_settings(dict(ref.config, _class_name="CosineDPMSolverMultistepScheduler"))
     ref.set_timesteps(10)
     levels = settings.schedule.grid(10, settings.sampler_options["spacing"])
     assert len(levels) == 11 and levels[-1].sigma == 0
@@ -315,7 +315,7 @@ def test_cosine_scheduler_settings():
         "prediction_type": "epsilon",
     }.items():
         with pytest.raises(ValueError, match=key if key != "prediction_type" else "epsilon"):
-            cosine_dpm_settings(
+            scheduler_settings(
                 dict(ref.config, _class_name="CosineDPMSolverMultistepScheduler", **{key: value})
             )
 

@@ -19,7 +19,7 @@ number conditioners) and ``scheduler/`` (``CosineDPMSolverMultistepScheduler``).
   and the 1-D rotary table is the pipeline's (``attention_head_dim // 2``, latent frames + 1).
 - :class:`StableAudioAutoencoder`: the Oobleck VAE, latents unscaled (the pipeline decodes them as they
   are), ``hop_length`` samples per latent frame.
-- :func:`cosine_dpm_settings`: the scheduler. ``CosineDPMSolverMultistepScheduler`` is EDM
+- the scheduler, read by :func:`~mediadiff.diffusion.interop.scheduler_settings`. ``CosineDPMSolverMultistepScheduler`` is EDM
   preconditioning with ``c_noise = (2 / pi) atan(sigma)`` and v-prediction, which with ``sigma_data = 1``
   is v-prediction on the continuous cosine schedule (:class:`~mediadiff.diffusion.schedules.CosineSchedule`;
   the model's timestep is our ``t`` itself), and its solver is SDE-DPM-Solver++(2M), midpoint, with
@@ -45,7 +45,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mediadiff.diffusion.interop import PREDICTION_TYPES, SchedulerSettings
+from mediadiff.diffusion.interop import scheduler_settings
 from mediadiff.diffusion.schedules import CosineSchedule
 from mediadiff.nn.diffusers import AutoencoderInfo, DiffusersAutoencoder, DiffusersBackbone
 from mediadiff.text.context import match_context
@@ -56,7 +56,6 @@ __all__ = [
     "StableAudioBackbone",
     "StableAudioText",
     "components",
-    "cosine_dpm_settings",
 ]
 
 TIMING_TOKENS = 2  # seconds_start, seconds_total: the last two context tokens
@@ -232,47 +231,6 @@ class StableAudioAutoencoder(DiffusersAutoencoder):
         return (b, self.config.latent_channels, t // r)
 
 
-def cosine_dpm_settings(config: dict[str, Any]) -> SchedulerSettings:
-    """A ``CosineDPMSolverMultistepScheduler`` config -> cosine schedule, v-prediction, ``dpmpp_2m_sde``.
-
-    Its EDM preconditioning (Karras et al. 2022, Table 1) with ``sigma_data = 1``, ``c_noise =
-    (2 / pi) atan(sigma)`` and v-prediction is v-prediction on :class:`CosineSchedule` (see there); its
-    second-order midpoint update with fresh noise at every step is SDE-DPM-Solver++(2M) with ``eta = 1``
-    (Lu et al. 2022), first order on the first step and on the last one to ``sigma = 0``, as ours.
-    ValueError naming the option for what is not reproduced.
-    """
-    name = "CosineDPMSolverMultistepScheduler"
-    if config.get("_class_name") != name:
-        raise ValueError(f"not a {name} config: {config.get('_class_name')!r}")
-    checks = {
-        "sigma_data": (1.0, "the cosine reading needs sigma_data = 1"),
-        "solver_order": (2, "only the second-order solver is reproduced"),
-        "solver_type": ("midpoint", "only the midpoint solver is reproduced"),
-        "final_sigmas_type": ("zero", "only a grid ending at sigma = 0 is reproduced"),
-        "euler_at_final": (False, "euler_at_final is not reproduced"),
-    }
-    for key, (want, why) in checks.items():
-        if config.get(key, want) != want:
-            raise ValueError(f"{name}: {key}={config[key]!r} is not supported ({why})")
-    kind = config.get("prediction_type", "v_prediction")
-    if kind != "v_prediction":
-        raise ValueError(f"{name}: prediction_type {kind!r} is not supported; only 'v_prediction'")
-    spacing = config.get("sigma_schedule", "exponential")
-    if spacing not in ("exponential", "karras"):
-        raise ValueError(
-            f"{name}: sigma_schedule {spacing!r} is not supported; known: ['exponential', 'karras']"
-        )
-    schedule = CosineSchedule(
-        float(config.get("sigma_min", 0.3)),
-        float(config.get("sigma_max", 500.0)),
-        float(config.get("rho", 7.0)),
-    )
-    notes = [
-        "SDE noise: fresh Gaussian noise per step from the clip's generator, not diffusers' Brownian tree"
-    ]
-    return SchedulerSettings(schedule, PREDICTION_TYPES[kind], "dpmpp_2m_sde", {"spacing": spacing}, notes)
-
-
 def components(folder: Path, device: torch.device) -> dict[str, Any]:
     """A ``StableAudioPipeline`` folder -> the keyword arguments of ``AudioPipeline`` (+ ``sampler_options``).
 
@@ -284,7 +242,12 @@ def components(folder: Path, device: torch.device) -> dict[str, Any]:
     from mediadiff.text import load_text_encoder
 
     scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
-    settings = cosine_dpm_settings(scheduler)
+    settings = scheduler_settings(scheduler)
+    if settings.prediction != "v" or not isinstance(settings.schedule, CosineSchedule):
+        raise ValueError(
+            f"{folder}: Stable Audio's transformer takes the cosine schedule's time (CosineDPMSolverMultistepScheduler), "
+            f"not {scheduler.get('_class_name')!r}"
+        )
     transformer = StableAudioDiTModel.from_pretrained(folder / "transformer", dtype=torch.float32)
     vae = AutoencoderOobleck.from_pretrained(folder / "vae", dtype=torch.float32)
     projection = StableAudioProjectionModel.from_pretrained(folder / "projection_model", dtype=torch.float32)
