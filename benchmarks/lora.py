@@ -55,9 +55,12 @@ def video_task(num: int):
         return hits
 
     def real(items: list[dict]) -> torch.Tensor:
-        colours = tuple(dict.fromkeys(it["colour"] for it in items))
-        data = Shapes(length=len(items), num_frames=17, size=64, seed=EVAL_SEED, colours=colours)
-        return torch.stack([data[i]["video"] for i in range(len(items))])  # [b 3 f h w]
+        """The clips the prompts describe, drawn as the evaluation stream drew their labels."""
+        colours = EXTRA_COLOURS if items[0]["colour"] in EXTRA_COLOURS else COLOURS
+        data = Shapes(length=1, num_frames=17, size=64, seed=EVAL_SEED, colours=colours)
+        clips = [data[it["index"]] for it in items]
+        assert all(c["text"] == it["text"] for c, it in zip(clips, items))
+        return torch.stack([c["video"] for c in clips])  # [b 3 f h w]
 
     def to_clips(x: torch.Tensor) -> np.ndarray:
         return (
@@ -101,9 +104,12 @@ def audio_task(num: int):
         return hits
 
     def real(items: list[dict]) -> torch.Tensor:
-        pitches = tuple(dict.fromkeys(it["midi"] for it in items))
-        data = Tones(length=len(items), seed=HELDOUT_SEED, pitches=pitches)
-        return torch.stack([data[i]["audio"] for i in range(len(items))])  # [b 1 t]
+        """The notes the prompts describe, synthesised as the held-out stream drew their labels."""
+        pitches = EXTRA_PITCHES if items[0]["midi"] in EXTRA_PITCHES else PITCHES
+        data = Tones(length=1, seed=HELDOUT_SEED, pitches=pitches)
+        notes = [data[it["index"]] for it in items]
+        assert all(n["text"] == it["text"] for n, it in zip(notes, items))
+        return torch.stack([n["audio"] for n in notes])  # [b 1 t]
 
     return (
         AudioPipeline,
