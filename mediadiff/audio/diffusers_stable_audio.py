@@ -47,7 +47,12 @@ import torch.nn.functional as F
 
 from mediadiff.diffusion.interop import scheduler_settings
 from mediadiff.diffusion.schedules import CosineSchedule
-from mediadiff.nn.diffusers import AutoencoderInfo, DiffusersAutoencoder, DiffusersBackbone
+from mediadiff.nn.diffusers import (
+    AutoencoderInfo,
+    DiffusersAutoencoder,
+    DiffusersBackbone,
+    pipeline_components,
+)
 from mediadiff.text.context import match_context
 
 __all__ = [
@@ -139,11 +144,11 @@ class StableAudioBackbone(DiffusersBackbone):
     (text tokens, then the seconds_start and seconds_total tokens). Returns the v-prediction ``[b c f]``.
     """
 
+    context_field = "cross_attention_input_dim"
+
     def __init__(self, model: torch.nn.Module, max_text_length: int) -> None:
+        super().__init__(model, time_scale=1.0)
         c = model.config
-        super().__init__(
-            model, context_dim=c.cross_attention_input_dim, in_channels=c.in_channels, time_scale=1.0
-        )
         if c.global_states_input_dim != TIMING_TOKENS * c.cross_attention_input_dim:
             raise ValueError(
                 f"StableAudioDiTModel: global_states_input_dim {c.global_states_input_dim} is not "
@@ -215,12 +220,6 @@ class StableAudioAutoencoder(DiffusersAutoencoder):
         )
         super().__init__(vae, info)
 
-    def encode_raw(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.encode(x.to(self.model.dtype)).latent_dist.mode()  # [b zc t/ratio]
-
-    def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
-        return self.model.decode(z.to(self.model.dtype)).sample  # [b c f*ratio]
-
     def latent_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         b, _, t = input_shape
         r = self.config.ratio
@@ -258,22 +257,19 @@ def components(folder: Path, device: torch.device) -> dict[str, Any]:
     )
     backbone = StableAudioBackbone(transformer, max_length)
     autoencoder = StableAudioAutoencoder(vae)
-    for module in (backbone, autoencoder, projection):
-        module.to(device).eval().requires_grad_(False)
+    projection.to(device).eval().requires_grad_(False)
     defaults = {
         "num_samples": int(transformer.config.sample_size) * autoencoder.config.ratio,
         "sample_rate": autoencoder.config.sample_rate,
         "steps": 100,
         "guidance_scale": 7.0,
-        "sampler": settings.sampler,
     }
-    return {
-        "backbone": backbone,
-        "autoencoder": autoencoder,
-        "text_encoder": StableAudioText(text_encoder, projection),
-        "schedule": settings.schedule,
-        "prediction": settings.prediction,
-        "defaults": defaults,
-        "info": {"scheduler": scheduler.get("_class_name"), "notes": settings.notes},
-        "sampler_options": settings.sampler_options,
-    }
+    return pipeline_components(
+        backbone=backbone,
+        autoencoder=autoencoder,
+        text_encoder=StableAudioText(text_encoder, projection),
+        settings=settings,
+        defaults=defaults,
+        info={"scheduler": scheduler.get("_class_name"), "notes": settings.notes},
+        device=device,
+    )

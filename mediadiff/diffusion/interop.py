@@ -140,6 +140,10 @@ def _prediction(config: dict[str, Any], name: str, default: str = "epsilon") -> 
     return PREDICTION_TYPES[kind]
 
 
+# the sigma spacings other than the scheduler's own table (Karras, exponential, beta): off, or refused
+_SIGMA_SPACINGS = {"use_karras_sigmas": False, "use_exponential_sigmas": False, "use_beta_sigmas": False}
+
+
 def _refuse(config: dict[str, Any], name: str, flags: dict[str, Any]) -> None:
     """ValueError naming the first option of ``flags`` whose value in ``config`` is not the harmless one."""
     for key, harmless in flags.items():
@@ -213,9 +217,7 @@ def _euler(config: dict[str, Any], name: str) -> SchedulerSettings:
         config,
         name,
         {
-            "use_karras_sigmas": False,
-            "use_exponential_sigmas": False,
-            "use_beta_sigmas": False,
+            **_SIGMA_SPACINGS,
             "rescale_betas_zero_snr": False,
         },
     )
@@ -235,9 +237,7 @@ def _flow_or_vp(config: dict[str, Any], name: str, flow_kind: str) -> tuple[Sche
         config,
         name,
         {
-            "use_karras_sigmas": False,
-            "use_exponential_sigmas": False,
-            "use_beta_sigmas": False,
+            **_SIGMA_SPACINGS,
             "use_dynamic_shifting": False,
             "shift_terminal": None,
             "thresholding": False,
@@ -291,9 +291,7 @@ def _flow_match(config: dict[str, Any], name: str) -> SchedulerSettings:
             "use_dynamic_shifting": False,
             "shift_terminal": None,
             "invert_sigmas": False,
-            "use_karras_sigmas": False,
-            "use_exponential_sigmas": False,
-            "use_beta_sigmas": False,
+            **_SIGMA_SPACINGS,
             "stochastic_sampling": False,
         },
     )

@@ -13,7 +13,9 @@ with ``z`` normalised the way the model card says the latents were during traini
 ``scale = 1 / latents_std``, per channel).
 
 Both save in diffusers' own format (``save_pretrained`` of the wrapped model). Nothing here imports
-diffusers at module level: the wrapped model comes in built.
+diffusers at module level: the wrapped model comes in built. :func:`pipeline_components` gathers the
+adapted parts and a folder's scheduler settings into the keyword arguments of a mediadiff pipeline,
+the return value of every family's ``components(folder, device)``.
 """
 
 from __future__ import annotations
@@ -22,11 +24,21 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
-__all__ = ["AutoencoderInfo", "BackboneInfo", "DiffusersAutoencoder", "DiffusersBackbone"]
+if TYPE_CHECKING:
+    from mediadiff.diffusion.interop import SchedulerSettings
+
+__all__ = [
+    "AutoencoderInfo",
+    "BackboneInfo",
+    "DiffusersAutoencoder",
+    "DiffusersBackbone",
+    "pipeline_components",
+]
 
 
 @dataclass(frozen=True)
@@ -49,7 +61,8 @@ class AutoencoderInfo:
 class DiffusersBackbone(nn.Module):
     """Base of the adapters from a diffusers denoiser to ``backbone(x, t, context, context_mask)``.
 
-    model: the diffusers model; context_dim / in_channels: see :class:`BackboneInfo`.
+    model: the diffusers model; context_dim / in_channels: see :class:`BackboneInfo`; by default read off
+    ``model.config`` (the field named by the class's :attr:`context_field`, and ``in_channels``).
     time_scale: diffusers' timestep is ``t * time_scale``: ``num_train_timesteps`` for VP (DDPM-family)
     models, 1000 for flow models (``sigma * 1000``). integer_timesteps: the scheduler hands the model int64
     timesteps (DDIM, UniPC, DPM-Solver: :attr:`~mediadiff.diffusion.interop.SchedulerSettings.integer_timesteps`);
@@ -57,16 +70,22 @@ class DiffusersBackbone(nn.Module):
     truncated as the int64 cast does (UniPC's flow sigmas: ``937.57 -> 937``).
     """
 
+    context_field: ClassVar[str] = "cross_attention_dim"  # the model config's text-token width
+
     def __init__(
         self,
         model: nn.Module,
         *,
-        context_dim: int,
-        in_channels: int,
+        context_dim: int | None = None,
+        in_channels: int | None = None,
         time_scale: float = 1000.0,
         integer_timesteps: bool = False,
     ) -> None:
         super().__init__()
+        if context_dim is None:
+            context_dim = getattr(model.config, self.context_field)
+        if in_channels is None:
+            in_channels = model.config.in_channels
         self.model = model
         self.config = BackboneInfo(context_dim=int(context_dim), in_channels=int(in_channels))
         self.time_scale = float(time_scale)
@@ -82,6 +101,12 @@ class DiffusersBackbone(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
+
+    def text_context(self, context: torch.Tensor | None, what: str = "text tokens (context)") -> torch.Tensor:
+        """``context [b l d]`` in the model's dtype; ValueError ("<class> needs <what>") when it is None."""
+        if context is None:
+            raise ValueError(f"{type(self).__name__} needs {what}")
+        return context.to(self.dtype)
 
     def forward(
         self,
@@ -105,9 +130,10 @@ class DiffusersBackbone(nn.Module):
 class DiffusersAutoencoder(nn.Module):
     """Base of the adapters from a diffusers VAE to ``encode`` / ``decode`` / ``latent_shape``.
 
-    Subclasses define :meth:`encode_raw` (input ``[b c ...]`` in [-1, 1] -> the VAE's unnormalised latent,
-    in mediadiff's layout), :meth:`decode_raw` and :meth:`latent_shape`. ``shift`` and ``scale`` are
-    floats or per-channel sequences (broadcast over the channel axis 1).
+    Subclasses define :meth:`latent_shape`, and :meth:`encode_raw` (input ``[b c ...]`` in [-1, 1] -> the
+    VAE's unnormalised latent, in mediadiff's layout) and :meth:`decode_raw` where the VAE's own layout or
+    call differs from the defaults (the posterior mode of ``model.encode``, the sample of ``model.decode``).
+    ``shift`` and ``scale`` are floats or per-channel sequences (broadcast over the channel axis 1).
     """
 
     def __init__(
@@ -129,11 +155,18 @@ class DiffusersAutoencoder(nn.Module):
             return v.to(like.dtype)
         return v.to(like.dtype).view(1, -1, *([1] * (like.ndim - 2)))  # [1 c 1 ...]
 
-    def encode_raw(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError(f"{type(self).__name__} must define encode_raw")
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
 
-    def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError(f"{type(self).__name__} must define decode_raw")
+    def encode_raw(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [b c ...]`` in [-1, 1] -> the VAE's posterior mode ``[b c' ...]`` (float32)."""
+        return self.model.encode(x.to(self.dtype)).latent_dist.mode().float()  # [b c' ...]
+
+    def decode_raw(self, z: torch.Tensor, *args: Any) -> torch.Tensor:
+        """Unnormalised latents ``[b c' ...]`` -> ``x [b c ...]`` (float32); ``args``: what the VAE's
+        ``decode`` takes after the latents (LTX-Video: the decode timestep)."""
+        return self.model.decode(z.to(self.dtype), *args, return_dict=False)[0].float()  # [b c ...]
 
     def latent_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
         raise NotImplementedError(f"{type(self).__name__} must define latent_shape")
@@ -153,3 +186,33 @@ class DiffusersAutoencoder(nn.Module):
         folder = Path(folder)
         self.model.save_pretrained(folder)
         return folder
+
+
+def pipeline_components(
+    *,
+    backbone: nn.Module,
+    autoencoder: nn.Module,
+    text_encoder: Any,
+    settings: SchedulerSettings,
+    defaults: dict[str, Any],
+    info: dict[str, Any],
+    device: torch.device | str,
+) -> dict[str, Any]:
+    """The keyword arguments of a mediadiff pipeline (+ ``sampler_options``) from a diffusers folder's parts.
+
+    backbone / autoencoder: the adapters, moved to ``device``, in eval mode and frozen;
+    settings: the scheduler's schedule, prediction, sampler (added to ``defaults``) and sampler options;
+    defaults: the family pipeline's own sizes, steps and guidance; info: what the pipeline records.
+    """
+    for module in (backbone, autoencoder):
+        module.to(device).eval().requires_grad_(False)
+    return {
+        "backbone": backbone,
+        "autoencoder": autoencoder,
+        "text_encoder": text_encoder,
+        "schedule": settings.schedule,
+        "prediction": settings.prediction,
+        "defaults": {**defaults, "sampler": settings.sampler},
+        "info": info,
+        "sampler_options": settings.sampler_options,
+    }

@@ -23,14 +23,15 @@ from a diffusers ``CogVideoXPipeline`` folder as mediadiff parts.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mediadiff.diffusion.interop import scheduler_settings
-from mediadiff.nn.diffusers import AutoencoderInfo, DiffusersAutoencoder, DiffusersBackbone
+from mediadiff.nn.diffusers import AutoencoderInfo, DiffusersBackbone, pipeline_components
+
+from .diffusers_common import CausalVideoAutoencoder
 
 __all__ = ["CogVideoXAutoencoder", "CogVideoXBackbone", "components"]
 
@@ -43,15 +44,10 @@ class CogVideoXBackbone(DiffusersBackbone):
     num_train_timesteps: of the scheduler it was trained with (diffusers' timestep is ``t * N``).
     """
 
+    context_field = "text_embed_dim"
+
     def __init__(self, model: torch.nn.Module, num_train_timesteps: int = 1000) -> None:
-        cfg = model.config
-        super().__init__(
-            model,
-            context_dim=cfg.text_embed_dim,
-            in_channels=cfg.in_channels,
-            time_scale=num_train_timesteps,
-            integer_timesteps=True,
-        )
+        super().__init__(model, time_scale=num_train_timesteps, integer_timesteps=True)
         self._rope: dict[tuple[int, int, int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def size_multiples(self) -> tuple[int, int, int]:
@@ -106,14 +102,12 @@ class CogVideoXBackbone(DiffusersBackbone):
     ) -> torch.Tensor:
         """x: ``[b c f h w]``, t: ``[b]`` in [0, 1], context: ``[b l d]`` (T5, ``max_text_seq_length``
         tokens; ``context_mask`` ignored, as in ``CogVideoXPipeline``) -> v prediction ``[b c f h w]``."""
-        if context is None:
-            raise ValueError("CogVideoXBackbone needs a text context (T5 tokens)")
+        context = self.text_context(context, "a text context (T5 tokens)")
         f, h, w = x.shape[2:]
-        dtype = self.dtype
-        hidden = x.permute(0, 2, 1, 3, 4).to(dtype)  # [b f c h w]
+        hidden = x.permute(0, 2, 1, 3, 4).to(self.dtype)  # [b f c h w]
         out = self.model(
             hidden_states=hidden,
-            encoder_hidden_states=context.to(dtype),
+            encoder_hidden_states=context,
             timestep=self.timestep(t).to(x.device),
             image_rotary_emb=self.rotary(f, h, w, x.device),
             return_dict=False,
@@ -121,9 +115,11 @@ class CogVideoXBackbone(DiffusersBackbone):
         return out.permute(0, 2, 1, 3, 4).to(x.dtype)  # [b c f h w]
 
 
-class CogVideoXAutoencoder(DiffusersAutoencoder):
+class CogVideoXAutoencoder(CausalVideoAutoencoder):
     """An ``AutoencoderKLCogVideoX`` as a mediadiff video autoencoder: ``[b 3 f h w]`` in [-1, 1] <->
     latents ``[b c (f - 1) / r + 1 h / s w / s]`` scaled by ``scaling_factor``."""
+
+    vae_name = "AutoencoderKLCogVideoX"
 
     def __init__(self, model: torch.nn.Module) -> None:
         cfg = model.config
@@ -134,25 +130,6 @@ class CogVideoXAutoencoder(DiffusersAutoencoder):
         )
         # CogVideoXPipeline decodes latents / scaling_factor and ignores shift_factor; so do we
         super().__init__(model, info, scale=float(cfg.scaling_factor))
-
-    def latent_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
-        """``(b, 3, f, h, w)`` -> ``(b, c, 1 + (f - 1) / r, h / s, w / s)``; ValueError unless
-        ``f = 1 + r k`` and ``s`` divides ``h`` and ``w``."""
-        b, _, f, h, w = input_shape
-        r, s = self.config.temporal_ratio, self.config.spatial_ratio
-        if f < 1 or (f - 1) % r or h % s or w % s or h < s or w < s:
-            raise ValueError(
-                f"AutoencoderKLCogVideoX takes 1 + {r}k frames and a height and width that are multiples of "
-                f"{s}; got {f} frames of {h}x{w}"
-            )
-        return (b, self.config.latent_channels, 1 + (f - 1) // r, h // s, w // s)
-
-    def encode_raw(self, x: torch.Tensor) -> torch.Tensor:
-        """The posterior mode ``[b c f' h' w']`` of ``x [b 3 f h w]``."""
-        return self.model.encode(x.to(self.model.dtype)).latent_dist.mode().float()  # [b c f' h' w']
-
-    def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
-        return self.model.decode(z.to(self.model.dtype)).sample.float()  # [b 3 f h w]
 
 
 def components(folder: Path, device: torch.device) -> dict[str, Any]:
@@ -173,8 +150,6 @@ def components(folder: Path, device: torch.device) -> dict[str, Any]:
     vae = AutoencoderKLCogVideoX.from_pretrained(folder / "vae", dtype=torch.float32)
     backbone = CogVideoXBackbone(transformer, int(scheduler.get("num_train_timesteps", 1000)))
     autoencoder = CogVideoXAutoencoder(vae)
-    for module in (backbone, autoencoder):
-        module.to(device).eval().requires_grad_(False)
     cfg = transformer.config
     text_encoder = load_text_encoder(
         folder / "text_encoder",
@@ -194,15 +169,13 @@ def components(folder: Path, device: torch.device) -> dict[str, Any]:
         "fps": FPS,
         "steps": 50,
         "guidance_scale": 6.0,
-        "sampler": settings.sampler,
     }
-    return {
-        "backbone": backbone,
-        "autoencoder": autoencoder,
-        "text_encoder": text_encoder,
-        "schedule": settings.schedule,
-        "prediction": settings.prediction,
-        "defaults": defaults,
-        "info": {"scheduler": scheduler.get("_class_name"), "notes": settings.notes},
-        "sampler_options": settings.sampler_options,
-    }
+    return pipeline_components(
+        backbone=backbone,
+        autoencoder=autoencoder,
+        text_encoder=text_encoder,
+        settings=settings,
+        defaults=defaults,
+        info={"scheduler": scheduler.get("_class_name"), "notes": settings.notes},
+        device=device,
+    )

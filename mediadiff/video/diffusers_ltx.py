@@ -36,7 +36,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from mediadiff.nn.diffusers import AutoencoderInfo, DiffusersAutoencoder, DiffusersBackbone
+from mediadiff.nn.diffusers import AutoencoderInfo, DiffusersBackbone, pipeline_components
+
+from .diffusers_common import CausalVideoAutoencoder
 
 __all__ = ["DEFAULTS", "LTXAutoencoder", "LTXBackbone", "LTXGrid", "calculate_shift", "components"]
 
@@ -64,13 +66,13 @@ class LTXBackbone(DiffusersBackbone):
     ``(temporal_ratio / frame_rate, spatial_ratio, spatial_ratio)``; LTXPipeline's default frame rate is 25.
     """
 
+    context_field = "caption_channels"
+
     def __init__(
         self, model: nn.Module, *, temporal_ratio: int, spatial_ratio: int, frame_rate: float = 25.0
     ) -> None:
+        super().__init__(model, time_scale=1000.0)
         cfg = model.config
-        super().__init__(
-            model, context_dim=cfg.caption_channels, in_channels=cfg.in_channels, time_scale=1000.0
-        )
         self.temporal_ratio, self.spatial_ratio = int(temporal_ratio), int(spatial_ratio)
         self.frame_rate = float(frame_rate)
         self.patch, self.patch_t = int(cfg.patch_size), int(cfg.patch_size_t)
@@ -87,8 +89,7 @@ class LTXBackbone(DiffusersBackbone):
         context_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         # x: [b c f h w]  t: [b]  context: [b l d]  context_mask: [b l]
-        if context is None:
-            raise ValueError("LTXBackbone needs text tokens (context)")
+        context = self.text_context(context)
         b, c, f, h, w = x.shape
         p, pt = self.patch, self.patch_t
         tokens = x.reshape(b, c, f // pt, pt, h // p, p, w // p, p)  # [b c f' pt h' p w' p]
@@ -98,7 +99,7 @@ class LTXBackbone(DiffusersBackbone):
         scale = (self.temporal_ratio / self.frame_rate, self.spatial_ratio, self.spatial_ratio)
         out = self.model(
             hidden_states=tokens.to(dtype),
-            encoder_hidden_states=context.to(dtype),
+            encoder_hidden_states=context,
             timestep=self.timestep(t).to(dtype),
             encoder_attention_mask=context_mask,
             num_frames=f,  # LTXPipeline passes the latent sizes
@@ -111,7 +112,7 @@ class LTXBackbone(DiffusersBackbone):
         return out.permute(0, 4, 1, 5, 2, 6, 3, 7).reshape(b, -1, f, h, w).to(x.dtype)  # [b c f h w]
 
 
-class LTXAutoencoder(DiffusersAutoencoder):
+class LTXAutoencoder(CausalVideoAutoencoder):
     """``AutoencoderKLLTXVideo`` with latents normalised as LTXPipeline does,
     ``(z - latents_mean) * scaling_factor / latents_std`` per channel (the VAE's ``latents_mean`` /
     ``latents_std`` buffers).
@@ -121,6 +122,8 @@ class LTXAutoencoder(DiffusersAutoencoder):
     ``timestep_conditioning`` decodes at ``decode_timestep`` with no added noise (LTXPipeline first blends
     in ``decode_noise_scale`` of fresh noise, by default as much as ``decode_timestep``).
     """
+
+    vae_name = "AutoencoderKLLTXVideo"
 
     def __init__(self, model: nn.Module, decode_timestep: float = 0.0) -> None:
         info = AutoencoderInfo(
@@ -134,28 +137,12 @@ class LTXAutoencoder(DiffusersAutoencoder):
         super().__init__(model, info, scale=(sf / std).tolist(), shift=mean.tolist())
         self.decode_timestep = float(decode_timestep)
 
-    def latent_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
-        """``(b, c, 1 + (f - 1) / rt, h / rs, w / rs)`` for video ``(b, 3, f, h, w)``; raises on a bad shape."""
-        if len(input_shape) != 5:
-            raise ValueError(f"video must be [b c f h w], got shape {tuple(input_shape)}")
-        b, _, f, h, w = input_shape
-        rt, rs = self.config.temporal_ratio, self.config.spatial_ratio
-        if f < 1 or (f - 1) % rt or h % rs or w % rs:
-            raise ValueError(f"LTX-Video needs 1 + {rt}k frames and sides divisible by {rs}, got {f}x{h}x{w}")
-        return (b, self.config.latent_channels, 1 + (f - 1) // rt, h // rs, w // rs)
-
-    def encode_raw(self, x: torch.Tensor) -> torch.Tensor:
-        """Video ``[b 3 f h w]`` in [-1, 1] -> the VAE's posterior mode ``[b c f' h' w']``."""
-        dtype = next(self.model.parameters()).dtype
-        return self.model.encode(x.to(dtype)).latent_dist.mode().float()  # [b c f' h' w']
-
     def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
         """Unnormalised latents ``[b c f' h' w']`` -> video ``[b 3 f h w]`` in about [-1, 1]."""
-        dtype = next(self.model.parameters()).dtype
         temb = None
         if self.model.config.timestep_conditioning:
-            temb = torch.full((z.shape[0],), self.decode_timestep, device=z.device, dtype=dtype)  # [b]
-        return self.model.decode(z.to(dtype), temb, return_dict=False)[0].float()  # [b 3 f h w]
+            temb = torch.full((z.shape[0],), self.decode_timestep, device=z.device, dtype=self.dtype)  # [b]
+        return super().decode_raw(z, temb)  # [b 3 f h w]
 
 
 @dataclass(frozen=True)
@@ -226,6 +213,7 @@ def components(folder: Path, device: torch.device) -> dict[str, Any]:
     from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
 
     from mediadiff.diffusion import FlowSchedule
+    from mediadiff.diffusion.interop import SchedulerSettings
     from mediadiff.text.encoder import TextEncoder
 
     folder = Path(folder)
@@ -262,14 +250,13 @@ def components(folder: Path, device: torch.device) -> dict[str, Any]:
         folder / "transformer", torch_dtype=torch.float32
     )
     vae = AutoencoderKLLTXVideo.from_pretrained(folder / "vae", torch_dtype=torch.float32)
-    autoencoder = LTXAutoencoder(vae).eval().requires_grad_(False).to(device)
+    autoencoder = LTXAutoencoder(vae)
     backbone = LTXBackbone(
         transformer,
         temporal_ratio=autoencoder.config.temporal_ratio,
         spatial_ratio=autoencoder.config.spatial_ratio,
         frame_rate=DEFAULTS["fps"],
     )
-    backbone = backbone.eval().requires_grad_(False).to(device)
     text_encoder = TextEncoder(
         folder / "text_encoder",
         tokenizer=folder / "tokenizer",
@@ -277,13 +264,14 @@ def components(folder: Path, device: torch.device) -> dict[str, Any]:
         max_length=128,
         pad_mode="encoded_masked",
     )
-    return {
-        "backbone": backbone,
-        "autoencoder": autoencoder,
-        "text_encoder": text_encoder,
-        "schedule": FlowSchedule(),  # alpha = 1 - t, sigma = t; the shift is the grid's (LTXGrid)
-        "prediction": "flow",
-        "defaults": {**DEFAULTS, "sampler": "euler"},
-        "sampler_options": {"timesteps": grid},
-        "info": {"family": "ltx-video"},
-    }
+    # alpha = 1 - t, sigma = t; the shift is the grid's (LTXGrid), which every sampler then uses
+    settings = SchedulerSettings(FlowSchedule(), "flow", "euler", {"timesteps": grid})
+    return pipeline_components(
+        backbone=backbone,
+        autoencoder=autoencoder,
+        text_encoder=text_encoder,
+        settings=settings,
+        defaults=DEFAULTS,
+        info={"family": "ltx-video"},
+        device=device,
+    )

@@ -18,7 +18,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from mediadiff.nn.diffusers import AutoencoderInfo, DiffusersAutoencoder, DiffusersBackbone
+from mediadiff.nn.diffusers import (
+    AutoencoderInfo,
+    DiffusersAutoencoder,
+    DiffusersBackbone,
+    pipeline_components,
+)
 
 __all__ = ["SDVideoAutoencoder", "SDVideoBackbone", "components"]
 
@@ -31,15 +36,10 @@ class SDVideoBackbone(DiffusersBackbone):
     (``eps`` for ModelScope). ``context_mask`` is not used: TextToVideoSDPipeline passes the UNet none.
     """
 
+    context_field = "cross_attention_dim"
+
     def __init__(self, model: nn.Module, num_train_timesteps: int = 1000) -> None:
-        cfg = model.config
-        super().__init__(
-            model,
-            context_dim=cfg.cross_attention_dim,
-            in_channels=cfg.in_channels,
-            time_scale=num_train_timesteps,
-            integer_timesteps=True,
-        )
+        super().__init__(model, time_scale=num_train_timesteps, integer_timesteps=True)
 
     def size_multiples(self) -> tuple[int, int, int]:
         """Latent height and width must halve at each of the UNet's downsamplings."""
@@ -54,11 +54,9 @@ class SDVideoBackbone(DiffusersBackbone):
         context_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         # x: [b c f h w]  t: [b]  context: [b l d]
-        if context is None:
-            raise ValueError("SDVideoBackbone needs text tokens (context)")
-        dtype = self.dtype
+        context = self.text_context(context)
         out = self.model(
-            x.to(dtype), self.timestep(t), encoder_hidden_states=context.to(dtype), return_dict=False
+            x.to(self.dtype), self.timestep(t), encoder_hidden_states=context, return_dict=False
         )[0]  # [b c f h w]
         return out.to(x.dtype)
 
@@ -90,16 +88,14 @@ class SDVideoAutoencoder(DiffusersAutoencoder):
         """Video ``[b 3 f h w]`` in [-1, 1] -> the VAE's posterior mode ``[b c f h' w']``, frame by frame."""
         b, c, f, h, w = x.shape
         frames = x.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)  # [(b f) 3 h w]
-        dtype = next(self.model.parameters()).dtype
-        z = self.model.encode(frames.to(dtype)).latent_dist.mode().float()  # [(b f) c h' w']
+        z = super().encode_raw(frames)  # [(b f) c h' w']
         return z.reshape(b, f, *z.shape[1:]).permute(0, 2, 1, 3, 4)  # [b c f h' w']
 
     def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
         """Unnormalised latents ``[b c f h' w']`` -> video ``[b 3 f h w]`` in about [-1, 1], frame by frame."""
         b, c, f, h, w = z.shape
         frames = z.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)  # [(b f) c h' w']
-        dtype = next(self.model.parameters()).dtype
-        video = self.model.decode(frames.to(dtype), return_dict=False)[0].float()  # [(b f) 3 h w]
+        video = super().decode_raw(frames)  # [(b f) 3 h w]
         return video.reshape(b, f, *video.shape[1:]).permute(0, 2, 1, 3, 4)  # [b 3 f h w]
 
 
@@ -120,10 +116,8 @@ def components(folder: Path, device: torch.device) -> dict[str, Any]:
     settings = scheduler_settings(json.loads((folder / "scheduler" / "scheduler_config.json").read_text()))
     unet = UNet3DConditionModel.from_pretrained(folder / "unet", torch_dtype=torch.float32)
     vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch.float32)
-    backbone = (
-        SDVideoBackbone(unet, settings.schedule.num_train_timesteps).eval().requires_grad_(False).to(device)
-    )
-    autoencoder = SDVideoAutoencoder(vae).eval().requires_grad_(False).to(device)
+    backbone = SDVideoBackbone(unet, settings.schedule.num_train_timesteps)
+    autoencoder = SDVideoAutoencoder(vae)
     text_encoder = TextEncoder(
         folder / "text_encoder", tokenizer=folder / "tokenizer", device=device, pad_mode="encoded"
     )
@@ -135,15 +129,13 @@ def components(folder: Path, device: torch.device) -> dict[str, Any]:
         "fps": 8,
         "steps": 50,
         "guidance_scale": 9.0,
-        "sampler": settings.sampler,
     }
-    return {
-        "backbone": backbone,
-        "autoencoder": autoencoder,
-        "text_encoder": text_encoder,
-        "schedule": settings.schedule,
-        "prediction": settings.prediction,
-        "defaults": defaults,
-        "sampler_options": settings.sampler_options,
-        "info": {"family": "text-to-video-sd", "scheduler_notes": settings.notes},
-    }
+    return pipeline_components(
+        backbone=backbone,
+        autoencoder=autoencoder,
+        text_encoder=text_encoder,
+        settings=settings,
+        defaults=defaults,
+        info={"family": "text-to-video-sd", "scheduler_notes": settings.notes},
+        device=device,
+    )

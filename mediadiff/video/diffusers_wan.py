@@ -19,14 +19,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mediadiff.diffusion.interop import scheduler_settings
-from mediadiff.nn.diffusers import AutoencoderInfo, DiffusersAutoencoder, DiffusersBackbone
+from mediadiff.nn.diffusers import AutoencoderInfo, DiffusersBackbone, pipeline_components
+
+from .diffusers_common import CausalVideoAutoencoder
 
 __all__ = ["WanAutoencoder", "WanBackbone", "components"]
 
@@ -37,17 +38,12 @@ MAX_SEQUENCE_LENGTH = 512  # WanPipeline's default text length
 class WanBackbone(DiffusersBackbone):
     """A ``WanTransformer3DModel`` as a mediadiff backbone over latents ``[b c f h w]`` (flow prediction)."""
 
+    context_field = "text_dim"
+
     def __init__(
         self, model: torch.nn.Module, num_train_timesteps: int = 1000, integer_timesteps: bool = False
     ) -> None:
-        cfg = model.config
-        super().__init__(
-            model,
-            context_dim=cfg.text_dim,
-            in_channels=cfg.in_channels,
-            time_scale=num_train_timesteps,
-            integer_timesteps=integer_timesteps,
-        )
+        super().__init__(model, time_scale=num_train_timesteps, integer_timesteps=integer_timesteps)
 
     def size_multiples(self) -> tuple[int, int, int]:
         """Latent frames, height, width: multiples of the patch ``(pf, ph, pw)``."""
@@ -62,21 +58,21 @@ class WanBackbone(DiffusersBackbone):
     ) -> torch.Tensor:
         """x: ``[b c f h w]``, t: ``[b]`` in [0, 1], context: ``[b l d]`` (zero-padded UMT5 tokens;
         ``context_mask`` ignored, as in ``WanPipeline``) -> velocity ``[b c f h w]``."""
-        if context is None:
-            raise ValueError("WanBackbone needs a text context (UMT5 tokens)")
-        dtype = self.dtype
+        context = self.text_context(context, "a text context (UMT5 tokens)")
         out = self.model(
-            hidden_states=x.to(dtype),
+            hidden_states=x.to(self.dtype),
             timestep=self.timestep(t).to(x.device),
-            encoder_hidden_states=context.to(dtype),
+            encoder_hidden_states=context,
             return_dict=False,
         )[0]  # [b c f h w]
         return out.to(x.dtype)
 
 
-class WanAutoencoder(DiffusersAutoencoder):
+class WanAutoencoder(CausalVideoAutoencoder):
     """An ``AutoencoderKLWan`` as a mediadiff video autoencoder: ``[b 3 f h w]`` in [-1, 1] <-> latents
     ``[b z (f - 1) / r + 1 h / s w / s]`` normalised by ``latents_mean`` / ``latents_std``."""
+
+    vae_name = "AutoencoderKLWan"
 
     def __init__(self, model: torch.nn.Module) -> None:
         cfg = model.config
@@ -87,25 +83,6 @@ class WanAutoencoder(DiffusersAutoencoder):
         )
         std = torch.tensor(cfg.latents_std, dtype=torch.float64)  # [z]
         super().__init__(model, info, scale=(1 / std).tolist(), shift=list(cfg.latents_mean))
-
-    def latent_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
-        """``(b, 3, f, h, w)`` -> ``(b, z, 1 + (f - 1) / r, h / s, w / s)``; ValueError unless ``f = 1 + r k``
-        and ``s`` divides ``h`` and ``w``."""
-        b, _, f, h, w = input_shape
-        r, s = self.config.temporal_ratio, self.config.spatial_ratio
-        if f < 1 or (f - 1) % r or h % s or w % s or h < s or w < s:
-            raise ValueError(
-                f"AutoencoderKLWan takes 1 + {r}k frames and a height and width that are multiples of {s}; "
-                f"got {f} frames of {h}x{w}"
-            )
-        return (b, self.config.latent_channels, 1 + (f - 1) // r, h // s, w // s)
-
-    def encode_raw(self, x: torch.Tensor) -> torch.Tensor:
-        """The posterior mode ``[b z f' h' w']`` of ``x [b 3 f h w]``."""
-        return self.model.encode(x.to(self.model.dtype)).latent_dist.mode().float()  # [b z f' h' w']
-
-    def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
-        return self.model.decode(z.to(self.model.dtype)).sample.float()  # [b 3 f h w]
 
 
 def components(folder: Path, device: torch.device) -> dict[str, Any]:
@@ -137,8 +114,6 @@ def components(folder: Path, device: torch.device) -> dict[str, Any]:
     n = int(scheduler.get("num_train_timesteps", 1000))
     backbone = WanBackbone(transformer, n, integer_timesteps=settings.integer_timesteps)
     autoencoder = WanAutoencoder(vae)
-    for module in (backbone, autoencoder):
-        module.to(device).eval().requires_grad_(False)
     tokenizer_config = json.loads((folder / "tokenizer" / "tokenizer_config.json").read_text())
     limit = tokenizer_config.get("model_max_length", MAX_SEQUENCE_LENGTH)
     text_encoder = load_text_encoder(
@@ -156,15 +131,13 @@ def components(folder: Path, device: torch.device) -> dict[str, Any]:
         "fps": FPS,
         "steps": 50,
         "guidance_scale": 5.0,
-        "sampler": settings.sampler,
     }
-    return {
-        "backbone": backbone,
-        "autoencoder": autoencoder,
-        "text_encoder": text_encoder,
-        "schedule": settings.schedule,
-        "prediction": settings.prediction,
-        "defaults": defaults,
-        "info": {"scheduler": scheduler.get("_class_name"), "notes": settings.notes},
-        "sampler_options": settings.sampler_options,
-    }
+    return pipeline_components(
+        backbone=backbone,
+        autoencoder=autoencoder,
+        text_encoder=text_encoder,
+        settings=settings,
+        defaults=defaults,
+        info={"scheduler": scheduler.get("_class_name"), "notes": settings.notes},
+        device=device,
+    )
