@@ -58,12 +58,13 @@ def vocab_size(tokenizer) -> int:
     return len(tokenizer)
 
 
-def tiny_t5(vocab: int, d_model: int = 16, seed: int = 0):
-    """A random one-layer T5 encoder (``T5EncoderModel``), width ``d_model``."""
-    from transformers import T5Config, T5EncoderModel
+def tiny_t5(vocab: int, d_model: int = 16, seed: int = 0, umt5: bool = False):
+    """A random one-layer T5 encoder (``T5EncoderModel``; ``UMT5EncoderModel`` with ``umt5``), width ``d_model``."""
+    from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
 
+    config_class, model_class = (UMT5Config, UMT5EncoderModel) if umt5 else (T5Config, T5EncoderModel)
     torch.manual_seed(seed)
-    config = T5Config(
+    config = config_class(
         vocab_size=vocab,
         d_model=d_model,
         d_kv=8,
@@ -74,26 +75,12 @@ def tiny_t5(vocab: int, d_model: int = 16, seed: int = 0):
         pad_token_id=0,
         eos_token_id=1,
     )
-    return T5EncoderModel(config).eval()
+    return model_class(config).eval()
 
 
 def tiny_umt5(vocab: int, d_model: int = 16, seed: int = 0):
-    """A random one-layer UMT5 encoder (``UMT5EncoderModel``), width ``d_model``."""
-    from transformers import UMT5Config, UMT5EncoderModel
-
-    torch.manual_seed(seed)
-    config = UMT5Config(
-        vocab_size=vocab,
-        d_model=d_model,
-        d_kv=8,
-        d_ff=32,
-        num_layers=1,
-        num_heads=2,
-        relative_attention_num_buckets=8,
-        pad_token_id=0,
-        eos_token_id=1,
-    )
-    return UMT5EncoderModel(config).eval()
+    """A random one-layer UMT5 encoder (``UMT5EncoderModel``), width ``d_model``: :func:`tiny_t5` of UMT5."""
+    return tiny_t5(vocab, d_model, seed, umt5=True)
 
 
 def tiny_clip_text(vocab: int, hidden: int = 16, seed: int = 0):
