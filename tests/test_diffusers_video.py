@@ -36,6 +36,7 @@ COG_VARIANTS = {  # name -> (build_cogvideox options, frames): 1 + 4 * 2 frames 
     "rope-1.5": ({"rotary": True, "patch_size_t": 2}, 5),
 }
 COG_TOL = {"latents": 2e-5, "frames": 2e-5}  # relative to the max |value|; measured 1.0e-6 to 1.6e-6
+COG_TEXT = 12  # the tiny transformer's max_text_seq_length: the T5 tokens both sides encode
 
 
 def build_cogvideox(folder, rotary: bool, patch_size_t: int | None = None):
@@ -63,7 +64,7 @@ def build_cogvideox(folder, rotary: bool, patch_size_t: int | None = None):
         sample_frames=9,
         patch_size=2,
         temporal_compression_ratio=4,
-        max_text_seq_length=12,
+        max_text_seq_length=COG_TEXT,
         use_rotary_positional_embeddings=rotary,
         patch_size_t=patch_size_t,  # CogVideoX 1.5: patches of 2 latent frames, "slice" RoPE grid
     )
@@ -103,39 +104,44 @@ def cogvideox_folders(tmp_path_factory):
     return {name: build_cogvideox(root / name, **kw) for name, (kw, _) in COG_VARIANTS.items()}
 
 
-def run_both_cogvideox(folder, num_frames: int = 9):
-    """(ours, diffusers') latents [1 c f h w] and frames [1 3 f h w] in [0, 1] for COG."""
-    from diffusers import CogVideoXPipeline
-
+def run_both(pipeline_class, folder, sizes, text_length: int, frames_first: bool = False):
+    """(ours, diffusers') latents [1 c f h w] and frames [1 3 f h w] in [0, 1], and our pipeline:
+    VideoPipeline.from_diffusers(folder) and diffusers' ``pipeline_class`` on the folder, from the same
+    initial latents, at ``sizes`` (num_frames, height, width, steps, guidance_scale) for PROMPT / NEGATIVE.
+    text_length: diffusers' max_sequence_length; frames_first: its latents are [b f c h w] (CogVideoX)."""
     ours = VideoPipeline.from_diffusers(folder)
-    settings, _ = ours.prepare_edit(
-        num_frames=num_frames,
-        height=COG["height"],
-        width=COG["width"],
-        steps=COG["steps"],
-        guidance_scale=COG["guidance_scale"],
-    )
+    settings, _ = ours.prepare_edit(**sizes)
     _, seeds, cond, uncond = ours.prepare(PROMPT, NEGATIVE, SEED, 1)
     z = ours.sample_latents(settings, cond, uncond, seeds)  # [1 c f h w]
     frames = (ours.autoencoder.decode(z) / 2 + 0.5).clamp(0, 1)  # [1 3 f h w]
 
-    ref_pipe = CogVideoXPipeline.from_pretrained(folder, dtype=torch.float32)
+    ref_pipe = pipeline_class.from_pretrained(folder, dtype=torch.float32)
     ref_pipe.set_progress_bar_config(disable=True)
     noise = randn((1, *ours.latent_shape(settings)), [torch.Generator().manual_seed(SEED)])  # [1 c f h w]
     call = dict(
         prompt=PROMPT,
         negative_prompt=NEGATIVE,
-        num_frames=num_frames,
-        height=COG["height"],
-        width=COG["width"],
-        num_inference_steps=COG["steps"],
-        guidance_scale=COG["guidance_scale"],
-        latents=noise.permute(0, 2, 1, 3, 4),  # [1 f c h w]
-        max_sequence_length=ref_pipe.transformer.config.max_text_seq_length,
+        num_frames=sizes["num_frames"],
+        height=sizes["height"],
+        width=sizes["width"],
+        num_inference_steps=sizes["steps"],
+        guidance_scale=sizes["guidance_scale"],
+        latents=noise.permute(0, 2, 1, 3, 4) if frames_first else noise,  # [1 f c h w] or [1 c f h w]
+        max_sequence_length=text_length,
     )
-    ref_z = ref_pipe(**call, output_type="latent").frames.permute(0, 2, 1, 3, 4)  # [1 c f h w]
+    ref_z = ref_pipe(**call, output_type="latent").frames  # as the latents went in
+    if frames_first:
+        ref_z = ref_z.permute(0, 2, 1, 3, 4)  # [1 c f h w]
     ref_frames = ref_pipe(**call, output_type="pt").frames.permute(0, 2, 1, 3, 4)  # [1 3 f h w]
     return (z, frames), (ref_z, ref_frames), ours
+
+
+def run_both_cogvideox(folder, num_frames: int = 9):
+    """:func:`run_both` for COG at ``num_frames``."""
+    from diffusers import CogVideoXPipeline
+
+    sizes = {"num_frames": num_frames, **COG}
+    return run_both(CogVideoXPipeline, folder, sizes, text_length=COG_TEXT, frames_first=True)
 
 
 @pytest.mark.parametrize("variant", list(COG_VARIANTS))
@@ -183,7 +189,7 @@ def test_cogvideox_generate_end_to_end(cogvideox_folders):
         num_inference_steps=4,
         guidance_scale=6.0,
         latents=noise.permute(0, 2, 1, 3, 4),
-        max_sequence_length=12,
+        max_sequence_length=COG_TEXT,
         output_type="np",
     ).frames  # [1 f h w 3] in [0, 1]
     assert np.abs(out.frames.astype(np.float64) - ref * 255).max() <= 1.0
@@ -264,33 +270,10 @@ def wan_folders(tmp_path_factory):
 
 
 def run_both_wan(folder):
-    """(ours, diffusers') latents [1 c f h w] and frames [1 3 f h w] in [0, 1] for WAN."""
+    """:func:`run_both` for WAN."""
     from diffusers import WanPipeline
 
-    ours = VideoPipeline.from_diffusers(folder)
-    sizes = {k: WAN[k] for k in ("num_frames", "height", "width", "steps", "guidance_scale")}
-    settings, _ = ours.prepare_edit(**sizes)
-    _, seeds, cond, uncond = ours.prepare(PROMPT, NEGATIVE, SEED, 1)
-    z = ours.sample_latents(settings, cond, uncond, seeds)  # [1 c f h w]
-    frames = (ours.autoencoder.decode(z) / 2 + 0.5).clamp(0, 1)  # [1 3 f h w]
-
-    ref_pipe = WanPipeline.from_pretrained(folder, dtype=torch.float32)
-    ref_pipe.set_progress_bar_config(disable=True)
-    noise = randn((1, *ours.latent_shape(settings)), [torch.Generator().manual_seed(SEED)])  # [1 c f h w]
-    call = dict(
-        prompt=PROMPT,
-        negative_prompt=NEGATIVE,
-        num_frames=WAN["num_frames"],
-        height=WAN["height"],
-        width=WAN["width"],
-        num_inference_steps=WAN["steps"],
-        guidance_scale=WAN["guidance_scale"],
-        latents=noise,
-        max_sequence_length=16,
-    )
-    ref_z = ref_pipe(**call, output_type="latent").frames  # [1 c f h w]
-    ref_frames = ref_pipe(**call, output_type="pt").frames.permute(0, 2, 1, 3, 4)  # [1 3 f h w]
-    return (z, frames), (ref_z, ref_frames), ours
+    return run_both(WanPipeline, folder, WAN, text_length=16)
 
 
 @pytest.mark.parametrize("scheduler", ["unipc", "flow_match"])
@@ -318,7 +301,7 @@ def test_text_context_matches_encode_prompt(cogvideox_folders, wan_folders, fami
     from diffusers import CogVideoXPipeline, WanPipeline
 
     folder, cls, length = {
-        "cogvideox": (cogvideox_folders["rope"], CogVideoXPipeline, 12),
+        "cogvideox": (cogvideox_folders["rope"], CogVideoXPipeline, COG_TEXT),
         "wan": (wan_folders["unipc"], WanPipeline, 16),
     }[family]
     prompt = " a red&#32;circle  moving right "  # an HTML entity and extra spaces: Wan cleans them
