@@ -123,6 +123,17 @@ def audio_task(num: int):
     )
 
 
+def training_minutes(metrics: Path, step: int | None) -> float | None:
+    """Minutes from the run's (last) start, after its cache was built, to the log record of ``step``, the
+    adapter's step (a run stopped later, or one with periodic evaluations after it, counts only up to it)."""
+    if step is None or not metrics.is_file():
+        return None
+    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    starts = [r["time"] for r in records if r.get("event") == "start" and r.get("step", 0) < step]
+    ends = [r["time"] for r in records if r.get("step") == step and "loss" in r and "event" not in r]
+    return round((ends[0] - starts[-1]) / 60, 1) if starts and ends else None
+
+
 def cell(hits: list[bool]) -> str:
     lo, hi = wilson_interval(sum(hits), len(hits))
     return f"{100 * np.mean(hits):.1f} [{100 * lo:.0f}, {100 * hi:.0f}]"
@@ -179,11 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     size = Path(args.lora).stat().st_size
     params = sum(v.numel() for v in state.values())
     run_dir = Path(info.get("run", Path(args.lora).parent))
-    minutes = None
-    if (run_dir / "metrics.jsonl").is_file():
-        from mediadiff.pipelines.export import run_summary
-
-        minutes = run_summary(run_dir)["train_minutes"]
+    minutes = training_minutes(run_dir / "metrics.jsonl", info.get("step"))
     print(
         f"\n{args.modality}: {base_name} + {args.lora} (rank {settings.rank}, targets {', '.join(settings.targets)})"
     )

@@ -189,8 +189,11 @@ def _check_generate_args(args: argparse.Namespace, pipeline_cls: Any) -> None:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
     if args.lora_scale is not None and args.lora is None:
         raise UsageError("--lora-scale goes with --lora FILE")
-    if args.lora is not None and not Path(args.lora).is_file():
-        raise UsageError(f"--lora {args.lora}: no such file")
+    if args.lora is not None:
+        try:
+            pipeline_cls.resolve_lora(args.lora)
+        except FileNotFoundError as err:
+            raise UsageError(f"--lora: {err}") from None
     if args.device == "cuda":
         import torch
 
@@ -403,7 +406,7 @@ def add_generate_parser(sub: Any, modality: str, pipeline_cls: Any) -> argparse.
         "--lora",
         default=None,
         metavar="FILE",
-        help="a LoRA adapter (lora.safetensors of a --lora-rank run) to add",
+        help="a LoRA adapter to add: lora.safetensors of a --lora-rank run, or a shipped one by name",
     )
     gen.add_argument(
         "--lora-scale",

@@ -339,3 +339,35 @@ def test_lora_trains_on_an_adapted_diffusers_backbone(tmp_path):
     base = fresh("a red square", **kw).frames
     fresh.load_lora(tmp_path / "run" / LORA_NAME)
     assert not (fresh("a red square", **kw).frames == base).all()
+
+
+def test_the_shipped_adapters_teach_their_concepts():
+    """shapes-dit + shapes-dit-colours draws orange and white; tones-dit + tones-dit-pitches plays C#5 and D5
+    (benchmarks/lora.py measures them on 48 prompts each; here 6 held-out prompts, most must be right)."""
+    from mediadiff.audio.detect import read_tones
+    from mediadiff.audio.evaluate import eval_items as tone_items
+    from mediadiff.audio.tones import EXTRA_PITCHES
+    from mediadiff.pipelines import AudioPipeline
+    from mediadiff.video.detect import detect_batch
+    from mediadiff.video.shapes import ALL_COLOURS, EXTRA_COLOURS
+    from mediadiff.video.shapes_eval import eval_items as shape_items
+
+    video = VideoPipeline.from_pretrained("shapes-dit")
+    info = video.load_lora("shapes-dit-colours")
+    assert info["base"] == "shapes-dit" and video.lora.name == "shapes_dit_colours.safetensors"
+    items = shape_items(6, 17, 64, colours=EXTRA_COLOURS)
+    frames = video([it["text"] for it in items], seed=0).frames
+    found = [d.colour for d in detect_batch(frames, colours=ALL_COLOURS)]
+    assert sum(f == it["colour"] for f, it in zip(found, items)) >= 5, (found, [it["colour"] for it in items])
+
+    audio = AudioPipeline.from_pretrained("tones-dit")
+    audio.load_lora("tones-dit-pitches")
+    notes = tone_items(6, pitches=EXTRA_PITCHES)
+    clips = audio([it["text"] for it in notes], seed=0).audio
+    heard = [r.midi for r in read_tones(clips.numpy() if hasattr(clips, "numpy") else clips)]
+    assert sum(abs(h - it["midi"]) <= 0.5 for h, it in zip(heard, notes)) >= 5, (
+        heard,
+        [it["midi"] for it in notes],
+    )
+    with pytest.raises(FileNotFoundError, match="not a shipped adapter"):
+        audio.resolve_lora("shapes-dit-colours")  # a video adapter is not an audio one

@@ -104,6 +104,10 @@ class AudioPipeline(DiffusionPipeline):
     SHIPPED_MODELS: ClassVar[dict[str, str]] = {
         "tones-dit": "t2a_tones_dit",  # recipes/audio/tones_latent.py: DiT1D on waveform-VAE latents
     }
+    SHIPPED_LORAS: ClassVar[dict[str, str]] = {
+        # recipes/audio/tones_latent.py --init-from tones-dit --lora-rank 16 --pitches all: C#5 and D5
+        "tones-dit-pitches": "lora/tones_dit_pitches.safetensors",
+    }
     DEFAULT_MODEL: ClassVar[str] = "tones-dit"
     ITEM: ClassVar[str] = "clip"
     MASK_UNITS: ClassVar[str] = "seconds"  # what an inpainting mask (start, end) counts

@@ -12,6 +12,7 @@ class attribute / method          what the subclass supplies
 ``EXTRA_DEFAULTS``                other saved defaults (``fps``), checked by :meth:`check_defaults`
 ``BACKBONES``                     backbone type name -> module that defines it (the folder registry)
 ``SHIPPED_MODELS``                shipped model name -> folder under ``mediadiff/weights/``
+``SHIPPED_LORAS``                 shipped LoRA adapter name -> file under ``mediadiff/weights/``
 ``DEFAULT_MODEL``                 the shipped model used when none is named
 ``load_autoencoder(folder)``      rebuild the ``autoencoder/`` folder
 ``latent_shape(settings)``        the latent ``(c, ...)`` of one item for the resolved size settings
@@ -262,6 +263,7 @@ class DiffusionPipeline:
     EXTRA_DEFAULTS: ClassVar[dict[str, Any]] = {}
     BACKBONES: ClassVar[dict[str, str]] = {}
     SHIPPED_MODELS: ClassVar[dict[str, str]] = {}
+    SHIPPED_LORAS: ClassVar[dict[str, str]] = {}
     DEFAULT_MODEL: ClassVar[str | None] = None
     # the command line (mediadiff generate / eval MODALITY)
     ITEM: ClassVar[str] = "item"  # what one output is called ("clip")
@@ -459,9 +461,25 @@ class DiffusionPipeline:
             raise ValueError(
                 f"{type(self).__name__} already carries a LoRA adapter ({self.lora}); unload_lora first"
             )
+        path = self.resolve_lora(path)
         info = load_lora(self.backbone, path, scale=scale)
-        self.lora, self.lora_scale = Path(path), float(scale)
+        self.lora, self.lora_scale = path, float(scale)
         return info
+
+    @classmethod
+    def resolve_lora(cls, name_or_file: str | os.PathLike) -> Path:
+        """An adapter file, or the file of a shipped adapter by name (``SHIPPED_LORAS``); FileNotFoundError
+        naming both kinds otherwise."""
+        if str(name_or_file) in cls.SHIPPED_LORAS:
+            path = WEIGHTS_DIR / cls.SHIPPED_LORAS[str(name_or_file)]
+            if path.is_file():
+                return path
+        path = Path(name_or_file)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"LoRA {name_or_file}: no such file, and not a shipped adapter: {sorted(cls.SHIPPED_LORAS)}"
+            )
+        return path
 
     def set_lora_scale(self, scale: float) -> None:
         """Scale the loaded adapter's update (0: the base model, 1: as trained)."""

@@ -115,6 +115,10 @@ class VideoPipeline(DiffusionPipeline):
         "shapes-dit": "t2v_shapes_dit",  # recipes/video/shapes_dit.py: latent DiT, 17x64x64
         "shapes-unet3d": "t2v_shapes_unet3d",  # recipes/video/shapes_unet3d.py: pixel UNet3D, 8x32x32
     }
+    SHIPPED_LORAS: ClassVar[dict[str, str]] = {
+        # recipes/video/shapes_dit.py --init-from shapes-dit --lora-rank 16 --colours all: orange and white
+        "shapes-dit-colours": "lora/shapes_dit_colours.safetensors",
+    }
     DEFAULT_MODEL: ClassVar[str] = "shapes-dit"
     ITEM: ClassVar[str] = "clip"
     MASK_UNITS: ClassVar[str] = "frames"  # what an inpainting mask (start, end) counts

@@ -18,8 +18,10 @@ for held-out captions, and the detector's pitch / contour / waveform accuracies 
     python recipes/audio/tones_latent.py --max-steps 200 --output-dir runs/tones_quick
     mediadiff train recipes/audio/tones_latent.py --resume
     # LoRA: teach the shipped model the two notes above its range (README "LoRA"; benchmarks/lora.py scores it)
-    python recipes/audio/tones_latent.py --init-from tones-dit --lora-rank 16 --pitches all --items 4000 \
-        --max-steps 600 --lr 1e-3 --output-dir runs/lora_pitches
+    python recipes/audio/tones_latent.py --init-from tones-dit --pitches all --items 4000 --max-steps 200 \
+        --lora-rank 16 --lora-targets to_qkv to_q to_kv to_out context_embed context_adapter \
+        --lr 1e-3 --warmup-steps 30 --checkpoint-every 100 --sample-every 200 --output-dir runs/lora_pitches
+    mediadiff generate audio "a sine tone at D5, steady" --lora runs/lora_pitches/lora.safetensors -o d5.wav
 """
 
 from __future__ import annotations

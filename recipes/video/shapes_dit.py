@@ -17,8 +17,10 @@ analytic detector's colour/shape/direction accuracies go to ``metrics.jsonl``.
     python recipes/video/shapes_dit.py --export mediadiff/weights/t2v_shapes_dit   # newest checkpoint -> pipeline
     python recipes/video/shapes_dit.py --dry-run --memory-gb 8
     # LoRA: teach the shipped model two colours it never saw (README "LoRA"; benchmarks/lora.py scores it)
-    python recipes/video/shapes_dit.py --init-from shapes-dit --lora-rank 16 --colours all --items 4000 \
-        --max-steps 600 --lr 1e-3 --output-dir runs/lora_colours
+    python recipes/video/shapes_dit.py --init-from shapes-dit --colours all --items 4000 --max-steps 200 \
+        --lora-rank 16 --lora-targets to_qkv to_q to_kv to_out context_embed context_adapter \
+        --lr 1e-3 --warmup-steps 30 --checkpoint-every 100 --sample-every 200 --output-dir runs/lora_colours
+    mediadiff generate video "an orange circle moving up" --lora runs/lora_colours/lora.safetensors -o orange.gif
 """
 
 from __future__ import annotations
