@@ -264,12 +264,6 @@ def components(folder: Path, device: torch.device) -> dict[str, Any]:
         "steps": 100,
         "guidance_scale": 7.0,
     }
-    return pipeline_components(
-        backbone=backbone,
-        autoencoder=autoencoder,
-        text_encoder=StableAudioText(text_encoder, projection),
-        settings=settings,
-        defaults=defaults,
-        info={"scheduler": scheduler.get("_class_name"), "notes": settings.notes},
-        device=device,
-    )
+    text_encoder = StableAudioText(text_encoder, projection)
+    info = {"scheduler": scheduler.get("_class_name"), "notes": settings.notes}
+    return pipeline_components(backbone, autoencoder, text_encoder, settings, defaults, info, device)

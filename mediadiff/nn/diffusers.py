@@ -189,7 +189,6 @@ class DiffusersAutoencoder(nn.Module):
 
 
 def pipeline_components(
-    *,
     backbone: nn.Module,
     autoencoder: nn.Module,
     text_encoder: Any,

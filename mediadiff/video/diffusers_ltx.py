@@ -266,12 +266,5 @@ def components(folder: Path, device: torch.device) -> dict[str, Any]:
     )
     # alpha = 1 - t, sigma = t; the shift is the grid's (LTXGrid), which every sampler then uses
     settings = SchedulerSettings(FlowSchedule(), "flow", "euler", {"timesteps": grid})
-    return pipeline_components(
-        backbone=backbone,
-        autoencoder=autoencoder,
-        text_encoder=text_encoder,
-        settings=settings,
-        defaults=DEFAULTS,
-        info={"family": "ltx-video"},
-        device=device,
-    )
+    info = {"family": "ltx-video"}
+    return pipeline_components(backbone, autoencoder, text_encoder, settings, DEFAULTS, info, device)

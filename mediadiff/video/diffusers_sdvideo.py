@@ -130,12 +130,5 @@ def components(folder: Path, device: torch.device) -> dict[str, Any]:
         "steps": 50,
         "guidance_scale": 9.0,
     }
-    return pipeline_components(
-        backbone=backbone,
-        autoencoder=autoencoder,
-        text_encoder=text_encoder,
-        settings=settings,
-        defaults=defaults,
-        info={"family": "text-to-video-sd", "scheduler_notes": settings.notes},
-        device=device,
-    )
+    info = {"family": "text-to-video-sd", "scheduler_notes": settings.notes}
+    return pipeline_components(backbone, autoencoder, text_encoder, settings, defaults, info, device)

@@ -132,12 +132,5 @@ def components(folder: Path, device: torch.device) -> dict[str, Any]:
         "steps": 50,
         "guidance_scale": 5.0,
     }
-    return pipeline_components(
-        backbone=backbone,
-        autoencoder=autoencoder,
-        text_encoder=text_encoder,
-        settings=settings,
-        defaults=defaults,
-        info={"scheduler": scheduler.get("_class_name"), "notes": settings.notes},
-        device=device,
-    )
+    info = {"scheduler": scheduler.get("_class_name"), "notes": settings.notes}
+    return pipeline_components(backbone, autoencoder, text_encoder, settings, defaults, info, device)
