@@ -244,6 +244,8 @@ def test_a_pipeline_loads_scales_merges_and_unloads_an_adapter(pipe_and_lora):
     pipe.merge_lora()
     merged = pipe("a red ball", **kw).frames
     assert abs(merged.astype(int) - adapted.astype(int)).max() <= 1  # uint8 frames, float rounding
+    with pytest.raises(ValueError, match="unload_lora"):
+        pipe.save_pretrained(folder.parent / "with_lora")  # peft's wrapped keys would not reload
     pipe.unload_lora()
     assert pipe.lora is None and not has_lora(pipe.backbone)
 

@@ -406,7 +406,23 @@ class FlowSchedule(Schedule):
         return f"FlowSchedule(shift={self.shift:g})"
 
 
-class EDMSchedule(Schedule):
+class _SigmaBounded(Schedule):
+    """A schedule whose grids run between ``sigma_min`` and ``sigma_max`` (Karras / exponential, with
+    the Karras exponent ``rho``): EDM's and the cosine one."""
+
+    sigma_min: float
+    sigma_max: float
+    rho: float
+
+    def s_range(self) -> tuple[float, float]:
+        return self.sigma_min, self.sigma_max
+
+    def grid(self, steps: int, spacing: str | None = None, **kwargs) -> list[Level]:
+        kwargs.setdefault("rho", self.rho)
+        return super().grid(steps, spacing, **kwargs)
+
+
+class EDMSchedule(_SigmaBounded):
     """Karras et al. 2022 (EDM): ``alpha = 1``, ``sigma(t) = (s_min^(1/rho) + t (s_max^(1/rho) - s_min^(1/rho)))^rho``.
 
     Uniform steps in ``t`` are exactly the Karras grid (Eq. 5); ``sigma_data`` is the data
@@ -432,13 +448,6 @@ class EDMSchedule(Schedule):
         lo, hi = self.sigma_min ** (1 / self.rho), self.sigma_max ** (1 / self.rho)
         return ((s.to(torch.float64) ** (1 / self.rho) - lo) / (hi - lo)).clamp(0, 1)
 
-    def s_range(self) -> tuple[float, float]:
-        return self.sigma_min, self.sigma_max
-
-    def grid(self, steps: int, spacing: str | None = None, **kwargs) -> list[Level]:
-        kwargs.setdefault("rho", self.rho)
-        return super().grid(steps, spacing, **kwargs)
-
     def to_config(self) -> dict:
         return {
             "type": "edm",
@@ -454,7 +463,7 @@ class EDMSchedule(Schedule):
         return f"EDMSchedule(sigma_min={self.sigma_min:g}, sigma_max={self.sigma_max:g}, rho={self.rho:g})"
 
 
-class CosineSchedule(Schedule):
+class CosineSchedule(_SigmaBounded):
     """Continuous cosine schedule: ``alpha = cos(pi t / 2)``, ``sigma = sin(pi t / 2)``.
 
     The variance-preserving path of Nichol & Dhariwal 2021 (Eq. 17) without their offset, in
@@ -481,13 +490,6 @@ class CosineSchedule(Schedule):
 
     def t_from_s(self, s: torch.Tensor) -> torch.Tensor:
         return torch.atan(s.to(torch.float64)) * (2 / math.pi)  # atan(inf) = pi / 2: t = 1
-
-    def s_range(self) -> tuple[float, float]:
-        return self.sigma_min, self.sigma_max
-
-    def grid(self, steps: int, spacing: str | None = None, **kwargs) -> list[Level]:
-        kwargs.setdefault("rho", self.rho)
-        return super().grid(steps, spacing, **kwargs)
 
     def to_config(self) -> dict:
         return {

@@ -151,8 +151,8 @@ def lora_layers(module: torch.nn.Module) -> dict[str, Any]:
 
 
 def has_lora(module: torch.nn.Module) -> bool:
-    """Whether ``module`` carries a LoRA adapter."""
-    return bool(lora_layers(module))
+    """Whether ``module`` carries a LoRA adapter (its ``lora_A`` / ``lora_B`` weights; without importing peft)."""
+    return any(".lora_" in name for name, _ in module.named_parameters())
 
 
 def add_lora(module: torch.nn.Module, settings: LoraSettings) -> list[str]:

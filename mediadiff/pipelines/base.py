@@ -748,6 +748,11 @@ class DiffusionPipeline:
         (``"float16"``, ``"bfloat16"`` or None for float32) is the storage type of the backbone
         weights; loading always gives float32 modules. The autoencoder keeps its own precision.
         """
+        if self.lora is not None:
+            raise ValueError(
+                f"{type(self).__name__} carries the LoRA adapter {self.lora}: unload_lora(merge=True) to save the "
+                "model with it folded in, or unload_lora() to save the base"
+            )
         folder = Path(folder).expanduser()
         storage = self._storage_dtype(dtype)
         if "diffusers" in self.info:  # built from a diffusers folder: written back as one

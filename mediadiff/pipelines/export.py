@@ -50,19 +50,6 @@ def run_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
     return summary
 
 
-def _newest(run_dir: str | os.PathLike) -> Path:
-    """The newest complete checkpoint of a run folder (or the checkpoint folder itself)."""
-    from mediadiff.train.checkpoint import STATE_FILE, latest_checkpoint
-
-    path = Path(run_dir)
-    if (path / STATE_FILE).is_file():
-        return path
-    newest = latest_checkpoint(path / "checkpoints")
-    if newest is None:
-        raise FileNotFoundError(f"{path} is neither a checkpoint nor a run folder with checkpoints/")
-    return newest
-
-
 def export_run(
     run_dir: str | os.PathLike,
     folder: str | os.PathLike,
@@ -79,17 +66,15 @@ def export_run(
     (steps, training time, periodic evaluation) merged with ``info`` and the pipeline's own ``info``.
     ``dtype``: storage type of the backbone weights (``"float16"``, ``"bfloat16"``, None: float32).
     """
-    from mediadiff.train.checkpoint import load_model_weights, read_state
+    from mediadiff.train.checkpoint import load_model_weights, read_state, resolve_checkpoint
 
     backbone = pipeline.backbone
-    lora = read_state(_newest(run_dir)).get("lora")
+    lora = read_state(resolve_checkpoint(run_dir)).get("lora")
     if lora:  # a LoRA run: its adapters on the base backbone, folded into the weights
         from mediadiff.nn.lora import LoraSettings, add_lora, unload_lora
 
         add_lora(backbone, LoraSettings.from_dict(lora))
-    weights = load_model_weights(
-        run_dir, backbone, ema=True, adapters_only=bool(lora)
-    )  # ema.safetensors if any
+    weights = load_model_weights(run_dir, backbone, ema=True)  # ema.safetensors if any
     if lora:
         unload_lora(backbone, merge=True)
     summary = {

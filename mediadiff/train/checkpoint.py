@@ -40,6 +40,7 @@ __all__ = [
     "prune_checkpoints",
     "read_state",
     "remove_stale_temporaries",
+    "resolve_checkpoint",
     "save_torch",
     "set_rng_state",
 ]
@@ -158,20 +159,28 @@ def read_state(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads(file.read_text())
 
 
-def load_model_weights(
-    path: str | os.PathLike, model: torch.nn.Module, *, ema: bool = True, adapters_only: bool = False
-) -> Path:
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint folder as given, or a run folder's newest complete checkpoint; FileNotFoundError else."""
+    path = Path(path)
+    if (path / STATE_FILE).is_file():
+        return path
+    newest = latest_checkpoint(path / "checkpoints")
+    if newest is None:
+        raise FileNotFoundError(f"{path} is neither a checkpoint nor a run folder with checkpoints/")
+    return newest
+
+
+def load_model_weights(path: str | os.PathLike, model: torch.nn.Module, *, ema: bool = True) -> Path:
     """Load a checkpoint's weights into ``model``: the EMA weights when present and ``ema``, else the
-    trained weights. ``path`` is a checkpoint folder or a run folder (its newest checkpoint).
-    ``adapters_only``: a LoRA run's checkpoint, which holds exactly ``model``'s adapter weights."""
+    trained weights. ``path`` is a checkpoint folder or a run folder (its newest checkpoint). A model
+    carrying LoRA adapters (:func:`mediadiff.nn.lora.add_lora`) takes a LoRA run's checkpoint, which
+    holds exactly its adapter weights."""
     from safetensors.torch import load_model
 
-    path = Path(path)
-    if not (path / STATE_FILE).is_file():
-        newest = latest_checkpoint(path / "checkpoints")
-        if newest is None:
-            raise FileNotFoundError(f"{path} is neither a checkpoint nor a run folder with checkpoints/")
-        path = newest
+    from mediadiff.nn.lora import has_lora
+
+    adapters_only = has_lora(model)
+    path = resolve_checkpoint(path)
     file = (
         path / "ema.safetensors"
         if ema and (path / "ema.safetensors").is_file()
