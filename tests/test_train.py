@@ -11,6 +11,7 @@ from mediadiff.cli import main as cli_main
 from mediadiff.diffusion import FlowSchedule, VPSchedule
 from mediadiff.text import pack_context
 from mediadiff.train import (
+    CheckpointError,
     NonFiniteLossError,
     ResumableSampler,
     TrainConfig,
@@ -119,7 +120,7 @@ def test_checkpoints_are_atomic_pruned_and_loadable(tmp_path, monkeypatch):
     trainer.fit()
     assert [s for s, _ in complete_checkpoints(tmp_path / "checkpoints")] == [4, 5]
     assert not stale.exists()  # leftovers of an interrupted save are removed
-    # a crash in the middle of a save leaves no step-* folder, only a temporary one
+    # a write that fails in the middle of a save is reported, and leaves neither a step-* folder nor a temporary one
     import mediadiff.train.trainer as trainer_module
 
     def crash(*args, **kwargs):
@@ -127,10 +128,11 @@ def test_checkpoints_are_atomic_pruned_and_loadable(tmp_path, monkeypatch):
 
     monkeypatch.setattr(trainer_module, "save_torch", crash)
     trainer.step = 6
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match="step 6 .*disk full.*step-00000005 is intact"):
         trainer.save_checkpoint()
     assert latest_checkpoint(tmp_path / "checkpoints").name == "step-00000005"
-    assert (tmp_path / "checkpoints" / ".tmp-step-00000006").exists()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000004", "step-00000005"]
+    monkeypatch.undo()
     # weights load into a fresh model: EMA by default, or the trained weights
     fresh = parts()["model"]
     assert load_model_weights(tmp_path, fresh).name == "ema.safetensors"

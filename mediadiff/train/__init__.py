@@ -19,7 +19,7 @@ from mediadiff.utils import lazy_exports
 _NAMES = {  # module -> the names it exports here
     "autoencoder": ["AutoencoderRecipe", "IndexStream", "LossContext", "LossOutput"],
     "cache": ["CacheError", "CacheMismatchError", "LatentCache", "cache_fingerprint"],
-    "checkpoint": ["latest_checkpoint", "load_model_weights"],
+    "checkpoint": ["CheckpointError", "latest_checkpoint", "load_model_weights"],
     "config": ["TrainConfig", "add_train_args", "config_from_args", "recipe_parser"],
     "data": ["ResumableSampler", "resolve_data_key"],
     "memory": ["DryRunReport"],

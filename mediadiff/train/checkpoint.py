@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from mediadiff.utils import fsync_dir
+from mediadiff.utils import fsync_dir, recover_published
 
 __all__ = [
     "STATE_FILE",
+    "CheckpointError",
     "checkpoint_name",
     "complete_checkpoints",
     "get_rng_state",
@@ -47,6 +48,11 @@ __all__ = [
 
 STATE_FILE = "state.json"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written (a full disk, a file-size limit, a vanished folder). Nothing of
+    it is left behind; the previous checkpoint is intact."""
 
 
 def checkpoint_name(step: int) -> str:
@@ -100,11 +106,17 @@ def prune_checkpoints(folder: str | os.PathLike, keep: int) -> list[Path]:
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Delete ``.tmp-*`` / ``.old-*`` leftovers of interrupted saves."""
+    """Delete ``.tmp-*`` leftovers of interrupted saves; returns them.
+
+    A save of a step that already had a checkpoint (saved again after a resume) moves the old folder
+    aside as ``.old-*`` before renaming the new one into place; when the process died between the two
+    renames, the old folder is the only complete copy and is put back (:func:`~mediadiff.utils.recover_published`).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    stale = [p for p in folder.iterdir() if p.name.startswith((".tmp-", ".old-"))]
+    recover_published(folder)
+    stale = [p for p in folder.iterdir() if p.name.startswith(".tmp-")]
     for p in stale:
         shutil.rmtree(p) if p.is_dir() else p.unlink()
     return stale

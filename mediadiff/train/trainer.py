@@ -11,6 +11,12 @@ backward under ``accelerator.accumulate``), then a check that the loss was finit
 (else the step is skipped and counted), gradient clipping, AdamW, the learning-rate schedule and the
 EMA update. Checkpoints and resume are exact: see :mod:`mediadiff.train.checkpoint`.
 
+Faults: a run holds a lock on its output folder while it trains (a second run on the same folder is
+refused, naming the first; a lock left by a killed run is taken over); SIGTERM and the first Ctrl-C
+finish the step, write a checkpoint and stop (``fit`` returns with ``interrupted``); a checkpoint that
+cannot be written (a full disk) is removed whole and reported as :class:`CheckpointError`, the
+previous checkpoint intact.
+
 The same script runs single-process, under ``torchrun`` and under ``accelerate launch``; with no GPU
 the accelerator is created with ``cpu=True`` so that several processes talk over gloo.
 """
@@ -20,6 +26,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,12 +45,13 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from mediadiff.text.context import encode_context, pack_context, substitute_context
-from mediadiff.utils import atomic_write_text, publish_dir
+from mediadiff.utils import FileLock, GracefulStop, LockedError, atomic_write_text, publish_dir
 
 from ..diffusion import PREDICTIONS, Schedule, diffusion_loss
 from .cache import LatentCache, encode_latents
 from .checkpoint import (
     STATE_FILE,
+    CheckpointError,
     checkpoint_name,
     get_rng_state,
     latest_checkpoint,
@@ -59,10 +67,19 @@ from .data import ResumableSampler, collate_cached, collate_raw, resolve_data_ke
 from .memory import GIB, ActivationEstimate, DryRunReport, count_parameters, total_memory_bytes
 from .precision import resolve_mixed_precision
 
-__all__ = ["LORA_NAME", "NonFiniteLossError", "SampleContext", "Trainer", "ema_decay_at", "make_accelerator"]
+__all__ = [
+    "LOCK_NAME",
+    "LORA_NAME",
+    "NonFiniteLossError",
+    "SampleContext",
+    "Trainer",
+    "ema_decay_at",
+    "make_accelerator",
+]
 
 
 LORA_NAME = "lora.safetensors"  # a LoRA run's adapters, beside config.json (the newest checkpoint's)
+LOCK_NAME = ".lock"  # held in the output folder while a run trains (mediadiff.utils.FileLock)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -248,6 +265,7 @@ class Trainer:
         self.step = self.epoch = self.offset = 0  # optimizer steps; data position (epoch, global samples)
         self.skipped = self.bad_in_row = 0
         self.last_checkpoint: Path | None = None
+        self._metrics_failed = False
         self._empty: tuple[torch.Tensor, torch.Tensor] | None = None
         self._iter = None
         self._sampler: ResumableSampler | None = None
@@ -446,13 +464,52 @@ class Trainer:
         return loss, None, grad_norm
 
     def fit(self, until: int | None = None) -> dict[str, Any]:
-        """Train until ``config.max_steps``; returns ``{"step", "loss", "skipped", "checkpoint"}``.
+        """Train until ``config.max_steps``; returns ``{"step", "loss", "skipped", "checkpoint", "interrupted"}``.
 
         until: stop earlier, after this step, with a checkpoint (a time-limited job); the learning-rate
             schedule still spans ``config.max_steps`` and ``--resume`` continues exactly.
-        Raises :class:`NonFiniteLossError` after ``config.max_bad_steps`` skipped steps in a row (NaN/inf
-        loss or gradient), without writing a checkpoint: the last good one stays.
+        SIGTERM or Ctrl-C (main thread): the current step ends, a checkpoint is written and ``fit``
+        returns with ``interrupted`` the signal's name (None otherwise); a second Ctrl-C stops at once.
+        Raises :class:`~mediadiff.utils.LockedError` if another live run trains in ``output_dir``,
+        :class:`~mediadiff.train.checkpoint.CheckpointError` if a checkpoint cannot be written, and
+        :class:`NonFiniteLossError` after ``config.max_bad_steps`` skipped steps in a row (NaN/inf loss or
+        gradient), without writing a checkpoint: the last good one stays.
         """
+        lock = self._lock_output()
+        try:
+            with GracefulStop(log=self.log if self.is_main_process else None) as stop:
+                return self._fit(until, stop)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _lock_output(self) -> FileLock | None:
+        """Lock the output folder for this run (main process); LockedError naming the live holder."""
+        if not self.is_main_process:
+            return None
+        lock = FileLock(self.out / LOCK_NAME, f"the run folder {self.out}")
+        try:
+            lock.acquire()
+        except LockedError as err:
+            raise LockedError(
+                f"{err}; another training run writes there. Wait for it to end, stop it, or choose another "
+                "--output-dir",
+                err.holder,
+            ) from None
+        if lock.stale is not None:
+            self.log(lock.stale_message())
+        return lock
+
+    def _stop_requested(self, stop: GracefulStop) -> bool:
+        """Whether any process got SIGTERM / Ctrl-C (all processes agree, so they stop at the same step)."""
+        if self.world_size == 1:
+            return stop.requested is not None
+        flag = torch.tensor([0.0 if stop.requested is None else 1.0], device=self.device)
+        if self.accelerator.reduce(flag, "sum").item() > 0 and stop.requested is None:
+            stop.request("SIGTERM")  # another process was told to stop
+        return stop.requested is not None
+
+    def _fit(self, until: int | None, stop_signal: GracefulStop) -> dict[str, Any]:
         acc, cfg = self.accelerator, self.config
         stop = cfg.max_steps if until is None else min(until, cfg.max_steps)
         self.training_data()
@@ -522,20 +579,31 @@ class Trainer:
                 self.save_checkpoint()
             if self.sample_fn is not None and cfg.sample_every and self.step % cfg.sample_every == 0:
                 self.sample()
+            if self._stop_requested(stop_signal):
+                break
         bar.close()
+        interrupted = stop_signal.requested
         if self.bad_in_row == 0 and (
             self.last_checkpoint is None or self.last_checkpoint.name != checkpoint_name(self.step)
         ):
             self.save_checkpoint()
-        if self.sample_fn is not None and not (cfg.sample_every and self.step % cfg.sample_every == 0):
+        if interrupted is not None:
+            self._metrics({"event": "interrupted", "step": self.step, "signal": interrupted})
+            self.log(
+                f"{interrupted}: stopped at step {self.step} of {cfg.max_steps}; checkpoint {self.last_checkpoint}. "
+                "Continue with --resume."
+            )
+        elif self.sample_fn is not None and not (cfg.sample_every and self.step % cfg.sample_every == 0):
             self.sample()
-        self._metrics({"event": "end", "step": self.step, "loss": last_loss, "skipped": self.skipped})
+        if interrupted is None:
+            self._metrics({"event": "end", "step": self.step, "loss": last_loss, "skipped": self.skipped})
         self.plot_curves()
         return {
             "step": self.step,
             "loss": last_loss,
             "skipped": self.skipped,
             "checkpoint": self.last_checkpoint,
+            "interrupted": interrupted,
         }
 
     def _stop_non_finite(self) -> None:
@@ -555,12 +623,21 @@ class Trainer:
         raise NonFiniteLossError(message)
 
     def _metrics(self, record: dict[str, Any]) -> None:
+        """Append ``record`` to ``metrics.jsonl`` (main process). A failed write (a full disk) is reported
+        once and training goes on: the checkpoints, not the log, are what a run cannot lose."""
         if not self.is_main_process:
             return
-        self.out.mkdir(parents=True, exist_ok=True)
         record = {**record, "time": time.time()}
-        with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record, default=str) + "\n")
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record, default=str) + "\n")
+        except OSError as err:
+            if not self._metrics_failed:
+                self.log(
+                    f"warning: could not append to {self.out / 'metrics.jsonl'} ({err}); training goes on"
+                )
+            self._metrics_failed = True
 
     def describe(self) -> dict[str, Any]:
         """The run's settings, as written to ``config.json``."""
@@ -628,14 +705,68 @@ class Trainer:
     # --- checkpoints ------------------------------------------------------------------------------
 
     def save_checkpoint(self) -> Path:
-        """Write ``checkpoints/step-XXXXXXXX`` atomically and keep the newest ``keep_checkpoints``."""
-        acc = self.accelerator
+        """Write ``checkpoints/step-XXXXXXXX`` atomically and keep the newest ``keep_checkpoints``.
+
+        A failed write (a full disk, a file-size limit) removes the partial folder and raises
+        :class:`~mediadiff.train.checkpoint.CheckpointError` in every process; the previous checkpoint
+        is untouched, so ``--resume`` continues from it.
+        """
         final = self.checkpoint_dir / checkpoint_name(self.step)
         tmp = self.checkpoint_dir / f".tmp-{final.name}"
-        if self.is_main_process:
+        try:
+            failure = self._agree(self._write_checkpoint(final, tmp))
+        except BaseException:  # a second Ctrl-C: nothing half-written stays
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if failure is not None:
+            if self.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)
+            previous = (
+                f"the previous checkpoint {self.last_checkpoint} is intact"
+                if self.last_checkpoint
+                else "there is no earlier checkpoint"
+            )
+            self._metrics({"event": "checkpoint_failed", "step": self.step, "error": str(failure)})
+            raise CheckpointError(
+                f"could not write the checkpoint of step {self.step} to {final}: {type(failure).__name__}: "
+                f"{failure}. Nothing of it was kept; {previous}. Free space (or fix the folder) and continue "
+                "with --resume."
+            ) from failure
+        self.last_checkpoint = final
+        return final
+
+    def _agree(self, failure: Exception | None) -> Exception | None:
+        """This process's failure, or (several processes) a stand-in when another process failed."""
+        if self.world_size == 1:
+            return failure
+        flag = torch.tensor([0.0 if failure is None else 1.0], device=self.device)
+        if self.accelerator.reduce(flag, "sum").item() > 0 and failure is None:
+            return RuntimeError("another process of the run failed to write its part")
+        return failure
+
+    def _write_checkpoint(self, final: Path, tmp: Path) -> Exception | None:
+        """The writes of :meth:`save_checkpoint`: every file into ``tmp``, then one rename to ``final``.
+
+        A write that fails is returned, not raised, so every process still reaches every barrier; nothing
+        is published unless all processes wrote their part."""
+        acc, main = self.accelerator, self.is_main_process
+        failure: Exception | None = None
+
+        def guarded(write: Callable[[], Any]) -> None:  # run unless an earlier write failed; keep its error
+            nonlocal failure
+            if failure is None:
+                try:
+                    write()
+                except Exception as err:  # OSError, safetensors' own error on a failed write, ...
+                    failure = err
+
+        def prepare() -> None:
             if tmp.exists():
                 remove_stale_temporaries(self.checkpoint_dir)
             tmp.mkdir(parents=True)
+
+        if main:
+            guarded(prepare)
         acc.wait_for_everyone()
         # every process takes part (FSDP gathers shards); the main process writes the full state
         model_state, optim_state = get_state_dict(
@@ -643,10 +774,14 @@ class Trainer:
             self.optimizer.optimizer,
             options=StateDictOptions(full_state_dict=True, cpu_offload=True),
         )
-        save_torch(get_rng_state(self.generator), tmp / f"rng-{self.rank:05d}.pt")
-        if self.is_main_process:
-            model_state = self._saved(model_state)
-            save_file(_unshared(model_state), tmp / "model.safetensors", metadata={"step": str(self.step)})
+        guarded(lambda: save_torch(get_rng_state(self.generator), tmp / f"rng-{self.rank:05d}.pt"))
+
+        def write_main() -> None:
+            save_file(
+                _unshared(self._saved(model_state)),
+                tmp / "model.safetensors",
+                metadata={"step": str(self.step)},
+            )
             if self.ema is not None:
                 save_file(
                     _unshared(self._saved(self.ema.module.state_dict())),
@@ -655,8 +790,6 @@ class Trainer:
                 )
             save_torch(optim_state, tmp / "optimizer.pt")
             save_torch(self.lr_scheduler.state_dict(), tmp / "scheduler.pt")
-        acc.wait_for_everyone()
-        if self.is_main_process:
             state = {
                 "step": self.step,
                 "epoch": self.epoch,
@@ -672,14 +805,22 @@ class Trainer:
                 "config": self.describe(),
             }
             (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
+
+        def publish() -> None:
             publish_dir(tmp, final)  # fsync all, rename into place
             prune_checkpoints(self.checkpoint_dir, self.config.keep_checkpoints)
             if self.lora is not None:
                 self.save_lora()
-            self._metrics({"event": "checkpoint", "step": self.step, "path": str(final)})
+
+        if main:
+            guarded(write_main)
+        failure = self._agree(failure)  # all wrote their part, or nobody publishes
+        if main:
+            guarded(publish)
+            if failure is None:
+                self._metrics({"event": "checkpoint", "step": self.step, "path": str(final)})
         acc.wait_for_everyone()
-        self.last_checkpoint = final
-        return final
+        return failure
 
     def _saved(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """What a checkpoint keeps of a model state: all of it, or (LoRA) the adapters' weights only."""

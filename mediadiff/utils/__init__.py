@@ -3,6 +3,8 @@
 - :mod:`~mediadiff.utils.files`: atomic file and folder writes (temporary name, fsync, rename).
 - :mod:`~mediadiff.utils.system`: what the machine is: ``/proc/cpuinfo``, native CPU bf16, a description
   of the device for reports.
+- :mod:`~mediadiff.utils.lock`: a lock file between processes that a killed holder cannot leave stuck,
+  and a graceful stop on SIGTERM / Ctrl-C for loops that must end with a checkpoint.
 - :mod:`~mediadiff.utils.plot`: matplotlib's pyplot on the Agg backend and a figure saved as a PNG
   atomically, for every picture mediadiff draws.
 - :func:`lazy_exports`: the ``__getattr__`` of a package that imports its names on first use.
@@ -24,12 +26,17 @@ from .files import (
     fsync_dir,
     fsync_tree,
     publish_dir,
+    recover_published,
     staged_dir,
 )
+from .lock import FileLock, GracefulStop, LockedError
 from .plot import pyplot, save_figure
 from .system import cpu_bf16_supported, cpu_name, cpuinfo, machine
 
 __all__ = [
+    "FileLock",
+    "GracefulStop",
+    "LockedError",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -42,6 +49,7 @@ __all__ = [
     "machine",
     "publish_dir",
     "pyplot",
+    "recover_published",
     "save_figure",
     "staged_dir",
 ]

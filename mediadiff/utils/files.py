@@ -23,6 +23,7 @@ __all__ = [
     "fsync_dir",
     "fsync_tree",
     "publish_dir",
+    "recover_published",
     "staged_dir",
 ]
 
@@ -100,6 +101,33 @@ def publish_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
     else:
         os.replace(tmp, final)
     fsync_dir(final.parent)
+
+
+def recover_published(folder: str | os.PathLike) -> list[Path]:
+    """Undo what an interrupted :func:`publish_dir` left in ``folder``; returns the folders restored.
+
+    :func:`publish_dir` over an existing folder renames it to ``.old-NAME-PID`` and then the new one to
+    ``NAME``. A process killed between those two renames leaves no ``NAME``: the old copy is then the
+    only complete one and is renamed back. An ``.old-`` folder whose ``NAME`` exists was already
+    replaced and is deleted.
+    """
+    folder = Path(folder)
+    restored = []
+    if not folder.is_dir():
+        return restored
+    for old in sorted(folder.glob(".old-*")):
+        name = old.name[len(".old-") :].rpartition("-")[0]
+        target = folder / name
+        if name and not target.exists():
+            os.replace(old, target)
+            restored.append(target)
+        elif old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+    if restored:
+        fsync_dir(folder)
+    return restored
 
 
 @contextlib.contextmanager
