@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from mediadiff.text.context import encode_context, pad_context
-from mediadiff.utils import publish_dir
+from mediadiff.utils import FileLock, publish_dir
 
 from .data import collate_raw, resolve_data_key
 
@@ -427,38 +427,70 @@ class LatentCache(Dataset):
             dataset, autoencoder=autoencoder, text_encoder=text_encoder, data_key=data_key, extra=extra
         )
         if is_main_process:
-            for stale in Path(path).parent.glob(f".{Path(path).name}.tmp-*"):
-                shutil.rmtree(stale, ignore_errors=True)  # an interrupted earlier build
-            try:
-                cls(path, fingerprint)
-            except CacheMismatchError as err:
-                if on_mismatch == "error":
-                    raise
-                log(f"{err}\nrebuilding the cache at {path}")
-                cls.build(
+            # one builder at a time: a second run (or `--cache-only`) on the same cache waits for the first,
+            # then opens what it built instead of deleting its half-written files and building again
+            with FileLock(Path(path).parent / f".{Path(path).name}.lock", f"the latent cache {path}").acquire(
+                blocking=True, log=log
+            ):
+                cls._open_or_build_locked(
                     path,
                     dataset,
-                    autoencoder=autoencoder,
-                    text_encoder=text_encoder,
-                    data_key=data_key,
-                    fingerprint=fingerprint,
-                    **build_kwargs,
-                )
-            except CacheError as err:
-                if Path(path).exists():
-                    log(f"{err}\nrebuilding the cache at {path}")
-                cls.build(
-                    path,
-                    dataset,
-                    autoencoder=autoencoder,
-                    text_encoder=text_encoder,
-                    data_key=data_key,
-                    fingerprint=fingerprint,
-                    **build_kwargs,
+                    autoencoder,
+                    text_encoder,
+                    data_key,
+                    fingerprint,
+                    on_mismatch,
+                    log,
+                    build_kwargs,
                 )
         if wait_for_everyone is not None:
             wait_for_everyone()
         return cls(path, fingerprint)
+
+    @classmethod
+    def _open_or_build_locked(
+        cls,
+        path: str | os.PathLike,
+        dataset: Any,
+        autoencoder: Any | None,
+        text_encoder: Any | None,
+        data_key: str,
+        fingerprint: dict[str, Any],
+        on_mismatch: str,
+        log: Callable[[str], None],
+        build_kwargs: dict[str, Any],
+    ) -> None:
+        """Open the cache, or build it when it is missing, damaged or (``rebuild``) built by other parts;
+        the caller holds the cache's lock."""
+        for stale in Path(path).parent.glob(f".{Path(path).name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)  # an interrupted earlier build
+        try:
+            cls(path, fingerprint)
+        except CacheMismatchError as err:
+            if on_mismatch == "error":
+                raise
+            log(f"{err}\nrebuilding the cache at {path}")
+            cls.build(
+                path,
+                dataset,
+                autoencoder=autoencoder,
+                text_encoder=text_encoder,
+                data_key=data_key,
+                fingerprint=fingerprint,
+                **build_kwargs,
+            )
+        except CacheError as err:
+            if Path(path).exists():
+                log(f"{err}\nrebuilding the cache at {path}")
+            cls.build(
+                path,
+                dataset,
+                autoencoder=autoencoder,
+                text_encoder=text_encoder,
+                data_key=data_key,
+                fingerprint=fingerprint,
+                **build_kwargs,
+            )
 
 
 def _cumsum(values: Any) -> Any:

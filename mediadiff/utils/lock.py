@@ -142,8 +142,8 @@ class FileLock:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
 
-    def __enter__(self) -> FileLock:
-        return self.acquire()
+    def __enter__(self) -> FileLock:  # `with lock:` or `with lock.acquire(blocking=True):`
+        return self if self.held else self.acquire()
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
