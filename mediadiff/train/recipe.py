@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,9 @@ from typing import Any
 
 import torch
 
+from mediadiff.utils import LockedError
+
+from .checkpoint import CheckpointError
 from .config import config_from_args, recipe_parser
 from .trainer import SampleContext, Trainer
 
@@ -234,7 +238,9 @@ class Recipe:
         """Parse, check, seed and build; then export, encode the cache, dry-run or train.
 
         Returns the exported folder (``--export``), the opened cache (``--cache-only``), the dry-run
-        report (``--dry-run``) or the training summary.
+        report (``--dry-run``) or the training summary. Exits (``SystemExit``) with one line when the
+        output folder is in use by another run or a checkpoint cannot be written, and with 143 / 130
+        after a SIGTERM / Ctrl-C stopped the run at a checkpoint.
         """
         args = self.parser().parse_args(argv)
         if self.check is not None:
@@ -255,7 +261,13 @@ class Recipe:
             cache = trainer.training_data()  # opened, or encoded once
             trainer.log(f"latent cache of {len(cache)} items at {cache.path}")
             return cache
-        result = trainer.run(dry_run=args.dry_run, memory_gb=args.memory_gb)
+        try:
+            result = trainer.run(dry_run=args.dry_run, memory_gb=args.memory_gb)
+        except (LockedError, CheckpointError) as err:  # one line, no traceback: nothing was lost
+            raise SystemExit(f"error: {err}") from None
+        if isinstance(result, dict) and result.get("interrupted"):
+            # stopped by SIGTERM / Ctrl-C after a checkpoint: the shell's code for that signal
+            raise SystemExit(128 + int(signal.Signals[result["interrupted"]]))
         if parts.on_end is not None:
             parts.on_end(trainer)
         return result
