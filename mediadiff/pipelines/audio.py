@@ -201,7 +201,7 @@ class AudioPipeline(DiffusionPipeline):
     def decode(
         self, z: torch.Tensor, settings: dict[str, Any], prompts: list[str], seeds: list[int]
     ) -> AudioOutput:
-        audio = self.autoencoder.decode(z)[..., : settings["num_samples"]]  # [b c t]
+        audio = self.decode_latents(z)[..., : settings["num_samples"]]  # [b c t]
         audio = audio.float().clamp(-1, 1).cpu().numpy()
         return AudioOutput(audio, self.sample_rate, prompts, seeds)
 

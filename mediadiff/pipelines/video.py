@@ -153,7 +153,7 @@ class VideoPipeline(DiffusionPipeline):
     ) -> VideoOutput:
         from mediadiff.video.io import to_uint8
 
-        video = self.autoencoder.decode(z)  # [b 3 f h w]
+        video = self.decode_latents(z)  # [b 3 f h w], item by item on a CPU
         frames = to_uint8(video)  # [b f h w 3]
         return VideoOutput(frames.numpy(), prompts, seeds, float(self.defaults["fps"]))
 
