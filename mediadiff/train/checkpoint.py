@@ -95,13 +95,19 @@ def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
 
 
 def prune_checkpoints(folder: str | os.PathLike, keep: int) -> list[Path]:
-    """Delete all but the newest ``keep`` complete checkpoints; returns what was deleted."""
+    """Delete all but the newest ``keep`` complete checkpoints; returns what was deleted.
+
+    Each is first renamed to a ``.tmp-`` name (one atomic step), then deleted: a process killed while
+    deleting leaves a temporary folder that the next start removes, never a ``step-*`` folder that
+    still looks complete with some of its files gone."""
+    folder = Path(folder)
     found = complete_checkpoints(folder)
     doomed = [p for _, p in found[: max(0, len(found) - keep)]]
     for p in doomed:
-        shutil.rmtree(p)
-    if doomed:
+        gone = p.with_name(f".tmp-pruned-{p.name}")
+        os.replace(p, gone)
         fsync_dir(folder)
+        shutil.rmtree(gone)
     return doomed
 
 
