@@ -270,7 +270,9 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path, monkeypatch):
             raise OSError("disk full")
 
     monkeypatch.setattr(TinyConvAE, "save_pretrained", save_or_crash)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(
+        SystemExit, match="could not write the checkpoint of step 3 .*disk full.*step_0000002 is intact"
+    ):
         run(crashed, 5, "--checkpoint-every", "1", "--keep", "3")
     assert sorted(p.name for p in (crashed / "checkpoints").iterdir()) == ["step_0000001", "step_0000002"]
     monkeypatch.setattr(TinyConvAE, "save_pretrained", save)

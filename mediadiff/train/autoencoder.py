@@ -160,7 +160,9 @@ from torch import nn
 from torch.utils.data import Dataset, Sampler
 from tqdm.auto import tqdm
 
-from mediadiff.utils import atomic_write_text, staged_dir
+from mediadiff.utils import GracefulStop, LockedError, atomic_write_text, staged_dir
+
+from .checkpoint import CheckpointError, lock_run_folder, remove_stale_temporaries
 
 __all__ = [
     "MAX_BAD_STEPS",
@@ -427,20 +429,35 @@ def _save_checkpoint(
     discriminator: nn.Module | None = None,
     disc_optimizer: torch.optim.Optimizer | None = None,
 ) -> None:
-    """Write ``checkpoints/step_XXXXXXX`` atomically (temp folder, fsync, rename) and prune to ``keep``."""
+    """Write ``checkpoints/step_XXXXXXX`` atomically (temp folder, fsync, rename) and prune to ``keep``.
+
+    A write that fails (a full disk) leaves nothing of the new checkpoint and raises
+    :class:`~mediadiff.train.checkpoint.CheckpointError`; the previous one is untouched."""
     root = out / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
-    with staged_dir(root / f"step_{step:07d}") as tmp:  # fsynced and renamed into place on success
-        model.save_pretrained(tmp)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        if discriminator is not None:
-            from safetensors.torch import save_model
+    previous = latest_checkpoint(out)
+    try:
+        with staged_dir(root / f"step_{step:07d}") as tmp:  # fsynced and renamed into place on success
+            model.save_pretrained(tmp)
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            if discriminator is not None:
+                from safetensors.torch import save_model
 
-            save_model(discriminator, str(tmp / "discriminator.safetensors"))
-            torch.save(disc_optimizer.state_dict(), tmp / "disc_optimizer.pt")
-        (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+                save_model(discriminator, str(tmp / "discriminator.safetensors"))
+                torch.save(disc_optimizer.state_dict(), tmp / "disc_optimizer.pt")
+            (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+    except Exception as err:  # OSError, safetensors' own error on a failed write, ...
+        kept = (
+            f"the previous checkpoint {previous} is intact" if previous else "there is no earlier checkpoint"
+        )
+        raise CheckpointError(
+            f"could not write the checkpoint of step {step} to {root}: {type(err).__name__}: {err}. Nothing of "
+            f"it was kept; {kept}. Free space (or fix the folder) and continue with --resume."
+        ) from err
     for old in sorted(root.glob("step_*"))[:-keep]:
-        shutil.rmtree(old)
+        gone = old.with_name(f".tmp-pruned-{old.name}")  # out of sight in one rename, then deleted
+        old.rename(gone)
+        shutil.rmtree(gone)
 
 
 # ----------------------------------------------------------------------------------------- loop
@@ -493,6 +510,31 @@ def train(args: argparse.Namespace, recipe: AutoencoderRecipe, *, argv: list[str
     out.mkdir(parents=True, exist_ok=True)
     AcceleratorState._reset_state(reset_partial_state=False)  # a new run's settings, same process group
     accelerator = Accelerator(mixed_precision=args.precision, cpu=not torch.cuda.is_available())
+    try:
+        lock = (
+            lock_run_folder(out, lambda m: print(m, file=sys.stderr)) if accelerator.is_main_process else None
+        )
+    except LockedError as err:
+        raise SystemExit(f"error: {err}") from None
+    try:
+        return _train(args, recipe, argv, out, accelerator)
+    except CheckpointError as err:
+        raise SystemExit(f"error: {err}") from None
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(
+    args: argparse.Namespace,
+    recipe: AutoencoderRecipe,
+    argv: list[str] | None,
+    out: Path,
+    accelerator: Accelerator,
+) -> dict:
+    """:func:`train` once the run folder is locked."""
+    if accelerator.is_main_process:
+        remove_stale_temporaries(out / "checkpoints")  # what an interrupted save or prune left
     torch.manual_seed(args.seed)
     best_key = f"best_{recipe.main_metric}"
 
@@ -595,7 +637,10 @@ def train(args: argparse.Namespace, recipe: AutoencoderRecipe, *, argv: list[str
         t_run = time.perf_counter()
         train_seconds_at_start = state["train_seconds"]
         latest_eval = None
-        while step < args.max_steps:
+        stop = GracefulStop(log=lambda m: print(m, file=sys.stderr) if accelerator.is_main_process else None)
+        stop.__enter__()  # left in the finally below
+        saved = True  # whether this step's checkpoint is on disk
+        while step < args.max_steps and stop.requested is None:
             if args.max_minutes is not None and state["train_seconds"] / 60 >= args.max_minutes:
                 print(f"--max-minutes {args.max_minutes} reached at step {step}", file=sys.stderr)
                 break
@@ -694,11 +739,18 @@ def train(args: argparse.Namespace, recipe: AutoencoderRecipe, *, argv: list[str
                 )
                 log({"step": step, **metrics, "train_seconds": state["train_seconds"]})
                 plot()
-            if accelerator.is_main_process and (step % args.checkpoint_every == 0 or step == args.max_steps):
+            saved = step % args.checkpoint_every == 0 or step == args.max_steps
+            if accelerator.is_main_process and saved:
                 state["step"] = step
                 _save_checkpoint(out, step, raw, optimizer, state, args.keep, raw_disc, disc_optimizer)
         bar.close()
         state["step"] = step
+        if stop.requested is not None:  # SIGTERM / Ctrl-C: a checkpoint of this step, then the shell's code
+            if accelerator.is_main_process and not saved:
+                _save_checkpoint(out, step, raw, optimizer, state, args.keep, raw_disc, disc_optimizer)
+            log({"event": "interrupted", "step": step, "signal": stop.requested})
+            print(f"{stop.requested}: stopped at step {step}; continue with --resume", file=sys.stderr)
+            raise SystemExit(stop.exit_code)
 
         summary: dict = {}
         if accelerator.is_main_process:
@@ -728,6 +780,8 @@ def train(args: argparse.Namespace, recipe: AutoencoderRecipe, *, argv: list[str
             print(json.dumps(summary, indent=2))
         return summary
     finally:
+        if "stop" in locals():
+            stop.__exit__(None, None, None)
         if metrics_file is not None:
             metrics_file.close()
 

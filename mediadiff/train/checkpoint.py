@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from mediadiff.utils import fsync_dir, recover_published
+from mediadiff.utils import FileLock, LockedError, fsync_dir, recover_published
 
 __all__ = [
+    "RUN_LOCK",
     "STATE_FILE",
     "CheckpointError",
     "checkpoint_name",
@@ -38,6 +39,7 @@ __all__ = [
     "latest_checkpoint",
     "load_model_weights",
     "load_torch",
+    "lock_run_folder",
     "prune_checkpoints",
     "read_state",
     "remove_stale_temporaries",
@@ -47,12 +49,30 @@ __all__ = [
 ]
 
 STATE_FILE = "state.json"
+RUN_LOCK = ".lock"  # held in a run's output folder while it trains (mediadiff.utils.FileLock)
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint could not be written (a full disk, a file-size limit, a vanished folder). Nothing of
     it is left behind; the previous checkpoint is intact."""
+
+
+def lock_run_folder(out: str | os.PathLike, log: Any = print) -> FileLock:
+    """Lock run folder ``out`` for one training run; :class:`~mediadiff.utils.LockedError` naming the live
+    run that holds it. A lock left by a killed run is taken over, and ``log`` told whose it was."""
+    lock = FileLock(Path(out) / RUN_LOCK, f"the run folder {out}")
+    try:
+        lock.acquire()
+    except LockedError as err:
+        raise LockedError(
+            f"{err}; another training run writes there. Wait for it to end, stop it, or choose another "
+            "--output-dir",
+            err.holder,
+        ) from None
+    if lock.stale is not None:
+        log(lock.stale_message())
+    return lock
 
 
 def checkpoint_name(step: int) -> str:

@@ -45,17 +45,19 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from mediadiff.text.context import encode_context, pack_context, substitute_context
-from mediadiff.utils import FileLock, GracefulStop, LockedError, atomic_write_text, publish_dir
+from mediadiff.utils import FileLock, GracefulStop, atomic_write_text, publish_dir
 
 from ..diffusion import PREDICTIONS, Schedule, diffusion_loss
 from .cache import LatentCache, encode_latents
 from .checkpoint import (
+    RUN_LOCK,
     STATE_FILE,
     CheckpointError,
     checkpoint_name,
     get_rng_state,
     latest_checkpoint,
     load_torch,
+    lock_run_folder,
     prune_checkpoints,
     read_state,
     remove_stale_temporaries,
@@ -79,7 +81,7 @@ __all__ = [
 
 
 LORA_NAME = "lora.safetensors"  # a LoRA run's adapters, beside config.json (the newest checkpoint's)
-LOCK_NAME = ".lock"  # held in the output folder while a run trains (mediadiff.utils.FileLock)
+LOCK_NAME = RUN_LOCK  # held in the output folder while a run trains (mediadiff.utils.FileLock)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -485,20 +487,7 @@ class Trainer:
 
     def _lock_output(self) -> FileLock | None:
         """Lock the output folder for this run (main process); LockedError naming the live holder."""
-        if not self.is_main_process:
-            return None
-        lock = FileLock(self.out / LOCK_NAME, f"the run folder {self.out}")
-        try:
-            lock.acquire()
-        except LockedError as err:
-            raise LockedError(
-                f"{err}; another training run writes there. Wait for it to end, stop it, or choose another "
-                "--output-dir",
-                err.holder,
-            ) from None
-        if lock.stale is not None:
-            self.log(lock.stale_message())
-        return lock
+        return lock_run_folder(self.out, self.log) if self.is_main_process else None
 
     def _stop_requested(self, stop: GracefulStop) -> bool:
         """Whether any process got SIGTERM / Ctrl-C (all processes agree, so they stop at the same step)."""
