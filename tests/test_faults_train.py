@@ -438,3 +438,30 @@ def test_two_writers_of_one_output_file_leave_one_whole_file(tmp_path):
         expected.append(one.read_bytes())
     assert path.read_bytes() in expected and seen > 0
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def _child_autoencoder(out: str) -> None:
+    torch.set_num_threads(1)
+    from tests.test_train_autoencoder import run
+
+    run(Path(out), 100_000, "--checkpoint-every", "100000", "--log-every", "1")
+
+
+def test_sigterm_stops_autoencoder_training_with_a_checkpoint(tmp_path):
+    from mediadiff.train.autoencoder import latest_checkpoint as latest_ae_checkpoint
+
+    out = tmp_path / "ae"
+    proc = _context().Process(target=_child_autoencoder, args=(str(out),))
+    proc.start()
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (metrics.is_file() and metrics.read_text().count('"loss"') >= 2):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.join(60)
+    assert proc.exitcode == 128 + signal.SIGTERM
+    events = [json.loads(x) for x in metrics.read_text().splitlines()]
+    assert events[-1]["event"] == "interrupted" and events[-1]["signal"] == "SIGTERM"
+    ck = latest_ae_checkpoint(out)
+    assert ck is not None and json.loads((ck / "state.json").read_text())["step"] == events[-1]["step"]
+    assert not (out / LOCK_NAME).exists()
