@@ -326,22 +326,23 @@ def test_sigterm_and_ctrl_c_write_a_final_checkpoint_and_stop(tmp_path, sig):
     assert make_trainer(run, resume=True, max_steps=10_000).step == step
 
 
-def test_sigint_through_the_command_line_exits_130_with_a_checkpoint(tmp_path):
+def test_ctrl_c_through_the_command_line_with_workers_exits_130_with_a_checkpoint(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "-m", "mediadiff.cli", "train", "examples/tiny_latent", "--max-steps", "100000",
-         "--output-dir", str(out), "--checkpoint-every", "100000"],
+         "--output-dir", str(out), "--checkpoint-every", "100000", "--num-workers", "2"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True,
     )  # fmt: skip
     metrics = out / "metrics.jsonl"
     deadline = time.time() + 90
     while time.time() < deadline and not (metrics.is_file() and metrics.read_text().count('"loss"') >= 2):
         time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the whole group, DataLoader workers too
     out_text, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "SIGINT: stopped at step" in out_text
+    assert out_text.count("SIGINT: stopping after this step") == 1  # the workers stay quiet
     assert _assert_loadable(out) > 0
 
 

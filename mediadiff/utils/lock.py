@@ -158,8 +158,9 @@ class GracefulStop:
     """While active (a context manager), SIGTERM and the first SIGINT (Ctrl-C) set :attr:`requested` to
     the signal's name instead of killing the process; a second SIGINT raises ``KeyboardInterrupt``.
 
-    Signal handlers can only be set in the main thread; elsewhere this does nothing (``requested`` stays
-    None). The previous handlers come back on exit. ``log`` tells the user what will happen.
+    Processes forked meanwhile (DataLoader workers) inherit the handlers and ignore these signals: a
+    Ctrl-C reaches the whole process group, and the main process ends its workers itself. Signal
+    handlers can only be set in the main thread; elsewhere this does nothing (``requested`` stays None). The previous handlers come back on exit. ``log`` tells the user what will happen.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -168,8 +169,11 @@ class GracefulStop:
         self.requested: str | None = None
         self.log = log
         self._previous: dict[int, Any] = {}
+        self._pid = os.getpid()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != self._pid:  # a forked child (a DataLoader worker): its parent decides and ends it
+            return
         name = signal.Signals(signum).name
         if self.requested is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
@@ -183,6 +187,7 @@ class GracefulStop:
         self.requested = self.requested or name
 
     def __enter__(self) -> GracefulStop:
+        self._pid = os.getpid()
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
