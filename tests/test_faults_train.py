@@ -142,13 +142,23 @@ def _child_build_cache(root: str, queue) -> None:
     queue.put((os.getpid(), len(cache), lines))
 
 
+def _media(kind: str, value: int) -> np.ndarray:
+    rng = np.random.default_rng(value)
+    if kind == "wav":
+        return rng.uniform(-0.5, 0.5, (1, 16000 * 4)).astype(np.float32)  # [c t]
+    return rng.integers(0, 256, (16, 64, 64, 3), dtype=np.uint8)  # [f h w 3]
+
+
 def _child_write_media(path: str, value: int, times: int) -> None:
     from mediadiff.audio.io import write_audio
+    from mediadiff.video.io import write_video
 
-    rng = np.random.default_rng(value)
-    audio = (rng.uniform(-0.5, 0.5, (1, 16000 * 4)) + 0.0).astype(np.float32)
+    kind = Path(path).suffix[1:]
     for _ in range(times):
-        write_audio(path, audio, 16000)
+        if kind == "wav":
+            write_audio(path, _media(kind, value), 16000)
+        else:
+            write_video(path, _media(kind, value), 8)
 
 
 # --------------------------------------------------------------------------------- helpers
@@ -415,54 +425,57 @@ def test_two_processes_building_one_cache_build_it_once(tmp_path):
     assert len(cache) == 24 and torch.isfinite(cache[23]["latent"]).all()
 
 
-def test_two_writers_of_one_output_file_leave_one_whole_file(tmp_path):
+@pytest.mark.parametrize("ext", ["wav", "mp4"])
+def test_two_writers_of_one_output_file_leave_one_whole_file(tmp_path, ext):
     from mediadiff.audio.io import read_audio
+    from mediadiff.video.io import read_video
 
-    path = tmp_path / "out.wav"
+    path = tmp_path / f"out.{ext}"
     ctx = _context()
-    writers = [ctx.Process(target=_child_write_media, args=(str(path), v, 15)) for v in (1, 2)]
+    writers = [ctx.Process(target=_child_write_media, args=(str(path), v, 10)) for v in (1, 2)]
     for w in writers:
         w.start()
     seen = 0
     while any(w.is_alive() for w in writers):
-        if path.exists():
-            audio, _ = read_audio(path)  # whatever a reader sees at any moment is a whole file
-            assert audio.shape[-1] == 16000 * 4
+        if path.exists():  # whatever a reader sees at any moment is a whole file
+            if ext == "wav":
+                assert read_audio(path)[0].shape == (1, 16000 * 4)
+            else:
+                assert read_video(path).shape[0] == 16
             seen += 1
     for w in writers:
         w.join()
         assert w.exitcode == 0
     expected = []
     for v in (1, 2):
-        one = tmp_path / f"one{v}.wav"
+        one = tmp_path / f"one{v}.{ext}"
         _child_write_media(str(one), v, 1)
         expected.append(one.read_bytes())
     assert path.read_bytes() in expected and seen > 0
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def _child_autoencoder(out: str) -> None:
-    torch.set_num_threads(1)
-    from tests.test_train_autoencoder import run
-
-    run(Path(out), 100_000, "--checkpoint-every", "100000", "--log-every", "1")
-
-
-def test_sigterm_stops_autoencoder_training_with_a_checkpoint(tmp_path):
-    from mediadiff.train.autoencoder import latest_checkpoint as latest_ae_checkpoint
-
-    out = tmp_path / "ae"
-    proc = _context().Process(target=_child_autoencoder, args=(str(out),))
-    proc.start()
-    metrics = out / "metrics.jsonl"
-    deadline = time.time() + 60
-    while time.time() < deadline and not (metrics.is_file() and metrics.read_text().count('"loss"') >= 2):
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGTERM)
-    proc.join(60)
-    assert proc.exitcode == 128 + signal.SIGTERM
-    events = [json.loads(x) for x in metrics.read_text().splitlines()]
-    assert events[-1]["event"] == "interrupted" and events[-1]["signal"] == "SIGTERM"
-    ck = latest_ae_checkpoint(out)
-    assert ck is not None and json.loads((ck / "state.json").read_text())["step"] == events[-1]["step"]
-    assert not (out / LOCK_NAME).exists()
+@pytest.mark.slow
+def test_two_generate_commands_writing_one_path(tmp_path):
+    """Two real `mediadiff generate audio` runs with different seeds, one output path: one whole file."""
+    out = tmp_path / "tone.wav"
+    cmd = [
+        sys.executable,
+        "-m",
+        "mediadiff.cli",
+        "generate",
+        "audio",
+        "a sine wave playing A4",
+        "-o",
+        str(out),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([*cmd, "--seed", str(s)], env=env, stderr=subprocess.PIPE) for s in (1, 2)]
+    assert all(p.wait(180) == 0 for p in procs)
+    alone = []
+    for s in (1, 2):
+        one = tmp_path / f"one{s}.wav"
+        subprocess.run([*cmd[:-1], str(one), "--seed", str(s)], env=env, check=True, capture_output=True)
+        alone.append(one.read_bytes())
+    assert out.read_bytes() in alone
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
