@@ -466,31 +466,23 @@ class LatentCache(Dataset):
             shutil.rmtree(stale, ignore_errors=True)  # an interrupted earlier build
         try:
             cls(path, fingerprint)
+            return
         except CacheMismatchError as err:
             if on_mismatch == "error":
                 raise
             log(f"{err}\nrebuilding the cache at {path}")
-            cls.build(
-                path,
-                dataset,
-                autoencoder=autoencoder,
-                text_encoder=text_encoder,
-                data_key=data_key,
-                fingerprint=fingerprint,
-                **build_kwargs,
-            )
-        except CacheError as err:
+        except CacheError as err:  # missing, incomplete or damaged: always rebuilt
             if Path(path).exists():
                 log(f"{err}\nrebuilding the cache at {path}")
-            cls.build(
-                path,
-                dataset,
-                autoencoder=autoencoder,
-                text_encoder=text_encoder,
-                data_key=data_key,
-                fingerprint=fingerprint,
-                **build_kwargs,
-            )
+        cls.build(
+            path,
+            dataset,
+            autoencoder=autoencoder,
+            text_encoder=text_encoder,
+            data_key=data_key,
+            fingerprint=fingerprint,
+            **build_kwargs,
+        )
 
 
 def _cumsum(values: Any) -> Any:
