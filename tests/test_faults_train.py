@@ -479,3 +479,33 @@ def test_two_generate_commands_writing_one_path(tmp_path):
         alone.append(one.read_bytes())
     assert out.read_bytes() in alone
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode(errors="replace").partition("=")[::2] for item in raw if b"=" in item)
+
+
+def test_sigterm_to_one_of_two_processes_stops_both_at_one_checkpoint(tmp_path):
+    """Under torchrun, a signal that reaches one worker stops every worker after the same step."""
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(ROOT / "recipes/examples/tiny_latent.py"), "--max-steps", "100000", "--output-dir", str(out),
+           "--checkpoint-every", "100000"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.is_file() and metrics.read_text().count('"loss"') >= 2):
+        time.sleep(0.1)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    rank1 = next(int(c) for c in children if _environ(int(c)).get("LOCAL_RANK") == "1")
+    os.kill(rank1, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    events = [json.loads(x) for x in metrics.read_text().splitlines()]
+    assert events[-1]["event"] == "interrupted", err[-3000:]
+    step = events[-1]["step"]
+    ck = latest_checkpoint(out / "checkpoints")
+    assert ck.name == f"step-{step:08d}" and _assert_loadable(out) == step
+    assert sorted(p.name for p in ck.glob("rng-*.pt")) == ["rng-00000.pt", "rng-00001.pt"]
+    assert err.count("exitcode  : 143") == 2  # both workers stopped by the signal; torchrun reports it
