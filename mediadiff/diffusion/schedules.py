@@ -11,10 +11,12 @@ A sampling grid is a decreasing list of levels that always ends at the clean lev
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
+import numbers
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -56,6 +58,34 @@ class Level(NamedTuple):
 
 
 CLEAN = Level(0.0, 1.0, 0.0)
+MAX_TRAIN_TIMESTEPS = 1_000_000  # a VP table longer than this is a mistake, not a schedule (1000 is usual)
+
+
+def _number(
+    value: Any, name: str, lo: float = -math.inf, hi: float = math.inf, *, lo_open: bool = False
+) -> float:
+    """``value`` as a finite float in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``); ValueError naming ``name``
+    otherwise (TypeError for a value that is not a real number)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    v = float(value)
+    below = v <= lo if lo_open else v < lo
+    if not math.isfinite(v) or below or v > hi:
+        if hi == math.inf:
+            bound = f"{'>' if lo_open else '>='} {lo:g}"
+        else:
+            bound = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}]"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    return v
+
+
+def _count(value: Any, name: str, lo: int = 1, hi: int | None = None) -> int:
+    """``value`` as an int in ``[lo, hi]``; TypeError for a non-integer (a bool too), ValueError out of range."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        raise ValueError(f"{name} must be >= {lo}{'' if hi is None else f' and <= {hi}'}, got {value}")
+    return int(value)
 
 
 def karras_sigmas(s_min: float, s_max: float, n: int, rho: float = 7.0) -> list[float]:
@@ -63,6 +93,7 @@ def karras_sigmas(s_min: float, s_max: float, n: int, rho: float = 7.0) -> list[
 
     Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based Generative Models", Eq. 5.
     """
+    rho = _number(rho, "rho", 0.0, lo_open=True)
     if n == 1:
         return [float(s_max)]
     lo, hi = s_min ** (1 / rho), s_max ** (1 / rho)
@@ -86,8 +117,7 @@ def vp_timesteps(steps: int, num_train_timesteps: int, spacing: str) -> list[flo
     - ``trailing``: ``round(arange(N, 0, -N / steps)) - 1``, starts at the last timestep.
     """
     n = num_train_timesteps
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    steps = _count(steps, "steps")
     if steps > n:
         raise ValueError(f"steps ({steps}) cannot exceed num_train_timesteps ({n})")
     if spacing == "linspace":
@@ -158,6 +188,8 @@ class Schedule:
     def levels(self, timesteps: Sequence[float]) -> list[Level]:
         """Levels at the given decreasing times, followed by the clean level."""
         ts = [float(t) for t in timesteps]
+        if not all(math.isfinite(t) for t in ts):
+            raise ValueError(f"timesteps must be finite, got {ts}")
         if any(b >= a for a, b in itertools.pairwise(ts)):
             raise ValueError(f"timesteps must be strictly decreasing, got {ts}")
         if not ts or ts[-1] < 0 or ts[0] > 1:
@@ -167,7 +199,12 @@ class Schedule:
 
     def levels_from_s(self, sigmas: Sequence[float]) -> list[Level]:
         """Levels at the given decreasing variance-exploding noise levels, followed by the clean level."""
-        s = torch.tensor([float(v) for v in sigmas], dtype=torch.float64)
+        values = [float(v) for v in sigmas]
+        if not values or not all(v > 0 for v in values) or any(b >= a for a, b in itertools.pairwise(values)):
+            raise ValueError(
+                f"noise levels must be a non-empty, strictly decreasing list of s > 0, got {values}"
+            )
+        s = torch.tensor(values, dtype=torch.float64)
         ts = self.t_from_s(s)
         a, sig = self.alpha_sigma(ts)
         return [Level(float(t), float(ai), float(si)) for t, ai, si in zip(ts, a, sig, strict=True)] + [CLEAN]
@@ -188,17 +225,16 @@ class Schedule:
         ``sigma_max`` (default: :meth:`s_range`), then apply the schedule's :meth:`shift_sigmas`
         (:class:`FlowSchedule`'s shift); ``rho`` is Karras' exponent.
         """
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
+        steps = _count(steps, "steps")
         spacing = spacing or self.default_spacing
-        if spacing not in self.spacings:
+        if not isinstance(spacing, str) or spacing not in self.spacings:
             raise ValueError(
                 f"spacing {spacing!r} is not available for {type(self).__name__}; known: {sorted(self.spacings)}"
             )
         if spacing in ("karras", "exponential"):
             lo, hi = self.s_range()
-            lo = lo if sigma_min is None else sigma_min
-            hi = hi if sigma_max is None else sigma_max
+            lo = lo if sigma_min is None else _number(sigma_min, "sigma_min")
+            hi = hi if sigma_max is None else _number(sigma_max, "sigma_max")
             if not 0 < lo < hi < math.inf:
                 raise ValueError(f"need 0 < sigma_min < sigma_max < inf, got {lo}, {hi}")
             sig = (
@@ -249,13 +285,25 @@ class VPSchedule(Schedule):
         snr_shift_scale: float = 1.0,
     ):
         defaults = {"linear": (1e-4, 0.02), "scaled_linear": (0.00085, 0.012), "cosine": (None, None)}
-        if beta_schedule not in defaults:
+        if not isinstance(beta_schedule, str) or beta_schedule not in defaults:
             raise ValueError(f"unknown beta_schedule {beta_schedule!r}; known: {sorted(defaults)}")
-        if num_train_timesteps < 2:
-            raise ValueError(f"num_train_timesteps must be >= 2, got {num_train_timesteps}")
-        n = num_train_timesteps
-        b0 = defaults[beta_schedule][0] if beta_start is None else beta_start
-        b1 = defaults[beta_schedule][1] if beta_end is None else beta_end
+        n = _count(num_train_timesteps, "num_train_timesteps", 2, MAX_TRAIN_TIMESTEPS)
+        if not isinstance(rescale_zero_terminal_snr, bool):
+            raise TypeError(
+                f"rescale_zero_terminal_snr must be true or false, got {rescale_zero_terminal_snr!r}"
+            )
+        b0 = (
+            defaults[beta_schedule][0]
+            if beta_start is None
+            else _number(beta_start, "beta_start", 0.0, 1.0, lo_open=True)
+        )
+        b1 = (
+            defaults[beta_schedule][1]
+            if beta_end is None
+            else _number(beta_end, "beta_end", 0.0, 1.0, lo_open=True)
+        )
+        if beta_schedule != "cosine" and not b0 <= b1 < 1:
+            raise ValueError(f"need 0 < beta_start <= beta_end < 1, got {b0}, {b1}")
         self.beta_schedule, self.num_train_timesteps = beta_schedule, n
         self.beta_start, self.beta_end = b0, b1
         self.rescale_zero_terminal_snr = rescale_zero_terminal_snr
@@ -275,9 +323,7 @@ class VPSchedule(Schedule):
             betas = torch.tensor(
                 [min(1 - alpha_bar((i + 1) / n) / alpha_bar(i / n), 0.999) for i in range(n)], dtype=f32
             )
-        if snr_shift_scale <= 0:
-            raise ValueError(f"snr_shift_scale must be > 0, got {snr_shift_scale}")
-        self.snr_shift_scale = float(snr_shift_scale)
+        self.snr_shift_scale = _number(snr_shift_scale, "snr_shift_scale", 0.0, lo_open=True)
         if snr_shift_scale != 1.0:  # CogVideoX: shift alpha_bar, then rescale alpha_bar itself
             k = snr_shift_scale
             ab = torch.cumprod(1 - betas, dim=0)  # [n]
@@ -361,9 +407,10 @@ class FlowSchedule(Schedule):
     spacings = ("linspace", "karras", "exponential")
 
     def __init__(self, shift: float = 1.0, t_min: float = 1e-3):
-        if shift <= 0:
-            raise ValueError(f"shift must be > 0, got {shift}")
-        self.shift, self.t_min = float(shift), float(t_min)
+        self.shift = _number(shift, "shift", 0.0, lo_open=True)
+        self.t_min = _number(t_min, "t_min", 0.0, 0.5, lo_open=True)
+        if self.t_min == 0.5:
+            raise ValueError("t_min must be below 0.5 (the grid runs from 1 - t_min down to t_min)")
 
     @classmethod
     def for_resolution(cls, num_tokens: int, base_tokens: int = 256, base_shift: float = 1.0) -> FlowSchedule:
@@ -372,8 +419,9 @@ class FlowSchedule(Schedule):
         ``num_tokens``: elements (pixels, latent positions or patches) per sample now;
         ``base_tokens``: the same count at the resolution where ``base_shift`` was tuned.
         """
-        if num_tokens <= 0 or base_tokens <= 0:
-            raise ValueError(f"token counts must be > 0, got {num_tokens}, {base_tokens}")
+        _number(num_tokens, "num_tokens", 0.0, lo_open=True)
+        _number(base_tokens, "base_tokens", 0.0, lo_open=True)
+        _number(base_shift, "base_shift", 0.0, lo_open=True)
         return cls(shift=base_shift * math.sqrt(num_tokens / base_tokens))
 
     def shift_time(self, t: float) -> float:
@@ -435,9 +483,12 @@ class EDMSchedule(_SigmaBounded):
     def __init__(
         self, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0, sigma_data: float = 0.5
     ):
+        sigma_min, sigma_max = _number(sigma_min, "sigma_min"), _number(sigma_max, "sigma_max")
         if not 0 < sigma_min < sigma_max:
             raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
-        self.sigma_min, self.sigma_max, self.rho, self.sigma_data = sigma_min, sigma_max, rho, sigma_data
+        self.sigma_min, self.sigma_max = sigma_min, sigma_max
+        self.rho = _number(rho, "rho", 0.0, lo_open=True)
+        self.sigma_data = _number(sigma_data, "sigma_data", 0.0, lo_open=True)
 
     def alpha_sigma(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         t = t.to(torch.float64).clamp(0, 1)
@@ -480,9 +531,11 @@ class CosineSchedule(_SigmaBounded):
     spacings = ("karras", "exponential")
 
     def __init__(self, sigma_min: float = 0.3, sigma_max: float = 500.0, rho: float = 7.0):
+        sigma_min, sigma_max = _number(sigma_min, "sigma_min"), _number(sigma_max, "sigma_max")
         if not 0 < sigma_min < sigma_max < math.inf:
             raise ValueError(f"need 0 < sigma_min < sigma_max < inf, got {sigma_min}, {sigma_max}")
-        self.sigma_min, self.sigma_max, self.rho = float(sigma_min), float(sigma_max), float(rho)
+        self.sigma_min, self.sigma_max = sigma_min, sigma_max
+        self.rho = _number(rho, "rho", 0.0, lo_open=True)
 
     def alpha_sigma(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         u = t.to(torch.float64).clamp(0, 1) * (math.pi / 2)
@@ -510,8 +563,23 @@ SCHEDULES: dict[str, type[Schedule]] = {
 
 
 def build_schedule(spec: dict) -> Schedule:
-    """Rebuild a schedule from ``{"type": "vp" | "flow" | "edm" | "cosine", "config": {...}}``."""
-    cls = SCHEDULES.get(spec.get("type"))
+    """Rebuild a schedule from ``{"type": "vp" | "flow" | "edm" | "cosine", "config": {...}}``; ValueError
+    saying what is wrong for anything else (a saved folder's schedule may have been edited)."""
+    if not isinstance(spec, dict):
+        raise ValueError(f'a schedule is {{"type": ..., "config": {{...}}}}, got {spec!r}')
+    kind = spec.get("type")
+    cls = SCHEDULES.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise ValueError(f"unknown schedule {spec.get('type')!r}; known: {sorted(SCHEDULES)}")
-    return cls(**spec.get("config", {}))
+        raise ValueError(f"unknown schedule {kind!r}; known: {sorted(SCHEDULES)}")
+    config = spec.get("config", {})
+    unknown = set(spec) - {"type", "config"}
+    if not isinstance(config, dict) or unknown:
+        raise ValueError(f'a {kind} schedule is {{"type": {kind!r}, "config": {{...}}}}, got {spec!r}')
+    params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    extra = sorted(str(k) for k in config if k not in params)
+    if extra:
+        raise ValueError(f"the {kind} schedule takes {params}, not {extra}")
+    try:
+        return cls(**config)
+    except TypeError as err:
+        raise ValueError(f"the {kind} schedule's config: {err}") from None

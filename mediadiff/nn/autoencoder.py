@@ -3,7 +3,10 @@ normalisation, and its model folder (``config.json`` + ``model.safetensors``, wr
 
 A modality's autoencoders (the causal video VAE, the waveform VAE) subclass :class:`LatentAutoencoder`
 and keep only their architecture; :func:`load_model_folder` rebuilds whichever class a folder names
-from the table of classes a modality passes in (so nothing here knows a modality).
+from the table of classes a modality passes in (so nothing here knows a modality). A folder is read with
+the checks of :mod:`mediadiff.nn.pretrained` (config fields and types, a whole safetensors file whose
+checksum and shapes fit); ``latent_shift`` and ``latent_scale`` must be in the config (an empty list is
+"none"), since without them a model would decode silently wrong.
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save
 from torch import nn
 
 from mediadiff.utils import atomic_write_bytes
+
+from .pretrained import config_from_dict, load_into, load_weights, read_json, weights_bytes
 
 __all__ = [
     "CONFIG_NAME",
@@ -72,6 +76,9 @@ class LatentAutoencoder(nn.Module):
     call :meth:`init_latent_stats` and define ``encode_posterior``."""
 
     latent_axes: int = 1
+    # config fields a saved folder must hold even though they have defaults: missing, the latents would be
+    # decoded without their normalisation
+    required_fields: tuple[str, ...] = ("latent_shift", "latent_scale")
 
     def init_latent_stats(self) -> None:
         c = self.config
@@ -117,17 +124,19 @@ class LatentAutoencoder(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu"):
-        """Load a folder written by :meth:`save_pretrained` (local, no network)."""
+        """Load a folder written by :meth:`save_pretrained` (local, no network); ``FileNotFoundError`` for a
+        missing file, ``ValueError`` naming the file for a damaged or edited one."""
+        config_path, weights_path = Path(directory) / CONFIG_NAME, Path(directory) / WEIGHTS_NAME
         spec = read_config(directory)
         if spec.get("type") != cls.__name__:
-            raise ValueError(
-                f"{Path(directory) / CONFIG_NAME}: type is {spec.get('type')!r}, expected {cls.__name__!r}"
-            )
-        model = cls(cls.config_class(**spec["config"]))
-        weights_path = Path(directory) / WEIGHTS_NAME
-        if not weights_path.is_file():
-            raise FileNotFoundError(f"{weights_path}: weights file missing")
-        model.load_state_dict(load_file(weights_path, device=str(device)))
+            raise ValueError(f"{config_path}: type is {spec.get('type')!r}, expected {cls.__name__!r}")
+        config = config_from_dict(cls.config_class, spec["config"], config_path, cls.required_fields)
+        state = load_weights(weights_path)
+        try:
+            model = cls(config)
+        except (TypeError, ValueError, RuntimeError, ZeroDivisionError) as err:
+            raise ValueError(f"{config_path}: cannot build a {cls.__name__} from it: {err}") from None
+        load_into(model, state, weights_path, config_path)
         return model.to(device).eval()
 
 
@@ -172,20 +181,28 @@ class IdentityAutoencoder(nn.Module):
     def from_pretrained(
         cls, directory: str | os.PathLike, device: str | torch.device = "cpu"
     ) -> IdentityAutoencoder:
-        """Load a folder written by :meth:`save_pretrained`."""
-        return cls(**read_config(directory)["config"])
+        """Load a folder written by :meth:`save_pretrained` (``axes`` absent: 3, as folders before audio)."""
+        path = Path(directory) / CONFIG_NAME
+        config = read_config(directory)["config"]
+        if (
+            not isinstance(config, dict)
+            or set(config) - {"in_channels", "axes"}
+            or "in_channels" not in config
+        ):
+            raise ValueError(
+                f'{path}: expected "config": {{"in_channels": int, "axes": int}}, got {config!r}'
+            )
+        for name, value in config.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{path}: config.{name} must be a positive integer, got {value!r}")
+        return cls(**config)
 
 
 def read_config(directory: str | os.PathLike) -> dict:
     """Read ``config.json`` from a model folder, with a clear error when it is missing or malformed."""
     path = Path(directory) / CONFIG_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no config.json; expected a folder written by save_pretrained")
-    try:
-        spec = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(spec, dict) or "config" not in spec:
+    spec = read_json(path, 'a model config {"type": ..., "config": {...}} written by save_pretrained')
+    if "config" not in spec:
         raise ValueError(f'{path}: expected {{"type": ..., "config": {{...}}}}')
     return spec
 
@@ -196,7 +213,7 @@ def save_model_folder(model: nn.Module | None, directory: str | os.PathLike, spe
     directory.mkdir(parents=True, exist_ok=True)
     if model is not None:
         tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        atomic_write_bytes(directory / WEIGHTS_NAME, save(tensors, metadata={"format": "pt"}))
+        atomic_write_bytes(directory / WEIGHTS_NAME, weights_bytes(tensors))
     atomic_write_bytes(directory / CONFIG_NAME, (json.dumps(spec, indent=2) + "\n").encode())
 
 
@@ -205,7 +222,8 @@ def load_model_folder(
 ) -> nn.Module:
     """Load whichever of ``classes`` (type name -> class) a folder's ``config.json`` names."""
     spec = read_config(directory)
-    cls = classes.get(spec.get("type"))
+    kind = spec.get("type")
+    cls = classes.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ValueError(
             f"{Path(directory) / CONFIG_NAME}: unknown autoencoder type {spec.get('type')!r}; known: {sorted(classes)}"

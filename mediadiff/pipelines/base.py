@@ -44,6 +44,14 @@ A pipeline folder::
     autoencoder/      config.json (+ model.safetensors when it has weights)
     text_encoder/     a copy of a local text-encoder folder (absent when the reference is "minilm",
                       the encoder bundled with mediadiff)
+
+Loading a folder (:meth:`DiffusionPipeline.from_pretrained`) checks it whole before anything runs and
+names the file at fault: another modality's or a training run's folder, a bare backbone or autoencoder
+folder, an unsupported diffusers pipeline (``FileNotFoundError`` / ``ValueError``); ``pipeline.json`` with
+missing, unknown or mistyped keys; the components' configs and weights (:mod:`mediadiff.nn.pretrained`:
+truncated or damaged safetensors, data failing its checksum, configs that no longer fit their weights);
+and a backbone whose channels or text width do not match its autoencoder or text encoder (``ValueError``).
+Nothing is unpickled: the folder's weights are safetensors, its settings JSON.
 """
 
 from __future__ import annotations
@@ -56,7 +64,8 @@ import re
 import secrets
 import shutil
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -80,6 +89,7 @@ __all__ = [
     "Edit",
     "as_prompts",
     "item_paths",
+    "load_errors",
     "output_path",
     "sample_latents",
 ]
@@ -338,8 +348,25 @@ class DiffusionPipeline:
                 f"{who}: the text encoder gives {text_dim}-d tokens but the backbone takes "
                 f"context_dim={context_dim}"
             )
-        self.resolve()  # the saved defaults must be valid
-        self.check_defaults(self.defaults)
+        self.check_channels(self.latent_shape(self.resolve()))  # the saved defaults must be valid, and
+        self.check_defaults(self.defaults)  # the backbone must take the autoencoder's latents
+
+    def check_channels(self, latent: Sequence[int]) -> None:
+        """ValueError unless the backbone takes and predicts latents of ``latent[0]`` channels (its
+        ``config.in_channels`` / ``out_channels``, where it has them): a backbone trained on another
+        autoencoder's latents."""
+        config = getattr(self.backbone, "config", None)
+        c_in = getattr(config, "in_channels", None)
+        if not isinstance(c_in, int):
+            return
+        c_out = getattr(config, "out_channels", None) or c_in
+        if latent[0] != c_in or c_out != c_in:
+            ae = type(self.autoencoder).__name__
+            raise ValueError(
+                f"{type(self).__name__}: the backbone ({type(self.backbone).__name__}) takes {c_in}-channel and "
+                f"predicts {c_out}-channel latents, but the autoencoder ({ae}) makes {latent[0]}-channel latents; "
+                "the backbone belongs with another autoencoder"
+            )
 
     @classmethod
     def default_settings(cls) -> dict[str, Any]:
@@ -902,16 +929,34 @@ class DiffusionPipeline:
             )
         return TEXT_ENCODER_DIR, source
 
+    SPEC_KEYS: ClassVar[dict[str, type | tuple[type, ...]]] = {
+        "type": str,
+        "format": int,
+        "prediction": str,
+        "schedule": dict,
+        "text_encoder": str,
+        "defaults": (dict, type(None)),
+        "info": (dict, type(None)),
+    }
+    """The keys of ``pipeline.json`` and the JSON type of each (``defaults`` and ``info`` may be absent)."""
+
     @classmethod
     def read_spec(cls, folder: Path) -> dict[str, Any]:
-        """``pipeline.json`` of ``folder``, checked to be this class's, of this format, complete."""
+        """``pipeline.json`` of ``folder``, checked to be this class's, of this format, complete, with no
+        unknown key and each value of its type; ValueError naming the file otherwise."""
+        from mediadiff.nn.pretrained import read_json
+
         spec_path = folder / PIPELINE_NAME
-        try:
-            spec = json.loads(spec_path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{spec_path}: not valid JSON ({err})") from None
-        if not isinstance(spec, dict) or spec.get("type") != cls.__name__:
-            kind = spec.get("type") if isinstance(spec, dict) else None
+        spec = read_json(spec_path, f"a {cls.__name__} folder's settings (written by save_pretrained)")
+        kind = spec.get("type")
+        if kind != cls.__name__:
+            other = _modality_of(kind)
+            if other:
+                article = "an" if kind[:1] in "AEIOU" else "a"
+                raise ValueError(
+                    f"{spec_path}: not a {cls.__name__} folder but {article} {kind} one (the {other} modality); "
+                    f"load it with {kind}.from_pretrained or `mediadiff generate {other}`"
+                )
             raise ValueError(f"{spec_path}: not a {cls.__name__} (type {kind!r})")
         if spec.get("format") != FORMAT:
             raise ValueError(
@@ -920,6 +965,19 @@ class DiffusionPipeline:
         missing = [k for k in ("prediction", "schedule", "text_encoder") if k not in spec]
         if missing:
             raise ValueError(f"{spec_path}: missing {missing}")
+        unknown = sorted(set(spec) - set(cls.SPEC_KEYS))
+        if unknown:
+            raise ValueError(
+                f"{spec_path}: unknown keys {unknown}; a pipeline folder holds {sorted(cls.SPEC_KEYS)}"
+            )
+        for key, types_ in cls.SPEC_KEYS.items():
+            if key in spec and not isinstance(spec[key], types_):
+                names = [t.__name__ for t in (types_ if isinstance(types_, tuple) else (types_,))]
+                expected = " or ".join(
+                    {"dict": "an object", "str": "a string", "int": "an integer"}.get(n, "null")
+                    for n in names
+                )
+                raise ValueError(f"{spec_path}: {key!r} must be {expected}, got {spec[key]!r}")
         return spec
 
     @classmethod
@@ -936,31 +994,38 @@ class DiffusionPipeline:
         if not (folder / PIPELINE_NAME).is_file() and (folder / DIFFUSERS_INDEX).is_file():
             return cls.from_diffusers(folder, device)
         spec = cls.read_spec(folder)
+        spec_path = folder / PIPELINE_NAME
+        ref = spec["text_encoder"]
+        if ref not in (TEXT_ENCODER_DIR, "minilm"):
+            raise ValueError(
+                f"{spec_path}: text_encoder must be 'minilm' or {TEXT_ENCODER_DIR!r}, got {ref!r}"
+            )
+        try:
+            schedule = build_schedule(spec["schedule"])
+        except ValueError as err:
+            raise ValueError(f"{spec_path}: schedule: {err}") from None
         device = torch.device(device)
         backbone = cls.load_backbone(folder / "backbone", device)
         autoencoder = cls.load_autoencoder(folder / "autoencoder", device)
         autoencoder.eval().requires_grad_(False)
         from mediadiff.text import load_text_encoder
 
-        ref = spec["text_encoder"]
-        if ref == TEXT_ENCODER_DIR:
-            text_encoder = load_text_encoder(folder / TEXT_ENCODER_DIR, device=device)
-        elif ref == "minilm":
-            text_encoder = load_text_encoder("minilm", device=device)
-        else:
-            raise ValueError(
-                f"{folder / PIPELINE_NAME}: text_encoder must be 'minilm' or {TEXT_ENCODER_DIR!r}, got {ref!r}"
+        text_folder = folder / TEXT_ENCODER_DIR if ref == TEXT_ENCODER_DIR else "minilm"
+        with load_errors(f"{text_folder}: cannot load the text encoder"):
+            text_encoder = load_text_encoder(text_folder, device=device)
+        try:
+            return cls(
+                backbone,
+                autoencoder,
+                text_encoder,
+                schedule,
+                prediction=spec["prediction"],
+                defaults=spec.get("defaults"),
+                text_encoder_ref=ref if ref == "minilm" else None,
+                info=spec.get("info"),
             )
-        return cls(
-            backbone,
-            autoencoder,
-            text_encoder,
-            build_schedule(spec["schedule"]),
-            prediction=spec["prediction"],
-            defaults=spec.get("defaults"),
-            text_encoder_ref=ref if ref == "minilm" else None,
-            info=spec.get("info"),
-        )
+        except ValueError as err:
+            raise ValueError(f"{folder}: {err} (from {PIPELINE_NAME}, backbone/ and autoencoder/)") from None
 
     @classmethod
     def from_diffusers(cls: type[P], folder: str | os.PathLike, device: torch.device | str = "cpu") -> P:
@@ -975,12 +1040,16 @@ class DiffusionPipeline:
     @classmethod
     def load_backbone(cls, folder: Path, device: torch.device) -> torch.nn.Module:
         """Rebuild the backbone a ``backbone/`` folder names (``BACKBONES``), float32, frozen, in eval mode."""
+        from mediadiff.nn.pretrained import read_json
+
         config_path = folder / "config.json"
         if not config_path.is_file():
             raise FileNotFoundError(f"{config_path}: missing; the pipeline folder has no backbone")
-        kind = json.loads(config_path.read_text()).get("type")
-        if kind not in cls.BACKBONES:
-            raise ValueError(f"{config_path}: unknown backbone type {kind!r}; known: {sorted(cls.BACKBONES)}")
+        kind = read_json(config_path, 'a backbone config {"type": ..., "config": {...}}').get("type")
+        if not isinstance(kind, str) or kind not in cls.BACKBONES:
+            raise ValueError(
+                f"{config_path}: unknown {cls.modality} backbone type {kind!r}; known: {sorted(cls.BACKBONES)}"
+            )
         model_cls = getattr(importlib.import_module(cls.BACKBONES[kind]), kind)
         model = model_cls.from_pretrained(folder, device=device).float()
         return model.eval().requires_grad_(False)
@@ -1021,8 +1090,9 @@ class DiffusionPipeline:
         if folder.is_dir():
             if not (folder / PIPELINE_NAME).is_file() and not (folder / DIFFUSERS_INDEX).is_file():
                 raise FileNotFoundError(
-                    f"{folder} is not a pipeline folder (no {PIPELINE_NAME}) nor a diffusers one (no {DIFFUSERS_INDEX}); "
-                    f"give a folder written by {writer}, or a shipped model: {sorted(cls.SHIPPED_MODELS)}"
+                    f"{folder} is not a pipeline folder (no {PIPELINE_NAME}) nor a diffusers one (no {DIFFUSERS_INDEX})"
+                    f"{_folder_kind(folder)}; give a folder written by {writer}, or a shipped model: "
+                    f"{sorted(cls.SHIPPED_MODELS)}"
                 )
             return folder
         if HUB_ID.fullmatch(name):
@@ -1039,6 +1109,64 @@ class DiffusionPipeline:
             f"autoencoder={type(self.autoencoder).__name__}, schedule={self.schedule!r}, "
             f"prediction={self.prediction!r}, defaults={self.defaults})"
         )
+
+
+@contextmanager
+def load_errors(where: str) -> Iterator[None]:
+    """Re-raise what diffusers, transformers and safetensors raise for a damaged or incomplete folder (a
+    missing sub-folder or file, bad JSON, truncated weights, a config that does not fit its weights) as one
+    ``FileNotFoundError`` (a missing file) or ``ValueError`` starting with ``where``."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        RuntimeError,
+        SafetensorError,
+    ) as err:
+        lines = str(err).strip().splitlines()
+        reason = f"{type(err).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+        kind = FileNotFoundError if isinstance(err, FileNotFoundError) else ValueError
+        raise kind(f"{where} ({reason})") from None
+
+
+def _modality_of(kind: Any) -> str | None:
+    """The modality whose pipeline class is named ``kind`` (:data:`mediadiff.pipelines.MODALITIES`), or None."""
+    from mediadiff.pipelines import MODALITIES
+
+    return next((m for m, target in MODALITIES.items() if target.rpartition(":")[2] == kind), None)
+
+
+def _folder_kind(folder: Path) -> str:
+    """What a folder that is not a pipeline folder looks like, for the error message ("" if nothing known)."""
+    if (folder / "checkpoints").is_dir() or (folder / "metrics.jsonl").is_file():
+        return (
+            ": it is a training run folder; write its newest checkpoint as a pipeline folder first "
+            "(the recipe's --export FOLDER, or mediadiff.pipelines.export_run)"
+        )
+    if (folder / "state.json").is_file() and (folder / "model.safetensors").is_file():
+        return ": it is a training checkpoint; export the run it belongs to (the recipe's --export FOLDER)"
+    if (folder / "backbone").is_dir() or (folder / "autoencoder").is_dir():
+        return (
+            ": it has backbone/ or autoencoder/ but no pipeline.json (a pipeline folder not fully written?)"
+        )
+    config = folder / "config.json"
+    try:
+        kind = json.loads(config.read_text()).get("type") if config.is_file() else None
+    except (ValueError, UnicodeDecodeError, AttributeError, OSError):
+        kind = None
+    if isinstance(kind, str):
+        return (
+            f": it is a single model's folder (a {kind}); a pipeline folder holds {PIPELINE_NAME}, backbone/ "
+            "and autoencoder/"
+        )
+    return ""
 
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?")  # org/name[@revision]

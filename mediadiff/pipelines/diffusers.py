@@ -20,9 +20,15 @@ from typing import Any
 
 import torch
 
-from .base import DIFFUSERS_INDEX, DiffusionPipeline
+from .base import DIFFUSERS_INDEX, DiffusionPipeline, load_errors
 
-__all__ = ["DIFFUSERS_PIPELINES", "MEDIADIFF_SETTINGS", "diffusers_class", "load_diffusers", "save_diffusers"]
+__all__ = [
+    "DIFFUSERS_PIPELINES",
+    "MEDIADIFF_SETTINGS",
+    "diffusers_class",
+    "load_diffusers",
+    "save_diffusers",
+]
 
 MEDIADIFF_SETTINGS = (
     "mediadiff.json"  # mediadiff's defaults and info beside model_index.json (diffusers ignores it)
@@ -40,16 +46,12 @@ DIFFUSERS_PIPELINES: dict[str, tuple[str, str]] = {
 
 def diffusers_class(folder: Path) -> str:
     """The ``_class_name`` of ``folder/model_index.json``; ValueError naming the folder otherwise."""
-    index = folder / DIFFUSERS_INDEX
-    try:
-        spec = json.loads(index.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{folder}: no {DIFFUSERS_INDEX}; not a diffusers pipeline folder") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{index}: not valid JSON ({err})") from None
-    name = spec.get("_class_name") if isinstance(spec, dict) else None
+    from mediadiff.nn.pretrained import read_json
+
+    spec = read_json(folder / DIFFUSERS_INDEX, "a diffusers pipeline index with its _class_name")
+    name = spec.get("_class_name")
     if not isinstance(name, str):
-        raise ValueError(f"{index}: no _class_name; not a diffusers pipeline folder")
+        raise ValueError(f"{folder / DIFFUSERS_INDEX}: no _class_name; not a diffusers pipeline folder")
     return name
 
 
@@ -65,16 +67,26 @@ def load_diffusers(cls: type[DiffusionPipeline], folder: Path, device: torch.dev
             f"supported {cls.modality} pipelines: {supported or 'none'}"
         )
     module, function = entry[1].split(":")
-    components: dict[str, Any] = getattr(importlib.import_module(module), function)(folder, device)
+    build = getattr(importlib.import_module(module), function)
+    with load_errors(f"{folder}: cannot load this {name} folder"):
+        components: dict[str, Any] = build(folder, device)
     sampler_options = components.pop("sampler_options", {})
     info = {**components.pop("info", {})}
     saved = folder / MEDIADIFF_SETTINGS  # written by save_diffusers: the pipeline's own defaults and info
     if saved.is_file():
-        extra = json.loads(saved.read_text())
+        from mediadiff.nn.pretrained import read_json
+
+        extra = read_json(saved, "mediadiff's settings of this folder (written by save_pretrained)")
+        for key in ("defaults", "info"):
+            if not isinstance(extra.get(key, {}), dict):
+                raise ValueError(f"{saved}: {key!r} must be an object, got {extra[key]!r}")
         components["defaults"] = {**components.get("defaults", {}), **extra.get("defaults", {})}
         info.update(extra.get("info", {}))
     info["diffusers"] = {"folder": str(folder.resolve()), "class": name}
-    pipe = cls(**components, info=info)
+    try:
+        pipe = cls(**components, info=info)
+    except ValueError as err:
+        raise ValueError(f"{folder}: {err}") from None
     pipe.sampler_options = dict(sampler_options)
     return pipe
 
