@@ -135,11 +135,19 @@ def test_probe_reads_metadata(videos, name):
     assert video_info(videos[name]) == info
 
 
-def test_probe_count_frames_catches_truncated_file(videos):
-    header = probe(videos["truncated_faststart.mp4"])
-    counted = probe(videos["truncated_faststart.mp4"], count_frames=True)
+def test_probe_count_frames_catches_truncated_file(videos, tmp_path):
+    """Half of a faststart mp4 (index first) with a key frame every 5 frames: the first frames decode."""
+    whole = ffmpeg(f"testsrc=size={W}x{H}:rate={FPS}:duration=3", tmp_path / "fs.mp4",
+                   "-c:v libx264 -pix_fmt yuv420p -movflags +faststart -g 5")  # fmt: skip
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    header = probe(cut)
+    counted = probe(cut, count_frames=True)
     assert header.num_frames == FRAMES and not header.counted  # the header still promises 30
     assert counted.counted and 0 < counted.num_frames < FRAMES
+    # where the cut falls inside the first frame, probe decodes nothing and says so
+    with pytest.raises(VideoError, match=r"truncated_faststart\.mp4: corrupt video: none of its packets"):
+        probe(videos["truncated_faststart.mp4"])
 
 
 # --- frame selection ----------------------------------------------------------------------------

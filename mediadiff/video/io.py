@@ -15,9 +15,17 @@ Writing (:func:`write_video`) picks the container and codec from the extension: 
 / ``.mkv`` H.264 (yuv420p, plays everywhere), ``.webm`` VP9 (VP8 where the PyAV build lacks VP9),
 ``.gif`` with a per-frame palette; the file appears atomically (temporary file, fsync, rename).
 
-:func:`probe` reads fps, frame count, size, duration and codec from container metadata without
-decoding; where the container stores no frame count (webm, mkv) it counts packets, which reads the
-file but decodes nothing.
+:func:`probe` reads fps, frame count, size, duration and codec from container metadata and decodes
+the first frame only (for the display rotation, which FFmpeg hands over with decoded frames, and to
+know that the stream decodes at all); where the container stores no frame count (webm, mkv) it counts
+packets, which reads the file but decodes nothing more.
+
+What a file gives (both :func:`read_video` and :func:`probe`): frames as they are displayed. A
+rotation in the file's display matrix (phone videos; ``ffmpeg -display_rotation``) is applied, by
+quarter turns, as FFmpeg's player does (mirroring and angles that are not a multiple of 90 degrees are
+ignored), so the width and height are the displayed ones. Alpha is dropped (the stored colour, not
+composited). Grayscale comes as R = G = B; 10-, 12- and 16-bit files are converted to 8 bits. A stream
+whose frame size changes part-way is scaled to its first frame's size.
 
 Errors are :class:`VideoError` (a ``ValueError``) or ``FileNotFoundError`` and name the file.
 """
@@ -94,6 +102,8 @@ class VideoInfo:
     duration: float  # seconds
     pix_fmt: str | None
     counted: bool  # True when num_frames came from counting packets, not from the header
+    rotation: int = 0  # degrees counterclockwise (0, 90, 180, 270) applied on read; width and height
+    # are the displayed ones (swapped from the coded ones for 90 and 270)
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -136,23 +146,53 @@ def _stream_fps(stream: av.VideoStream) -> float | None:
     return None
 
 
-def _count_packets(container: av.container.InputContainer, stream: av.VideoStream) -> int:
-    """Frames of ``stream`` by demuxing only (one packet per frame for every common codec)."""
-    return sum(1 for packet in container.demux(stream) if packet.size > 0)
+def _quarter_turns(frame: av.VideoFrame) -> int:
+    """Counterclockwise quarter turns (0..3) that display ``frame`` upright, from its display matrix;
+    0 where there is none or its angle is not within 2 degrees of a multiple of 90 (as FFmpeg's player)."""
+    angle = float(frame.rotation or 0)
+    turns = round(angle / 90)
+    return turns % 4 if abs(angle - 90 * turns) <= 2 else 0
+
+
+def _first_frame(
+    container: av.container.InputContainer, stream: av.VideoStream, count: bool
+) -> tuple[av.VideoFrame | None, int]:
+    """``(first decoded frame or None, packets demuxed)``: decodes until the first frame and, with
+    ``count``, demuxes the rest without decoding (one packet per frame for every common codec).
+
+    A packet that does not decode is passed over (a damaged first GOP; the decoder starts again at
+    the next key frame); errors of the demuxer propagate."""
+    first, packets = None, 0
+    for packet in container.demux(stream):
+        if packet.size > 0:
+            packets += 1
+        if first is None:
+            try:
+                first = next(iter(packet.decode()), None)  # the last, empty packet flushes the decoder
+            except av.FFmpegError:
+                pass
+        if first is not None and not count:
+            break
+    return first, packets
 
 
 def probe(path: str | os.PathLike, *, count_frames: bool = False) -> VideoInfo:
-    """Metadata of the first video stream of ``path`` without decoding it.
+    """Metadata of the first video stream of ``path``, decoding its first frame only.
 
     Args:
         path: a video file in any container FFmpeg reads.
         count_frames: count packets even when the header states a frame count (catches truncated
             files whose header promises more frames than they hold). When the header has no count
-            (webm, mkv, some avi), packets are always counted: this reads the file but decodes nothing.
+            (webm, mkv, some avi), packets are always counted: this reads the file but decodes nothing
+            after the first frame.
+
+    The first frame is decoded for its display rotation (see the module docstring): ``width`` and
+    ``height`` are the displayed ones, as :func:`read_video` returns them.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        VideoError: not a video, no video stream, or no frame rate / frame count can be found.
+        VideoError: not a video, no video stream, no frame rate / frame count / frame size can be
+            found, or no frame decodes.
     """
     with _open(path) as container:
         stream = _video_stream(container, path)
@@ -160,12 +200,15 @@ def probe(path: str | os.PathLike, *, count_frames: bool = False) -> VideoInfo:
         if fps is None:
             raise VideoError(f"{path}: video stream has no frame rate")
         num_frames = int(stream.frames or 0)
-        counted = False
-        if num_frames <= 0 or count_frames:
-            try:
-                num_frames, counted = _count_packets(container, stream), True
-            except av.FFmpegError as e:
-                raise VideoError(f"{path}: corrupt video, demuxing failed ({_reason(e)})") from e
+        counted = num_frames <= 0 or count_frames
+        try:
+            first, packets = _first_frame(container, stream, counted)
+        except av.FFmpegError as e:
+            raise VideoError(f"{path}: corrupt video, demuxing failed ({_reason(e)})") from e
+        if counted:
+            num_frames = packets
+        if first is None:
+            raise VideoError(f"{path}: corrupt video: none of its packets decodes to a frame")
         if stream.duration is not None and stream.time_base is not None:
             duration = float(stream.duration * stream.time_base)
         elif container.duration is not None:
@@ -175,17 +218,22 @@ def probe(path: str | os.PathLike, *, count_frames: bool = False) -> VideoInfo:
         if num_frames <= 0:
             raise VideoError(f"{path}: video stream holds no frames")
         ctx = stream.codec_context
+        width, height = int(ctx.width or first.width), int(ctx.height or first.height)
+        turns = _quarter_turns(first)
+        if turns % 2:
+            width, height = height, width
         return VideoInfo(
             path=str(path),
             container=container.format.name,
             codec=ctx.name,
-            width=int(ctx.width),
-            height=int(ctx.height),
+            width=width,
+            height=height,
             fps=fps,
             num_frames=num_frames,
             duration=duration,
-            pix_fmt=ctx.pix_fmt,
+            pix_fmt=ctx.pix_fmt or first.format.name,
             counted=counted,
+            rotation=90 * turns,
         )
 
 
@@ -312,37 +360,64 @@ def resize_crop_plan(
 
 
 class _Converter:
-    """Turns decoded frames into uint8 RGB ``[h w 3]`` at the target size.
+    """Turns decoded frames into uint8 RGB ``[h w 3]`` at the target size, as displayed.
 
     Colour conversion comes first, at full size, then swscale resizes the RGB frame: resizing
     during the YUV -> RGB conversion treats subsampled chroma coarsely (4x the error on sharp
-    colour edges, measured against FFmpeg's RGB test pattern).
+    colour edges, measured against FFmpeg's RGB test pattern). The first frame fixes the rotation,
+    the resize and the crop for the whole clip; a later frame of another coded size (a stream whose
+    resolution changes) is scaled to the first one's. Resizing happens before the rotation (to the
+    rotated plan's size, transposed), so the turn is a cheap ``np.rot90`` of the small frame.
     """
 
-    def __init__(self, size: Size | None, crop: Crop, generator: torch.Generator | None):
-        self.size, self.crop, self.generator = size, crop, generator
-        self.plan = None
+    def __init__(self, size: Size | None, crop: Crop, generator: torch.Generator | None, path=None):
+        self.size, self.crop, self.generator, self.path = size, crop, generator, path
+        self.plan = None  # ((rh, rw), (top, left)) of the displayed frame, with size
+        self.coded = None  # (h, w) each frame is scaled to before its rotation
+        self.turns = 0  # counterclockwise quarter turns
         self.last = (None, None)  # (frame, array): a frame emitted twice is converted once
+
+    def _setup(self, frame: av.VideoFrame) -> None:
+        self.turns = _quarter_turns(frame)
+        h, w = frame.height, frame.width
+        shown = (w, h) if self.turns % 2 else (h, w)  # [h w] as displayed
+        if self.size is None:
+            self.coded = (h, w)
+            return
+        # drawn once per clip, on the first frame: the same crop for all
+        self.plan = resize_crop_plan(shown, self.size, self.crop, self.generator)
+        rh, rw = self.plan[0]
+        self.coded = (rw, rh) if self.turns % 2 else (rh, rw)
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
         if self.last[0] is frame:
             return self.last[1]
+        if self.coded is None:
+            self._setup(frame)
         kwargs = {"format": "rgb24"}
         if frame.color_range:  # only when tagged: swscale assumes limited range otherwise
             kwargs["src_color_range"] = frame.color_range
-        if self.size is None:
-            array = frame.to_ndarray(**kwargs)  # [h w 3]
-        else:
-            h, w = frame.height, frame.width
-            if self.plan is None:  # drawn once per clip, on the first frame: the same crop for all
-                self.plan = resize_crop_plan((h, w), self.size, self.crop, self.generator)
-            (rh, rw), (top, left) = self.plan
+        h, w = frame.height, frame.width
+        ch, cw = self.coded
+        try:
+            if (ch, cw) == (h, w):
+                array = frame.to_ndarray(**kwargs)  # [h w 3]
+            else:
+                interpolation = "AREA" if ch <= h and cw <= w else "BICUBIC"
+                rgb = frame.reformat(**kwargs)  # [h w 3]
+                array = rgb.reformat(
+                    width=cw, height=ch, interpolation=interpolation
+                ).to_ndarray()  # [ch cw 3]
+        except (av.FFmpegError, ValueError) as e:
+            raise VideoError(
+                f"{self.path}: cannot convert a {w}x{h} {frame.format.name} frame to RGB ({_reason(e)})"
+            ) from e
+        if self.turns:
+            array = np.rot90(array, self.turns)  # [rh rw 3]: counterclockwise, as displayed
+        if self.plan is not None:
+            (_, _), (top, left) = self.plan
             th, tw = _as_hw(self.size)
-            rgb = frame.reformat(**kwargs)  # [h w 3]
-            if (rh, rw) != (h, w):
-                interpolation = "AREA" if rh <= h and rw <= w else "BICUBIC"
-                rgb = rgb.reformat(width=rw, height=rh, interpolation=interpolation)  # [rh rw 3]
-            array = rgb.to_ndarray()[top : top + th, left : left + tw]  # [th tw 3]
+            array = array[top : top + th, left : left + tw]  # [th tw 3]
         self.last = (frame, array)
         return array
 
@@ -454,6 +529,10 @@ def read_video(
         seek: seek to the first wanted frame (to the key frame before it) instead of decoding from
             the beginning. A seek that lands past the frame falls back to decoding from the start.
 
+    Frames come as displayed (see the module docstring): the display rotation applied, alpha dropped,
+    grayscale and high-bit-depth files as RGB uint8, a stream whose size changes scaled to its first
+    frame's size.
+
     Frame ``i`` is the frame on screen at ``i / rate`` seconds after the first frame, where ``rate``
     is :attr:`VideoInfo.fps`; frames are matched by their timestamps (within half a frame). For a
     constant-rate file that is simply the ``i``-th decoded frame. For a variable-rate file (a GIF
@@ -511,7 +590,7 @@ def read_video(
         targets = [int(start) + o for o in _offsets(num_frames, stride, fps, src_fps)]
         first = targets[0]
 
-    convert = _Converter(size, crop, generator)
+    convert = _Converter(size, crop, generator, path)
 
     def run(seek_to: int | None) -> tuple[list[np.ndarray], float]:
         with _open(path) as container:
