@@ -96,11 +96,18 @@ def _check_file(path: str | os.PathLike) -> Path:
     return p
 
 
+_UNKNOWN_LENGTH = 2**62  # libsndfile's frame count of a file that states none (SF_COUNT_MAX)
+
+
 def _open_sf(p: Path) -> sf.SoundFile | None:
-    """The file opened by libsndfile, or None when libsndfile does not read it (then FFmpeg is asked)."""
+    """The file opened by libsndfile, or None when libsndfile does not read it or cannot count its
+    samples (a FLAC written to a pipe states no length): then FFmpeg is asked."""
     try:
         handle = sf.SoundFile(str(p))
     except (sf.LibsndfileError, RuntimeError, TypeError):
+        return None
+    if handle.frames >= _UNKNOWN_LENGTH:
+        handle.close()
         return None
     try:
         _check_sf(handle, p)
@@ -272,16 +279,22 @@ class _Plan:
 
     The decoded stretch then starts on a sample that is also a sample of the resampled file, so the
     resampled window holds the same samples as the resampled whole file: after a call, :attr:`skip`
-    output samples lead the window and :attr:`length` are the window's (``None``: to the end).
+    output samples lead the window and :attr:`length` are the window's (``None``: to the end). Rates
+    without a short common grid (44101 -> 16000 Hz) set :attr:`direct`: the window's output samples
+    ``out_first ...`` are then summed at their own positions in the stretch (:func:`_sinc_resample` with
+    ``origin=begin``), which gives the whole file's samples too.
     """
 
     def __init__(self, p: Path, start: float, duration: float | None, sample_rate: int | None):
         self.p, self.start, self.duration, self.sample_rate = p, start, duration, sample_rate
         self.skip, self.length = 0, None
+        self.begin = 0  # the first sample decoded, at the file's rate
+        self.direct, self.out_first = False, 0
 
     def __call__(self, sr: int, total: int | None) -> tuple[int, int | None]:
         """``(first, stop)`` to decode at the file's rate ``sr`` (``stop`` None: to the end)."""
         first, stop = _window(self.p, self.start, self.duration, sr, total)
+        self.begin = first
         new = self.sample_rate
         if new is None or new == sr:
             return first, stop
@@ -289,11 +302,15 @@ class _Plan:
         if self.duration is not None:
             self.length = round((self.start + self.duration) * new) - out_first
         step = sr // math.gcd(sr, new)  # input samples that make a whole number of output samples
-        if step > 0.02 * sr:  # rates without a short common grid: resample the window as it is
-            return first, stop
-        context = step * math.ceil(0.01 * sr / step)
-        begin = max(0, (out_first * sr // new) // step * step - context)  # on the common grid
-        self.skip = out_first - begin * new // sr
+        if step > 0.02 * sr:  # rates without a short common grid: each output sample at its own place
+            context = math.ceil(0.01 * sr)
+            begin = max(0, first - context)
+            self.direct, self.out_first = True, out_first
+        else:
+            context = step * math.ceil(0.01 * sr / step)
+            begin = max(0, (out_first * sr // new) // step * step - context)  # on the common grid
+            self.skip = out_first - begin * new // sr
+        self.begin = begin
         if stop is not None and total is not None and stop + context <= total:
             stop += context
         return begin, stop
@@ -453,6 +470,19 @@ def _read_native(p: Path, plan: _Plan) -> tuple[np.ndarray, int]:
         return _read_sf(handle, p, first, stop), sr
 
 
+def _check_finite(x: np.ndarray, p: Path, sr: int, first: int) -> None:
+    """A float file can hold NaN or infinite samples (no decoder makes them): name the file and where."""
+    finite = np.isfinite(x)  # [c t]
+    if finite.all():
+        return
+    bad = ~finite
+    c, t = np.unravel_index(np.argmax(bad.T), bad.T.shape)[::-1]  # the earliest bad sample
+    raise AudioError(
+        f"{p}: {int(bad.sum())} NaN or infinite sample(s) in the samples read, the first at "
+        f"{(first + int(t)) / sr:.6g} s (channel {int(c)}); expected finite values in [-1, 1]"
+    )
+
+
 def _map_channels(x: torch.Tensor, channels: int | None, p: Path) -> torch.Tensor:
     have = x.shape[0]
     if channels is None or channels == have:
@@ -490,10 +520,17 @@ def read_audio(
     whole-file read (exactly through libsndfile; through FFmpeg to the codec's precision, placed to the
     sample, or within 0.5 ms in Matroska / WebM). A resampled window is resampled with ~10 ms of the
     audio around it, on the grid of the resampled file, so it holds the same samples as the resampled
-    whole file from sample ``round(start * sample_rate)`` on. Where the length is an estimate
-    (:attr:`AudioInfo.exact` is False) a window reaching the estimated end comes back as long as the
-    audio really is, which can be a few milliseconds shorter than asked. Values are clipped to [-1, 1]
-    (lossy decoders and resampling overshoot a little).
+    whole file from sample ``round(start * sample_rate)`` on (for rates without a short common grid,
+    such as 44101 -> 16000 Hz, each output sample is summed at its own place, to within 1e-5 of the
+    whole file's). Where the length is an estimate (:attr:`AudioInfo.exact` is False) a window reaching
+    the estimated end comes back as long as the audio really is, which can be a few milliseconds shorter
+    than asked.
+
+    Values are clipped to [-1, 1]: lossy decoders and resampling overshoot a little, and a float file
+    (32- or 64-bit WAV, float samples in a Matroska file) may hold samples beyond full scale, which load
+    clipped (after resampling), not as an error. NaN or infinite samples in what is read are an
+    :class:`AudioError` (a window elsewhere in the file still reads). Any sample rate libsndfile or
+    FFmpeg reads works (8 kHz, 96 kHz, 44101 Hz, ...), and any number of channels.
 
     Returns:
         ``(waveform [c t] float32, sample_rate)``.
@@ -501,8 +538,9 @@ def read_audio(
     Raises:
         ValueError: a negative ``start``, a non-positive ``duration`` / ``sample_rate`` / ``channels``, a
             window past the end of the file.
-        AudioError: a bad file (missing, empty, not audio, no audio stream, corrupt, truncated) or a
-            channel count that cannot be mapped to ``channels``. The message names the file.
+        AudioError: a bad file (missing, empty, not audio, no samples, no audio stream, corrupt,
+            truncated, NaN or infinite samples) or a channel count that cannot be mapped to ``channels``.
+            The message names the file.
     """
     if not start >= 0:
         raise ValueError(f"start must be >= 0 seconds, got {start!r}")
@@ -516,12 +554,21 @@ def read_audio(
 
     plan = _Plan(p, start, duration, sample_rate)
     x, sr = _read_native(p, plan)
+    _check_finite(x, p, sr, plan.begin)
     wave = _map_channels(torch.from_numpy(x), channels, p)  # [c t] (with context when resampling)
-    if sample_rate is not None and sample_rate != sr:
+    if sample_rate is not None and sample_rate != sr and plan.direct:  # [c length]
+        wave = _sinc_resample(
+            wave, sr, sample_rate, first=plan.out_first, origin=plan.begin, count=plan.length
+        )
+    elif sample_rate is not None and sample_rate != sr:
         wave = resample(wave, sr, sample_rate)  # [c ceil(t*sample_rate/sr)]
         end = None if plan.length is None else plan.skip + plan.length
         wave = wave[:, plan.skip : end].contiguous()  # [c length]: the window without its context
     return wave.clamp_(-1, 1), sample_rate or sr
+
+
+_LOWPASS_WIDTH, _ROLLOFF = 6, 0.99  # torchaudio's default filter: zero crossings each side, cut-off
+_MAX_KERNEL = 1 << 22  # elements of a torchaudio kernel (16 MB in float32) above which sums run directly
 
 
 def resample(waveform: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
@@ -529,7 +576,11 @@ def resample(waveform: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
     torchaudio's ``Resample`` with its default filter); the same tensor when the rates are equal.
 
     The output has ``ceil(t * new_sr / orig_sr)`` samples; sample ``k`` is at time ``k / new_sr``. The
-    filter of each pair of rates is built once per process (a few recent ones are kept).
+    filter of each pair of rates is built once per process (a few recent ones are kept). torchaudio's
+    filter holds one row per output phase (``new_sr / gcd`` of them), so for rates without a large common
+    divisor (44101 -> 16000 Hz: 16,000 rows of 44,000 taps, 2.8 GB) the same filter is evaluated at
+    each output sample's own position instead (:func:`_sinc_resample`), in memory that does not grow with
+    the rates.
     """
     for name, rate in (("orig_sr", orig_sr), ("new_sr", new_sr)):
         if not isinstance(rate, int) or rate <= 0:
@@ -538,8 +589,60 @@ def resample(waveform: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
         return waveform
     if not waveform.is_floating_point():
         raise ValueError(f"resample expects a float waveform, got {waveform.dtype}")
+    g = math.gcd(orig_sr, new_sr)
+    orig, new = orig_sr // g, new_sr // g
+    width = math.ceil(_LOWPASS_WIDTH * orig / (min(orig, new) * _ROLLOFF))
+    if new * (orig + 2 * width) > _MAX_KERNEL:
+        return _sinc_resample(waveform, orig_sr, new_sr)
     resampler = _resampler(orig_sr, new_sr, waveform.dtype, waveform.device)
     return resampler(waveform)  # [... ceil(t*new_sr/orig_sr)]
+
+
+def _sinc_resample(
+    waveform: torch.Tensor,
+    orig_sr: int,
+    new_sr: int,
+    *,
+    first: int = 0,
+    origin: int = 0,
+    count: int | None = None,
+    chunk_taps: int = 1 << 20,
+) -> torch.Tensor:
+    """torchaudio's resampling filter summed at each output sample's position: ``[... t]`` ->
+    ``[... count]`` (by default ``ceil(t * new_sr / orig_sr)``).
+
+    Output sample ``m`` sits at ``tau = m * orig_sr / new_sr`` input samples and is
+    ``sum_n x[n] c w((n - tau) c)`` with ``c = 0.99 min(1, new_sr / orig_sr)`` and ``w(u) = sinc(u)
+    cos^2(pi u / 12)`` for ``|u| <= 6`` (the Hann-windowed sinc of torchaudio's kernel, which tabulates
+    the same function at the ``new_sr / gcd`` phases); ``x`` is zero outside the signal. ``waveform`` may
+    be a stretch of a longer signal that starts at its sample ``origin``: the output is then samples
+    ``first, first + 1, ...`` of the whole signal resampled (``count`` of them; ``None``: to the end of
+    the stretch). Runs over blocks of output samples so that a block holds about ``chunk_taps`` weights.
+    """
+    shape = waveform.shape
+    x = waveform.reshape(-1, shape[-1])  # [b t]
+    length = shape[-1]
+    cutoff = _ROLLOFF * min(1.0, new_sr / orig_sr)
+    half = math.ceil(_LOWPASS_WIDTH / cutoff)  # input samples either side of tau with nonzero weight
+    taps = torch.arange(-half, half + 2, device=x.device, dtype=x.dtype)  # [T]
+    xp = torch.nn.functional.pad(x, (half + 1, half + 4))  # [b t+2half+5]: zeros outside the signal
+    windows = xp.unfold(-1, len(taps), 1)  # [b t+4 T] view: windows[:, i] = x[i-half-1 ... i+half]
+    n_out = -(-(origin + length) * new_sr // orig_sr) - first  # to the end of the stretch
+    n_out = n_out if count is None else min(count, n_out)
+    out = x.new_empty(x.shape[0], max(n_out, 0))  # [b n_out]
+    block = max(1, chunk_taps // len(taps))
+    for a in range(0, n_out, block):
+        m = torch.arange(
+            first + a, first + min(a + block, n_out), device=x.device, dtype=torch.float64
+        )  # [k]
+        tau = m * orig_sr / new_sr - origin  # [k] positions in the stretch's samples (float64: exact)
+        base = torch.floor(tau)
+        frac = (tau - base).to(x.dtype)  # [k] in [0, 1)
+        u = ((taps - frac[:, None]) * cutoff).clamp_(-_LOWPASS_WIDTH, _LOWPASS_WIDTH)  # [k T]: (n - tau) c
+        w = torch.special.sinc(u) * torch.cos(u * (math.pi / (2 * _LOWPASS_WIDTH))).square_() * cutoff
+        rows = (base.long() + 1).clamp_(0, windows.shape[1] - 1)  # [k]; beyond the stretch: zeros
+        out[:, a : a + len(m)] = torch.einsum("bkt,kt->bk", windows[:, rows], w)  # [b k]
+    return out.reshape(*shape[:-1], out.shape[-1])
 
 
 @functools.lru_cache(maxsize=16)
