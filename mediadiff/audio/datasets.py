@@ -50,11 +50,16 @@ class AudioFolder(CaptionedFolder, Dataset):
     any process and any worker order; :meth:`set_epoch` draws new crops for a new epoch.
 
     Bad files never stop an epoch. A file that cannot be read (zero bytes, not audio, corrupt,
-    truncated, no audio stream, channels that cannot be mixed to ``channels``, too short with
-    ``short="skip"``) is recorded in :attr:`skipped_files` with the reason, warned about once, and
+    truncated, no samples, no audio stream, channels that cannot be mixed to ``channels``, too short
+    with ``short="skip"``) is recorded in :attr:`skipped_files` with the reason, warned about once, and
     never read again by this process; ``dataset[i]`` then returns the next readable item (``i + 1``,
     ``i + 2``, ... wrapping around), so the substitute is deterministic too. ``validate=True`` (or
     :meth:`scan`) probes every file up front instead and drops the bad ones it can see without decoding.
+    A file with NaN or infinite samples in the window read is skipped the same way; samples beyond full
+    scale (a float file's ``|x| > 1``) are clipped to [-1, 1], not skipped. With a ``DataLoader`` and
+    ``num_workers > 0`` the workers share the record of skipped items (shared memory), so
+    :attr:`skipped` and :attr:`skipped_files` in the main process count every worker's skips; call
+    :meth:`scan` before creating the loader.
 
     Args:
         root: the folder.

@@ -16,7 +16,8 @@ every file a metadata table names. A file's caption comes from a metadata table 
 ``metadata.csv``, columns ``file_name`` and ``text``), else from a sidecar ``<stem>.txt`` beside it, else
 from ``default_caption``. Hidden files and folders (names starting with ".") are ignored.
 
-Imports the standard library only; :meth:`CaptionedFolder.generator` and :meth:`CaptionedFolder._scan`
+Imports the standard library only; constructing a :class:`CaptionedFolder` imports torch (its record
+of skipped items is a shared tensor), :meth:`CaptionedFolder.generator` and :meth:`CaptionedFolder._scan`
 import numpy, torch and tqdm when called.
 """
 
@@ -32,6 +33,7 @@ from typing import Any
 
 __all__ = [
     "METADATA_FILES",
+    "WORKER_SKIPPED",
     "CaptionedFolder",
     "absolute",
     "find_captioned",
@@ -41,6 +43,9 @@ __all__ = [
 ]
 
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
+
+WORKER_SKIPPED = "skipped in another process (a DataLoader worker; its warning gives the reason)"
+"""The reason :attr:`CaptionedFolder.skipped_files` gives for a file another process skipped."""
 
 
 def absolute(path: str | os.PathLike) -> Path:
@@ -174,9 +179,13 @@ class CaptionedFolder:
     wrapping around), so the substitute is deterministic too. Only when every file fails does
     ``__getitem__`` raise.
 
-    With a ``DataLoader`` and ``num_workers > 0``, each worker holds its own copy of the dataset, so
-    :attr:`skipped` and :attr:`skipped_files` in the main process count only what the main process saw;
-    workers warn for their own files.
+    With a ``DataLoader`` and ``num_workers > 0``, each worker holds its own copy of the dataset, but the
+    record of which items were skipped is one byte per item in shared memory: a file one worker skips is
+    not read again by the others, and :attr:`skipped` and :attr:`skipped_files` in the main process count
+    the files every worker skipped (each worker warns with the reason for its own; the main process knows
+    the reasons of the files it read itself and of :meth:`_scan`). Create the loader after :meth:`_scan`,
+    which makes a new record for the files it keeps. Where shared memory cannot be had, each process keeps
+    its own record (as a single process does).
     """
 
     data_key: str = "data"  # the item key a trainer reads
@@ -195,21 +204,34 @@ class CaptionedFolder:
         if not self.root.is_dir():
             raise FileNotFoundError(f"{type(self).__name__} root {self.root} is not a folder")
         self.seed, self.epoch = int(seed), 0
-        self.skipped_files: dict[str, str] = {}
+        self._skipped: dict[str, str] = {}  # path -> reason, for the files this process skipped
         self.items: list[tuple[str, str]] = find_captioned(
             self.root, extensions, default_caption=default_caption, noun=self.noun, skip=self._skip
         )
+        self._flags = _shared_flags(len(self.items))  # [n] uint8: 1 where any process skipped item i
 
     # --- bad files ------------------------------------------------------------------------------
 
     @property
+    def skipped_files(self) -> dict[str, str]:
+        """``{path: reason}`` of every file skipped so far: by this process (construction, scan, reads)
+        and by the ``DataLoader`` workers that share its record (reason :data:`WORKER_SKIPPED`)."""
+        out = dict(self._skipped)
+        for i in self._flags.nonzero().flatten().tolist():
+            out.setdefault(self.items[i][0], WORKER_SKIPPED)
+        return out
+
+    @property
     def skipped(self) -> int:
-        """How many distinct files this process has skipped (construction, :meth:`scan`, reads)."""
+        """How many distinct files have been skipped (see :attr:`skipped_files`)."""
         return len(self.skipped_files)
 
-    def _skip(self, path: str, reason: str) -> None:
-        if path not in self.skipped_files:
-            self.skipped_files[path] = reason
+    def _skip(self, path: str, reason: str, index: int | None = None) -> None:
+        """Record ``path`` (item ``index``, if it is one) as skipped and warn, once per process."""
+        if index is not None:
+            self._flags[index] = 1
+        if path not in self._skipped:
+            self._skipped[path] = reason
             warnings.warn(f"{type(self).__name__}: skipping {path}: {reason}", RuntimeWarning, stacklevel=3)
 
     def _scan(self, check: Callable[[str], Any]) -> dict[str, str]:
@@ -233,7 +255,11 @@ class CaptionedFolder:
             raise ValueError(
                 f"{self.root}: all {len(self.items)} {self.noun}s failed the scan, e.g. {next(iter(dropped.values()))}"
             )
+        was = {path: int(flag) for (path, _), flag in zip(self.items, self._flags.tolist())}
         self.items = keep
+        self._flags = _shared_flags(len(keep))
+        for i, (path, _) in enumerate(keep):
+            self._flags[i] = was[path]
         return dropped
 
     # --- items ----------------------------------------------------------------------------------
@@ -265,13 +291,26 @@ class CaptionedFolder:
         index %= n
         for j in ((index + k) % n for k in range(n)):  # the item, then the next ones
             path = self.items[j][0]
-            if path in self.skipped_files:
+            if path in self._skipped or self._flags[j]:  # skipped here or by another worker
                 continue
             try:
                 return self.load(j)
             except self.read_errors as e:
-                self._skip(path, str(e))
+                self._skip(path, str(e), j)
         reasons = "; ".join(f"{p}: {r}" for p, r in list(self.skipped_files.items())[:3])
         raise RuntimeError(
             f"{name} {self.root}: all {n} {self.noun}s are unreadable for this request ({reasons})"
         )
+
+
+def _shared_flags(n: int) -> Any:
+    """``uint8 [n]`` zeros in shared memory (forked and spawned DataLoader workers write the same bytes),
+    or in this process's own memory where shared memory cannot be had."""
+    import torch  # lazy: utils imports the standard library only
+
+    flags = torch.zeros(n, dtype=torch.uint8)
+    try:
+        flags.share_memory_()
+    except RuntimeError:  # no /dev/shm (or it is full): each process keeps its own record
+        pass
+    return flags

@@ -68,11 +68,16 @@ class VideoFolder(CaptionedFolder, Dataset):
     ``validate=True`` (or :meth:`scan`) probes every file up front instead and drops the bad ones,
     so ``len(dataset)`` counts only good files.
 
-    With a ``DataLoader`` and ``num_workers > 0``, each worker holds its own copy of the dataset, so
-    :attr:`skipped` and :attr:`skipped_files` in the main process count only what the main process
-    saw (construction and :meth:`scan`); workers warn for their own files. Run :meth:`scan` first to
-    have one count. With ``persistent_workers=True`` workers keep the epoch they started with: call
-    :meth:`set_epoch` before creating the loader's iterator, or use non-persistent workers.
+    With a ``DataLoader`` and ``num_workers > 0``, the workers share the record of skipped items (one
+    byte per item in shared memory): a file one worker skips is not read again by the others, and
+    :attr:`skipped` and :attr:`skipped_files` in the main process count every worker's skips (the
+    workers warn with the reasons). Call :meth:`scan` before creating the loader. With
+    ``persistent_workers=True`` workers keep the epoch they started with: call :meth:`set_epoch`
+    before creating the loader's iterator, or use non-persistent workers.
+
+    What each kind of file gives is listed in :func:`~mediadiff.video.io.read_video`: rotated files
+    come upright, alpha is dropped, grayscale and 10-bit files come as RGB uint8; a file shorter than
+    the clip is skipped (never padded).
 
     Args:
         root: the folder.
