@@ -1116,11 +1116,14 @@ def load_errors(where: str) -> Iterator[None]:
     """Re-raise what diffusers, transformers and safetensors raise for a damaged or incomplete folder (a
     missing sub-folder or file, bad JSON, truncated weights, a config that does not fit its weights) as one
     ``FileNotFoundError`` (a missing file) or ``ValueError`` starting with ``where``."""
+    from pickle import UnpicklingError  # torch.load(weights_only=True) refusing a pickle: nothing is run
+
     from safetensors import SafetensorError
 
     try:
         yield
     except (
+        UnpicklingError,
         OSError,
         ValueError,
         KeyError,
