@@ -7,6 +7,8 @@
   and a graceful stop on SIGTERM / Ctrl-C for loops that must end with a checkpoint.
 - :mod:`~mediadiff.utils.plot`: matplotlib's pyplot on the Agg backend and a figure saved as a PNG
   atomically, for every picture mediadiff draws.
+- :mod:`~mediadiff.utils.cli`: what every command line shares: one-line errors (exit code 2), output
+  paths checked before any work, mediadiff's warnings as one line.
 - :func:`lazy_exports`: the ``__getattr__`` of a package that imports its names on first use.
 
 Imports the standard library only (``system.machine`` imports torch and ``plot`` matplotlib when
@@ -19,6 +21,15 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+from .cli import (
+    ArgumentParser,
+    MediadiffWarning,
+    UsageExit,
+    check_output_dir,
+    check_output_file,
+    one_line_warnings,
+    usage_exit,
+)
 from .files import (
     atomic_path,
     atomic_write_bytes,
@@ -34,12 +45,17 @@ from .plot import pyplot, save_figure
 from .system import cpu_bf16_supported, cpu_name, cpuinfo, machine
 
 __all__ = [
+    "ArgumentParser",
     "FileLock",
     "GracefulStop",
     "LockedError",
+    "MediadiffWarning",
+    "UsageExit",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
+    "check_output_dir",
+    "check_output_file",
     "cpu_bf16_supported",
     "cpu_name",
     "cpuinfo",
@@ -47,11 +63,13 @@ __all__ = [
     "fsync_tree",
     "lazy_exports",
     "machine",
+    "one_line_warnings",
     "publish_dir",
     "pyplot",
     "recover_published",
     "save_figure",
     "staged_dir",
+    "usage_exit",
 ]
 
 
