@@ -74,8 +74,11 @@ import numpy as np
 import torch
 
 from mediadiff.diffusion import PREDICTIONS, SAMPLERS, Schedule, build_schedule, cfg, randn, sample
+from mediadiff.text import sanitize_prompt
 from mediadiff.text.context import Context, match_context, pack_context, pad_context
 from mediadiff.utils import atomic_write_text, cpu_bf16_supported, staged_dir
+
+from .trained import warn_if_untrained
 
 __all__ = [
     "CONTEXT_CACHE_SIZE",
@@ -213,7 +216,11 @@ def as_prompts(value: Any, name: str, who: str, allow_empty: bool = False) -> li
     prompts = [value] if isinstance(value, str) else value
     if not isinstance(prompts, (list, tuple)) or not prompts or not all(isinstance(p, str) for p in prompts):
         raise ValueError(f"{who}: {name} must be a string or a non-empty list of strings, got {value!r}")
-    if not allow_empty and not all(p.strip() for p in prompts):
+    try:
+        cleaned = [sanitize_prompt(p) for p in prompts]  # control characters read as spaces
+    except ValueError as err:
+        raise ValueError(f"{who}: {name}: {err}") from None
+    if not allow_empty and not all(p.strip() for p in cleaned):
         raise ValueError(f"{who}: {name} must not be empty (the empty prompt is the unconditional one)")
     return list(prompts)
 
@@ -450,6 +457,7 @@ class DiffusionPipeline:
             raise ValueError(f"{who}: guidance_interval must have lo <= hi, got {interval!r}")
         s["guidance_interval"] = (lo, hi)
         self.latent_shape(s)  # the size must suit the autoencoder and the backbone
+        warn_if_untrained(self, s)  # it runs off the trained size, with a warning naming that size
         return s
 
     def latent_shape(self, settings: dict[str, Any]) -> tuple[int, ...]:

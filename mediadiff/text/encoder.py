@@ -26,6 +26,12 @@ apart): ``tokenizer=`` another folder for the tokenizer, ``max_length``, and ``p
 - ``"zeros"``: encode with the mask, zero the padding, pad to ``max_length``; the mask returned is all
   True, so a backbone attends to the zero tokens as Wan does (UMT5, 512 tokens).
 
+Prompts: every prompt goes through :func:`~mediadiff.text.sanitize_prompt` first (control characters
+become spaces, text that is not valid UTF-8 is a ValueError); non-ASCII text is kept and encodes as the
+tokenizer reads it (an emoji that MiniLM's vocabulary lacks is its ``[UNK]`` token). A prompt longer
+than ``max_length`` tokens is cut to its first ``max_length`` tokens (special tokens included), with a
+:class:`PromptTruncatedWarning` that says how many tokens it had, the limit and where it was cut.
+
 Everything loads with ``local_files_only=True``: no network.
 """
 
@@ -34,15 +40,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from . import default_encoder_path
+from mediadiff.utils import MediadiffWarning
 
-__all__ = ["ENCODER_TYPES", "PAD_MODES", "TextEncoder", "load_text_encoder"]
+from . import default_encoder_path, sanitize_prompt
+
+__all__ = ["ENCODER_TYPES", "PAD_MODES", "PromptTruncatedWarning", "TextEncoder", "load_text_encoder"]
+
+
+class PromptTruncatedWarning(MediadiffWarning):
+    """A prompt longer than the text encoder's token limit was cut to it."""
+
 
 _BERT_LIKE = (
     "bert",
@@ -193,8 +207,10 @@ class TextEncoder:
             )
         if self.pad_mode != "mask":
             padding = "max_length"
+        prompts = [sanitize_prompt(p) for p in prompts]
         if self.clean is not None:
             prompts = [self.clean(p) for p in prompts]
+        self._warn_if_truncated(prompts)
         batch = self.tokenizer(
             list(prompts),
             padding=padding,
@@ -217,6 +233,22 @@ class TextEncoder:
         if self.pad_mode == "zeros":  # the zero tokens are part of the context
             return tokens, torch.ones_like(mask)
         return tokens, mask
+
+    def _warn_if_truncated(self, prompts: list[str]) -> None:
+        """A :class:`PromptTruncatedWarning` for each prompt of more than ``max_length`` tokens."""
+        full = self.tokenizer(prompts, truncation=False, verbose=False)["input_ids"]  # b lists of ids
+        for prompt, ids in zip(prompts, full):
+            if len(ids) <= self.max_length:
+                continue
+            kept = self.tokenizer.decode(ids[: self.max_length], skip_special_tokens=True).split()
+            shown = prompt if len(prompt) <= 60 else prompt[:57] + "..."
+            warnings.warn(
+                f"TextEncoder: the prompt {shown!r} is {len(ids)} tokens long, more than the text encoder's "
+                f"limit of {self.max_length} tokens; it is cut after {' '.join(kept[-4:])!r} "
+                f"(its last {len(ids) - self.max_length} tokens are ignored)",
+                PromptTruncatedWarning,
+                stacklevel=4,  # past encode and its no_grad wrapper: the caller of encode
+            )
 
     def options(self) -> dict[str, Any]:
         """The keyword arguments (besides the folder) that rebuild this encoder: ``max_length``, ``pad_mode``."""
