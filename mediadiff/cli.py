@@ -5,9 +5,14 @@
 (:data:`mediadiff.pipelines.MODALITIES`): each modality's pipeline class supplies its own arguments
 (``add_cli_arguments`` / ``cli_settings``), output formats and evaluation module.
 
-Bad arguments end in one line on stderr (``mediadiff generate video: ...``) and exit code 2, never a
-traceback. Heavy imports (torch, transformers, PyAV) happen inside the commands, so ``mediadiff
---help`` and ``mediadiff info`` stay quick.
+Bad arguments end in one line on stderr (``mediadiff generate video: error: ...``, naming the flag and
+what is valid) and exit code 2, never a traceback, and leave no output file. What can be checked
+without a model is checked before one is loaded (an output path that could not be written among it:
+a missing output folder is created, one that cannot be written is refused); sizes the model cannot
+make are refused right after its ~1 s load, before anything is sampled. A size the model was not
+trained on, or a prompt cut to the text encoder's limit, runs with one warning line
+(``mediadiff generate video: warning: ...``). Heavy imports (torch, transformers, PyAV) happen inside
+the commands, so ``mediadiff --help`` and ``mediadiff info`` stay quick.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import platform
 import runpy
@@ -22,6 +28,10 @@ import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from .utils.cli import ArgumentParser, UsageExit, check_output_file, one_line_warnings
+
+__all__ = ["ArgumentParser", "UsageError", "build_parser", "gather_info", "main"]
 
 PACKAGES = (
     "mediadiff",
@@ -112,17 +122,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         path = find_recipe(args.recipe)
     except FileNotFoundError as err:
-        print(f"mediadiff train: {err}", file=sys.stderr)
+        print(f"mediadiff train: error: {err}", file=sys.stderr)
         return 2
     from .train import NonFiniteLossError
 
     argv = sys.argv
     sys.argv = [str(path), *args.recipe_args]
     try:
-        runpy.run_path(str(path), run_name="__main__")
+        with one_line_warnings("mediadiff train"):
+            runpy.run_path(str(path), run_name="__main__")
     except NonFiniteLossError as err:
         print(f"mediadiff train: {err}", file=sys.stderr)
         return 1
+    except UsageExit as exit_:  # a bad recipe argument: its one line is printed already
+        return exit_.code
+    except (
+        SystemExit
+    ) as exit_:  # what `python RECIPE` would exit with, as a code (tests call main in-process)
+        if isinstance(exit_.code, str):
+            print(f"mediadiff train: {exit_.code}", file=sys.stderr)
+            return 1
+        return _exit_code(exit_)
     finally:
         sys.argv = argv
     return 0
@@ -136,8 +156,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
         print(f"mediadiff plot: error: -o {args.output}: the picture is a .png", file=sys.stderr)
         return 2
     try:
+        check_output_file(args.output)
         path = plot_runs(args.runs, args.output)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:
         print(f"mediadiff plot: error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {path}  ({len(args.runs)} run{'s' if len(args.runs) > 1 else ''})")
@@ -151,13 +172,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve_main(args)
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse with a one-line error (``prog: error: message``) instead of the usage block, exit code 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 class UsageError(Exception):
     """A bad command-line value: printed as one line, exit code 2."""
 
@@ -165,28 +179,41 @@ class UsageError(Exception):
 def _check_generate_args(args: argparse.Namespace, pipeline_cls: Any) -> None:
     """Everything that can be checked before loading a model: output extension, sampler, numbers, device."""
     from .diffusion import SAMPLERS
+    from .text import sanitize_prompt
 
-    if not args.prompt.strip():
-        raise UsageError(f"the prompt is empty (describe what to make, e.g. {pipeline_cls.EXAMPLE_PROMPT!r})")
+    for flag, text in (("prompt", args.prompt), ("--negative", args.negative)):
+        try:
+            text = None if text is None else sanitize_prompt(text)
+        except ValueError as err:
+            raise UsageError(f"{flag}: {err}") from None
+        if flag == "prompt" and not text.strip():
+            raise UsageError(
+                f"the prompt is empty (describe what to make, e.g. {pipeline_cls.EXAMPLE_PROMPT!r})"
+            )
     ext = Path(args.output).suffix.lower()
     extensions = pipeline_cls.output_extensions()
     if ext not in extensions:
         raise UsageError(
             f"-o {args.output}: unsupported extension {ext or '(none)'}; choose from {', '.join(extensions)}"
         )
+    check_output_file(args.output)  # a folder that cannot be written, before anything is loaded
     if args.sampler is not None and args.sampler not in SAMPLERS:
         raise UsageError(f"unknown --sampler {args.sampler!r}; choose from {', '.join(sorted(SAMPLERS))}")
     for flag, value in (("--steps", args.steps), ("--num", args.num)):
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be >= 1, got {value}")
-    if args.cfg is not None and args.cfg < 0:
-        raise UsageError(f"--cfg must be >= 0, got {args.cfg}")
+    if args.cfg is not None and not (math.isfinite(args.cfg) and args.cfg >= 0):
+        raise UsageError(f"--cfg must be >= 0 (a finite number; 1: no guidance), got {args.cfg}")
+    if args.lora_scale is not None and not math.isfinite(args.lora_scale):
+        raise UsageError(
+            f"--lora-scale must be a finite number (0: the base model, 1: as trained), got {args.lora_scale}"
+        )
     if args.cfg_rescale is not None and not 0 <= args.cfg_rescale <= 1:
         raise UsageError(f"--cfg-rescale must be in [0, 1], got {args.cfg_rescale}")
     if args.cfg_interval is not None and not 0 <= args.cfg_interval[0] <= args.cfg_interval[1] <= 1:
         raise UsageError(f"--cfg-interval must be LO HI with 0 <= LO <= HI <= 1, got {args.cfg_interval}")
-    if args.seed is not None and args.seed < 0:
-        raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED - (args.num or 1) + 1:
+        raise UsageError(f"--seed must be in 0..{MAX_SEED - (args.num or 1) + 1}, got {args.seed}")
     if args.lora_scale is not None and args.lora is None:
         raise UsageError("--lora-scale goes with --lora FILE")
     if args.lora is not None:
@@ -215,6 +242,9 @@ def _check_generate_args(args: argparse.Namespace, pipeline_cls: Any) -> None:
             raise UsageError(f"--{flag} {getattr(args, flag)}: no such file")
 
 
+MAX_SEED = 2**64 - 1  # the largest seed a torch generator takes (item i uses seed + i)
+
+
 def parse_mask(text: str, units: str) -> tuple[float, float]:
     """``"START:END"`` -> ``(start, end)`` (whole numbers for frames); UsageError otherwise."""
     parts = text.split(":")
@@ -235,7 +265,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .pipelines import pipeline_class
 
     prog = f"mediadiff generate {args.modality}"
-    pipeline_cls = pipeline_class(args.modality)
+    with one_line_warnings(prog):
+        return _generate(args, prog, pipeline_class(args.modality))
+
+
+def _size_flags(args: argparse.Namespace) -> str:
+    """The modality's size flags given on the command line, as typed (``--num-frames 16 --size 63x64``)."""
+    return " ".join(
+        f"{flag} {getattr(args, dest)}"
+        for flag, dest in getattr(args, "size_flags", ())
+        if getattr(args, dest) is not None
+    )
+
+
+def _generate(args: argparse.Namespace, prog: str, pipeline_cls: Any) -> int:
+    """``cmd_generate`` inside its one-line warnings."""
     try:
         _check_generate_args(args, pipeline_cls)
         sizes = pipeline_cls.cli_settings(args)
@@ -272,6 +316,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
         "inpaint": args.inpaint,
         "mask": mask,
     }
+    given = _size_flags(args)
+    if given and not any(options[mode] is not None for mode in ("init", "extend", "inpaint")):
+        try:  # a size the model cannot make, named by the flags that asked for it
+            pipe.resolve(**sizes)
+        except ValueError as err:
+            print(f"{prog}: error: {given}: {err}", file=sys.stderr)
+            return 2
     try:
         settings, edit = prepared = pipe.prepare_edit(**options)
     except (UsageError, FileNotFoundError, ValueError) as err:
@@ -280,7 +331,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     out = pipe.generate(
         args.prompt, args.negative, seed=args.seed, num_per_prompt=args.num, progress=True, prepared=prepared
     )
-    paths = out.save(args.output)
+    try:
+        paths = out.save(args.output)
+    except (OSError, RuntimeError) as err:  # a full disk (soundfile's errors are RuntimeErrors)
+        print(
+            f"{prog}: error: cannot write -o {args.output}: {err}; no partial file is left (files are "
+            "written whole or not at all)",
+            file=sys.stderr,
+        )
+        return 1
     what = pipe.summary(settings, edit)
     if len(paths) == len(out):  # one file per item
         for path, seed in zip(paths, out.seeds):
@@ -364,7 +423,10 @@ def add_generate_parser(sub: Any, modality: str, pipeline_cls: Any) -> argparse.
     gen.add_argument(
         "--seed", type=int, default=None, help="seed of the first output (default: random, printed)"
     )
+    before = len(gen._actions)
     pipeline_cls.add_cli_arguments(gen)
+    own = gen._actions[before:]  # the modality's size flags, named in its size errors
+    gen.set_defaults(size_flags=[(action.option_strings[-1], action.dest) for action in own])
     units = pipeline_cls.MASK_UNITS
     edit = gen.add_argument_group(
         f"editing a {pipeline_cls.ITEM} (one of --init, --extend, --inpaint; the output takes its size from it)"
@@ -494,9 +556,17 @@ def main(argv: list[str] | None = None) -> int:
             return run_eval(argv[1], argv[2:])
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
     except SystemExit as exit_:
         return _exit_code(exit_)
+    if extra:  # named by the subcommand that was given them, not by the top-level parser
+        prog = " ".join(
+            ["mediadiff", *(getattr(args, k) for k in ("command", "modality") if getattr(args, k, None))]
+        )
+        print(
+            f"{prog}: error: unrecognized arguments: {' '.join(extra)} (see {prog} --help)", file=sys.stderr
+        )
+        return 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

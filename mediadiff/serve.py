@@ -563,6 +563,9 @@ def main(args: argparse.Namespace) -> int:
     Returns 2 (one line on stderr) when gradio is not installed, a model is unknown or the port is taken.
     """
     prog = "mediadiff serve"
+    if not 0 < args.port < 65536:  # before gradio loads (seconds): a bad flag is answered at once
+        print(f"{prog}: error: --port must be in 1..65535, got {args.port}", file=sys.stderr)
+        return 2
     try:
         import gradio  # noqa: F401
     except ModuleNotFoundError:
@@ -576,9 +579,6 @@ def main(args: argparse.Namespace) -> int:
             except ServeError as err:
                 print(f"{prog}: error: --{spec.modality}-model: {err}", file=sys.stderr)
                 return 2
-    if not 0 < args.port < 65536:
-        print(f"{prog}: error: --port must be in 1..65535, got {args.port}", file=sys.stderr)
-        return 2
     if args.device == "cuda":
         import torch
 

@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -440,8 +441,11 @@ def run(args: argparse.Namespace, load: Callable[..., Any]) -> int:
 
     sizes: dict[str, Any] = {}
     if args.seconds is not None:
-        if not args.seconds > 0:
-            print(f"mediadiff eval audio: --seconds must be > 0, got {args.seconds}", file=sys.stderr)
+        if not (math.isfinite(args.seconds) and args.seconds > 0):
+            print(
+                f"mediadiff eval audio: --seconds must be > 0 (a finite number), got {args.seconds}",
+                file=sys.stderr,
+            )
             return 2
         sizes = {"seconds": args.seconds}
     return run_command(

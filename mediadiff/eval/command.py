@@ -16,6 +16,7 @@ a single step count.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -121,8 +122,15 @@ def run_command(
     table and the summary (:func:`~.harness.publish_steps`), and write one JSON of every run. One step
     count gives the report of one :func:`~.harness.evaluate`, as always. ``args.plot``: a ``.png`` path
     for :func:`~.plot.plot_steps`, checked before anything is loaded.
+
+    Bad options end in one line (``mediadiff eval NAME: ...``) and exit code 2: the numbers, the
+    sampler and the output paths (``--json``, ``--plot``, ``--grid`` in a folder that can be written)
+    before the model is loaded, the model and its sizes right after.
     """
     import torch
+
+    from mediadiff.diffusion import SAMPLERS
+    from mediadiff.utils import check_output_file
 
     def fail(message: str) -> int:
         print(f"mediadiff eval {name}: {message}", file=sys.stderr)
@@ -141,8 +149,17 @@ def run_command(
         return fail(f"--steps: each step count once, got {' '.join(map(str, steps_list))}")
     if plot_path is not None and Path(plot_path).suffix.lower() != ".png":
         return fail(f"--plot {plot_path}: the picture is a .png")
-    if args.cfg is not None and args.cfg < 0:
-        return fail(f"--cfg must be >= 0, got {args.cfg}")
+    if args.cfg is not None and not (math.isfinite(args.cfg) and args.cfg >= 0):
+        return fail(f"--cfg must be >= 0 (a finite number; 1: no guidance), got {args.cfg}")
+    if args.sampler is not None and args.sampler not in SAMPLERS:
+        return fail(f"unknown --sampler {args.sampler!r}; choose from {', '.join(sorted(SAMPLERS))}")
+    for flag in ("json", "plot", "grid"):
+        path = getattr(args, flag, None)
+        if path is not None:
+            try:
+                check_output_file(path, f"--{flag}")
+            except ValueError as err:
+                return fail(str(err))
     if args.device == "cuda" and not torch.cuda.is_available():
         return fail("--device cuda: no CUDA device is available; use --device cpu")
     if args.device == "auto":
@@ -153,6 +170,9 @@ def run_command(
         torch.set_num_threads(args.threads)
     try:
         pipe = load(args.model, device=device)
+    except (FileNotFoundError, ValueError) as err:
+        return fail(f"--model: {err}")
+    try:
         resolved = [
             pipe.resolve(**(sizes or {}), steps=steps, sampler=args.sampler, guidance_scale=args.cfg)
             for steps in steps_list

@@ -13,14 +13,24 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from mediadiff.nn.lora import DEFAULT_TARGETS, LoraSettings
+from mediadiff.utils import ArgumentParser
 
 from .precision import MIXED_PRECISION
 
-__all__ = ["LR_SCHEDULES", "TrainConfig", "add_train_args", "config_from_args", "recipe_parser"]
+__all__ = [
+    "LR_SCHEDULES",
+    "TrainConfig",
+    "add_train_args",
+    "config_from_args",
+    "invalid_settings",
+    "recipe_parser",
+]
 
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -61,27 +71,10 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # recipe-specific values, stored in config.json
 
     def __post_init__(self) -> None:
-        checks = {
-            "max_steps": self.max_steps >= 1,
-            "batch_size": self.batch_size >= 1,
-            "grad_accum": self.grad_accum >= 1,
-            "lr": self.lr > 0,
-            "warmup_steps": self.warmup_steps >= 0,
-            "checkpoint_every": self.checkpoint_every >= 1,
-            "keep_checkpoints": self.keep_checkpoints >= 1,
-            "sample_every": self.sample_every >= 0,
-            "log_every": self.log_every >= 1,
-            "max_bad_steps": self.max_bad_steps >= 1,
-            "num_workers": self.num_workers >= 0,
-            "ema_decay": 0.0 <= self.ema_decay < 1.0,
-            "cond_dropout": 0.0 <= self.cond_dropout <= 1.0,
-            "lora_rank": self.lora_rank >= 0,
-            "lora_alpha": self.lora_alpha is None or self.lora_alpha > 0,
-        }
-        bad = [name for name, ok in checks.items() if not ok]
+        bad = invalid_settings({name: getattr(self, name) for name in _RULES})
         if bad:
-            values = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
-            raise ValueError(f"invalid training config: {values} (counts >= 1, rates in [0, 1], lr > 0)")
+            values = ", ".join(f"{name}={value!r} (must be {rule})" for name, value, rule in bad)
+            raise ValueError(f"invalid training config: {values}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.mixed_precision not in MIXED_PRECISION:
@@ -104,6 +97,42 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (stored as ``config.json`` in the run folder and in each checkpoint)."""
         return dataclasses.asdict(self)
+
+
+def _finite(value: float) -> bool:
+    return math.isfinite(value)
+
+
+# field -> (test, what is valid): the numbers a TrainConfig must hold
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "max_steps": (lambda v: v >= 1, ">= 1"),
+    "batch_size": (lambda v: v >= 1, ">= 1"),
+    "grad_accum": (lambda v: v >= 1, ">= 1"),
+    "lr": (lambda v: _finite(v) and v > 0, "a finite number > 0"),
+    "weight_decay": (lambda v: _finite(v) and v >= 0, "a finite number >= 0"),
+    "warmup_steps": (lambda v: v >= 0, ">= 0"),
+    "max_grad_norm": (lambda v: v is None or (_finite(v) and v > 0), "> 0, or none (no clipping)"),
+    "checkpoint_every": (lambda v: v >= 1, ">= 1"),
+    "keep_checkpoints": (lambda v: v >= 1, ">= 1"),
+    "sample_every": (lambda v: v >= 0, ">= 0 (0: only at the end)"),
+    "log_every": (lambda v: v >= 1, ">= 1"),
+    "max_bad_steps": (lambda v: v >= 1, ">= 1"),
+    "num_workers": (lambda v: v >= 0, ">= 0"),
+    "ema_decay": (lambda v: 0.0 <= v < 1.0, "in [0, 1) (0: no EMA)"),
+    "cond_dropout": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+    "lora_rank": (lambda v: v >= 0, ">= 0 (0: train every weight)"),
+    "lora_alpha": (lambda v: v is None or (_finite(v) and v > 0), "> 0"),
+}
+
+
+def invalid_settings(values: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    """The numbers among ``values`` (TrainConfig fields) that a :class:`TrainConfig` refuses:
+    ``(name, value, what is valid)`` for each, in field order."""
+    return [
+        (name, values[name], rule)
+        for name, (ok, rule) in _RULES.items()
+        if name in values and not ok(values[name])
+    ]
 
 
 def _optional_float(text: str) -> float | None:
@@ -196,15 +225,22 @@ def add_train_args(parser: argparse.ArgumentParser, **defaults: Any) -> argparse
 
 
 def recipe_parser(description: str, **defaults: Any) -> argparse.ArgumentParser:
-    """An ``ArgumentParser`` with the shared training flags (:func:`add_train_args`) already added."""
-    parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    """An ``ArgumentParser`` with the shared training flags (:func:`add_train_args`) already added; a bad
+    flag is one line (``shapes_dit.py: error: argument --lr: ...``) and exit code 2."""
+    parser = ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     return add_train_args(parser, **defaults)
 
 
 def config_from_args(args: argparse.Namespace, **extra: Any) -> TrainConfig:
-    """Build a :class:`TrainConfig` from parsed shared flags; ``extra`` lands in ``config.extra``."""
+    """Build a :class:`TrainConfig` from parsed shared flags; ``extra`` lands in ``config.extra``.
+
+    A value out of range is a ValueError that names its flag and what is valid, e.g.
+    ``--max-steps 0: must be >= 1``."""
     values = vars(args)
     kwargs = {f.name: values[f.name] for f in dataclasses.fields(TrainConfig) if f.name in values}
+    bad = invalid_settings(kwargs)
+    if bad:
+        raise ValueError(
+            "; ".join(f"--{name.replace('_', '-')} {value}: must be {rule}" for name, value, rule in bad)
+        )
     return TrainConfig(**kwargs, extra=extra)

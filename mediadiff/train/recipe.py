@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 
-from mediadiff.utils import LockedError
+from mediadiff.utils import LockedError, UsageExit, check_output_dir, usage_exit
 
 from .checkpoint import CheckpointError
 from .config import config_from_args, recipe_parser
@@ -234,18 +234,54 @@ class Recipe:
             **parts.trainer_options,
         )
 
+    def check_args(self, prog: str, args: argparse.Namespace) -> None:
+        """Every check of the parsed command line that needs nothing built: the recipe's own ``check``, the
+        shared numbers (:func:`~mediadiff.train.config.config_from_args`), the folders written
+        (``--output-dir``, ``--cache``, ``--export``: not a file, and writable; a missing one is created
+        later), ``--init-from`` naming a model, ``--cache-only`` with a cache. A bad value is one line on
+        stderr (``prog: error: ...``, naming the flag and what is valid) and :class:`~mediadiff.utils.UsageExit`
+        (exit code 2)."""
+        if self.check is not None:
+            try:
+                self.check(args)
+            except UsageExit:
+                raise
+            except SystemExit as exit_:  # a recipe's check says what is wrong as SystemExit("message")
+                if isinstance(exit_.code, str):
+                    usage_exit(prog, exit_.code)
+                raise
+        exporting = bool(getattr(args, "export", None))
+        written = [("--export", "export")] if exporting else [("--output-dir", "output_dir")]
+        try:
+            config_from_args(args, **self.extra(args))
+            for flag, dest in [*written, ("--cache", "cache")]:
+                if getattr(args, dest, None):
+                    check_output_dir(getattr(args, dest), flag)
+        except ValueError as err:
+            usage_exit(prog, str(err))
+        if getattr(args, "cache_only", False) and self.cache_dir(args) is None:
+            usage_exit(prog, "--cache-only needs --cache DIR")
+        base = getattr(args, "init_from", None)
+        if base and not hasattr(self.pipeline, "from_pretrained"):
+            usage_exit(prog, f"--init-from: {self.name} names no pipeline class to load a model with")
+        if base and hasattr(self.pipeline, "resolve_model"):
+            try:
+                self.pipeline.resolve_model(base)
+            except (FileNotFoundError, ValueError) as err:
+                usage_exit(prog, f"--init-from {base}: {err}")
+
     def main(self, argv: list[str] | None = None) -> Any:
         """Parse, check, seed and build; then export, encode the cache, dry-run or train.
 
         Returns the exported folder (``--export``), the opened cache (``--cache-only``), the dry-run
-        report (``--dry-run``) or the training summary. Exits (``SystemExit``) with one line when the
+        report (``--dry-run``) or the training summary. A bad argument exits with one line and code 2
+        (:meth:`check_args`). Exits (``SystemExit``) with one line when the
         output folder is in use by another run or a checkpoint cannot be written, and with 143 / 130
         after a SIGTERM / Ctrl-C stopped the run at a checkpoint.
         """
-        args = self.parser().parse_args(argv)
-        if self.check is not None:
-            self.check(args)
-        config_from_args(args, **self.extra(args))  # a bad setting fails before anything is built
+        parser = self.parser()
+        args = parser.parse_args(argv)
+        self.check_args(parser.prog, args)  # a bad setting fails before anything is built
         torch.manual_seed(args.seed)
         parts = self.build(args)
         base = self.init_from(args)
@@ -256,8 +292,6 @@ class Recipe:
             return self.export(args.output_dir, args.export, self.make_pipeline(parts), info=info)
         trainer = self.trainer(args, parts)
         if getattr(args, "cache_only", False):
-            if self.cache_dir(args) is None:
-                raise SystemExit("--cache-only needs --cache DIR")
             cache = trainer.training_data()  # opened, or encoded once
             trainer.log(f"latent cache of {len(cache)} items at {cache.path}")
             return cache
