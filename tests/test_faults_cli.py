@@ -122,6 +122,14 @@ CASES: list[tuple[list[str], tuple[str, ...]]] = [
     ([*TINY, "--init-from", "shapes-dit"], ("--init-from", "names no pipeline class")),
     (["train", "video/shapes_dit", "--init-from", "nope"], ("--init-from nope", "shipped: ['shapes-dit'")),
     (["train", "audio/tones_latent", "--batch-size", "0"], ("--batch-size 0", "must be >= 1")),
+    # the autoencoder recipes' own loop (mediadiff.train.autoencoder)
+    (["train", "video/train_vae"], ("--output-dir", "the following arguments are required")),
+    (["train", "video/train_vae", "--output-dir", "{file}"], ("--output-dir", "is a file, not a folder")),
+    (
+        ["train", "audio/train_vocoder", "--output-dir", "{out}-run", "--batch-size", "0"],
+        ("--batch-size", ">= 1"),
+    ),
+    (["train", "audio/train_vae", "--output-dir", "{out}-run", "--bogus", "1"], ("--bogus", "unrecognized")),
     # ------------------------------------------------------------------ eval video / audio
     ([*EVAL_V, "--num", "1"], ("--num", ">= 2")),
     ([*EVAL_V, "--steps", "0"], ("--steps", ">= 1")),

@@ -160,7 +160,7 @@ from torch import nn
 from torch.utils.data import Dataset, Sampler
 from tqdm.auto import tqdm
 
-from mediadiff.utils import GracefulStop, LockedError, atomic_write_text, staged_dir
+from mediadiff.utils import GracefulStop, LockedError, atomic_write_text, check_output_dir, staged_dir
 
 from .checkpoint import CheckpointError, lock_run_folder, remove_stale_temporaries
 
@@ -345,6 +345,9 @@ def check_arguments(args: argparse.Namespace, recipe: AutoencoderRecipe) -> None
     for name in _POSITIVE:
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    for name in ("output_dir", "final_dir"):  # a file, or a folder that cannot be written: refused now
+        if getattr(args, name, None) is not None:
+            check_output_dir(getattr(args, name), f"--{name.replace('_', '-')}")
     start = getattr(args, "adversarial_from", None)
     if start is not None:
         if recipe.discriminator is None or recipe.discriminator_loss is None:

@@ -74,6 +74,7 @@ from mediadiff.train.autoencoder import (
     parse_and_check,
     train,
 )
+from mediadiff.utils import ArgumentParser  # one-line errors, exit code 2
 
 _MRSTFT = MultiResolutionSTFTLoss()
 _MEL = LogMel()
@@ -226,7 +227,7 @@ RECIPE = AutoencoderRecipe(
 
 def main(argv: list[str] | None = None) -> dict:
     """Train with the command line ``argv`` (default ``sys.argv[1:]``); returns ``training.json``'s summary."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     add_arguments(

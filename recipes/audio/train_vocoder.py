@@ -52,6 +52,7 @@ from mediadiff.train.autoencoder import (
     parse_and_check,
     train,
 )
+from mediadiff.utils import ArgumentParser  # one-line errors, exit code 2
 
 _MRSTFT = MultiResolutionSTFTLoss()
 
@@ -136,7 +137,7 @@ RECIPE = AutoencoderRecipe(
 
 def main(argv: list[str] | None = None) -> dict:
     """Train with the command line ``argv`` (default ``sys.argv[1:]``); returns ``training.json``'s summary."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     add_arguments(

@@ -36,6 +36,7 @@ from mediadiff.train.autoencoder import (
     parse_and_check,
     train,
 )
+from mediadiff.utils import ArgumentParser  # one-line errors, exit code 2
 from mediadiff.video.autoencoder import CausalVideoVAE, VideoAutoencoderConfig
 from mediadiff.video.metrics import psnr
 from mediadiff.video.shapes import Shapes
@@ -45,7 +46,7 @@ HELDOUT_SEED = 12345  # Shapes seed of the held-out clips; training must use ano
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The shared flags of :mod:`mediadiff.train.autoencoder` (with this recipe's defaults) and the VAE's."""
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     p.add_argument("--data", default="shapes", help="'shapes' or a folder of captioned videos (VideoFolder)")
