@@ -333,7 +333,7 @@ def _generate(args: argparse.Namespace, prog: str, pipeline_cls: Any) -> int:
     )
     try:
         paths = out.save(args.output)
-    except (OSError, RuntimeError) as err:  # a full disk (soundfile's errors are RuntimeErrors)
+    except (OSError, RuntimeError, ValueError) as err:  # a full disk, however the writer words it
         print(
             f"{prog}: error: cannot write -o {args.output}: {err}; no partial file is left (files are "
             "written whole or not at all)",
