@@ -121,7 +121,7 @@ def _open(path: str | os.PathLike) -> av.container.InputContainer:
     if p.stat().st_size == 0:
         raise VideoError(f"{p}: empty file (0 bytes), expected a video")
     try:
-        return av.open(str(p), mode="r")
+        return av.open(str(p), mode="r", metadata_errors="replace")  # tags not in UTF-8
     except av.FFmpegError as e:
         raise VideoError(f"{p}: not a readable video file ({_reason(e)})") from e
 
@@ -136,11 +136,20 @@ def _video_stream(container: av.container.InputContainer, path: str | os.PathLik
     if not container.streams.video:
         kinds = ", ".join(s.type for s in container.streams) or "none"
         raise VideoError(f"{path}: no video stream (streams found: {kinds})")
-    return container.streams.video[0]
+    stream = container.streams.video[0]
+    if stream.codec_context is None:  # a codec id FFmpeg has no decoder for
+        raise VideoError(f"{path}: not a readable video file (FFmpeg has no decoder for its video stream)")
+    return stream
 
 
 def _stream_fps(stream: av.VideoStream) -> float | None:
-    for rate in (stream.guessed_rate, stream.average_rate, stream.base_rate):
+    """FFmpeg's guess of the frame rate (``r_frame_rate``), else the average rate. Where the guess is
+    just the time base's tick rate (the demuxer saw too few frames to measure: a 2-frame GIF at 10 fps
+    has ticks of 1/100 s and "100 fps") and the average rate is lower, the average rate."""
+    guessed, average, tb = stream.guessed_rate, stream.average_rate, stream.time_base
+    if guessed and average and tb and guessed == 1 / tb and 0 < average < guessed:
+        return float(average)
+    for rate in (guessed, average, stream.base_rate):
         if rate is not None and rate > 0:
             return float(rate)
     return None
@@ -425,6 +434,9 @@ class _Converter:
 # --- reading ------------------------------------------------------------------------------------
 
 
+_DISCONTINUITY = 10.0  # seconds: a larger timestamp jump in MPEG-TS and the like is a discontinuity
+
+
 class _Overshoot(Exception):
     """A seek landed after the first wanted frame; decode from the beginning instead."""
 
@@ -434,14 +446,19 @@ def _decode(
 ) -> Iterator[tuple[float, av.VideoFrame]]:
     """Yield ``(position, frame)``: position in source frames since the stream start, from timestamps.
 
-    Frames without a timestamp take the previous position + 1.
+    Frames without a timestamp take the previous position + 1. In containers whose timestamps may
+    jump (MPEG-TS and the others FFmpeg flags ``TS_DISCONT``: broadcast captures, concatenated
+    files, corrupt packets), a jump of more than :data:`_DISCONTINUITY` seconds either way is a
+    discontinuity, as for FFmpeg's ``-dts_delta_threshold``: the timeline continues one frame after
+    the previous frame instead of holding that frame for the whole jump (hours of copies).
     """
     src_fps = _stream_fps(stream)
     tb = stream.time_base
     t0 = float(stream.start_time * tb) if (seek_to is not None and stream.start_time is not None) else None
+    jumps = bool(container.format.flags & av.format.Flags.ts_discont.value)
     if seek_to is not None:
         container.seek(seek_to, stream=stream, backward=True, any_frame=False)
-    position = -1.0
+    position, shift = -1.0, 0.0
     try:
         for frame in container.decode(stream):
             if frame.pts is None or tb is None:
@@ -450,7 +467,11 @@ def _decode(
                 t = float(frame.pts * tb)
                 if t0 is None:
                     t0 = t
-                position = (t - t0) * src_fps
+                at = (t - t0) * src_fps + shift
+                if jumps and position >= 0 and abs(at - position) > _DISCONTINUITY * src_fps:
+                    shift += position + 1.0 - at
+                    at = position + 1.0
+                position = at
             yield position, frame
     except av.FFmpegError as e:
         raise VideoError(f"{path}: corrupt video, decoding failed ({_reason(e)})") from e
@@ -527,7 +548,8 @@ def read_video(
             ``None`` draws from torch's global generator.
         output: ``"numpy"`` array or ``"torch"`` tensor.
         seek: seek to the first wanted frame (to the key frame before it) instead of decoding from
-            the beginning. A seek that lands past the frame falls back to decoding from the start.
+            the beginning. A seek that lands past the frame, or after which the clip is not found
+            (timestamps that jump, data that does not decode), falls back to decoding from the start.
 
     Frames come as displayed (see the module docstring): the display rotation applied, alpha dropped,
     grayscale and high-bit-depth files as RGB uint8, a stream whose size changes scaled to its first
@@ -605,7 +627,9 @@ def read_video(
         seek_to = max(0, math.floor((t0 + (first - 0.5) / src_fps) / time_base))
     try:
         out, last = run(seek_to)
-    except (_Overshoot, av.FFmpegError):
+        if seek_to is not None and targets is not None and len(out) < num_frames:
+            raise _Overshoot  # after the seek the timestamps never reached the clip (corrupt, jumping)
+    except (_Overshoot, av.FFmpegError, VideoError):
         if seek_to is None:
             raise
         out, last = run(None)  # the seek misbehaved: decode from the beginning
