@@ -136,7 +136,7 @@ def _check_sf(handle: sf.SoundFile, p: Path) -> None:
 
 def _open_av(p: Path) -> tuple[av.container.InputContainer, av.AudioStream]:
     try:
-        container = av.open(str(p), mode="r")
+        container = av.open(str(p), mode="r", metadata_errors="replace")  # tags not in UTF-8
     except av.FFmpegError as e:
         raise AudioError(f"{p}: not a readable audio file ({_reason(e)})") from e
     if not container.streams.audio:
@@ -144,6 +144,9 @@ def _open_av(p: Path) -> tuple[av.container.InputContainer, av.AudioStream]:
         container.close()
         raise AudioError(f"{p}: no audio stream (streams found: {kinds})")
     stream = container.streams.audio[0]
+    if stream.codec_context is None:  # a codec id FFmpeg has no decoder for
+        container.close()
+        raise AudioError(f"{p}: not a readable audio file (FFmpeg has no decoder for its audio stream)")
     if not stream.codec_context.sample_rate or not stream.codec_context.channels:
         container.close()
         raise AudioError(
@@ -316,21 +319,32 @@ class _Plan:
         return begin, stop
 
 
+_SF_BLOCK = 1 << 18  # samples per channel read from libsndfile at a time
+
+
 def _read_sf(handle: sf.SoundFile, p: Path, first: int, stop: int | None) -> np.ndarray:
-    """Samples ``[first, stop)`` as float32 ``[c t]``."""
+    """Samples ``[first, stop)`` as float32 ``[c t]``, read in blocks: memory follows the samples the
+    file holds, not the count its header states (a damaged header can state billions)."""
     stop = handle.frames if stop is None else stop
+    blocks, have = [], 0
     try:
         if first:
             handle.seek(first)
-        x = handle.read(stop - first, dtype="float32", always_2d=True)  # [t c]
+        while have < stop - first:
+            block = handle.read(min(_SF_BLOCK, stop - first - have), dtype="float32", always_2d=True)  # [t c]
+            if not len(block):
+                break
+            blocks.append(block.T)  # [c t] views
+            have += len(block)
     except (sf.LibsndfileError, RuntimeError) as e:
         raise AudioError(f"{p}: corrupt {handle.format} data ({_reason(e)})") from e
-    if x.shape[0] < stop - first:
+    if have < stop - first:
         raise AudioError(
-            f"{p}: truncated: the header states {handle.frames} samples, decoding ended at sample "
-            f"{first + x.shape[0]}"
+            f"{p}: truncated: the header states {handle.frames} samples, decoding ended at sample {first + have}"
         )
-    return np.ascontiguousarray(x.T)  # [c t]
+    if not blocks:
+        return np.zeros((handle.channels, 0), np.float32)
+    return np.ascontiguousarray(blocks[0]) if len(blocks) == 1 else np.concatenate(blocks, axis=1)  # [c t]
 
 
 _SCALE = {np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31, np.dtype(np.int64): 2.0**63}
@@ -589,6 +603,8 @@ def resample(waveform: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
         return waveform
     if not waveform.is_floating_point():
         raise ValueError(f"resample expects a float waveform, got {waveform.dtype}")
+    if waveform.shape[-1] == 0:  # nothing to resample (torchaudio cannot reshape an empty signal)
+        return waveform.new_zeros(waveform.shape)
     g = math.gcd(orig_sr, new_sr)
     orig, new = orig_sr // g, new_sr // g
     width = math.ceil(_LOWPASS_WIDTH * orig / (min(orig, new) * _ROLLOFF))
@@ -620,8 +636,10 @@ def _sinc_resample(
     the stretch). Runs over blocks of output samples so that a block holds about ``chunk_taps`` weights.
     """
     shape = waveform.shape
-    x = waveform.reshape(-1, shape[-1])  # [b t]
     length = shape[-1]
+    if length == 0 or waveform.numel() == 0:
+        return waveform.new_zeros(*shape[:-1], 0)
+    x = waveform.reshape(-1, length)  # [b t]
     cutoff = _ROLLOFF * min(1.0, new_sr / orig_sr)
     half = math.ceil(_LOWPASS_WIDTH / cutoff)  # input samples either side of tau with nonzero weight
     taps = torch.arange(-half, half + 2, device=x.device, dtype=x.dtype)  # [T]
@@ -662,7 +680,7 @@ def _as_array(waveform: np.ndarray | torch.Tensor, path: Path) -> np.ndarray:
     x = np.asarray(waveform)
     if x.ndim == 1:
         x = x[None]  # [1 t]
-    if x.ndim != 2 or not np.issubdtype(x.dtype, np.floating) or x.shape[1] == 0:
+    if x.ndim != 2 or not np.issubdtype(x.dtype, np.floating) or 0 in x.shape:
         raise ValueError(
             f"{path}: write_audio expects a float waveform [c t] or [t], got {x.dtype} {x.shape}"
         )
@@ -733,8 +751,9 @@ def write_audio(
         the path written.
 
     Raises:
-        ValueError: an unknown format, a waveform that is not float ``[c t]`` / ``[t]`` or holds NaN, a
-            non-positive ``sample_rate``, or settings the format does not take.
+        ValueError: an unknown format, a waveform that is not float ``[c t]`` / ``[t]`` (at least one
+            channel and one sample) or holds NaN, a non-positive ``sample_rate``, or settings, channels or
+            a rate the format does not take (FLAC: 1 to 8 channels). The message names the file.
     """
     path = Path(path)
     ext = path.suffix.lower() if format is None else "." + format.lower().lstrip(".")
@@ -758,5 +777,11 @@ def write_audio(
         if ext == ".mp3":
             _write_mp3(tmp, x, sample_rate, bitrate)
         else:
-            _write_sf(tmp, x, sample_rate, ext, bits, quality)
+            try:
+                _write_sf(tmp, x, sample_rate, ext, bits, quality)
+            except sf.LibsndfileError as e:  # what the format cannot hold (FLAC: 1-8 channels, <= 655,350 Hz)
+                raise ValueError(
+                    f"{path}: libsndfile cannot write {ext} with {x.shape[0]} channel(s) at {sample_rate} Hz "
+                    f"({e.error_string.rstrip('.')})"
+                ) from None
     return path
