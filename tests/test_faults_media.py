@@ -43,11 +43,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from mediadiff.audio.datasets import AudioFolder
-from mediadiff.audio.io import AudioError, read_audio
+from mediadiff.audio.io import AudioError, read_audio, write_audio
 from mediadiff.audio.io import probe as probe_audio
 from mediadiff.utils.captions import WORKER_SKIPPED
 from mediadiff.video.datasets import VideoFolder
-from mediadiff.video.io import VideoError, probe, read_video, resize_crop_plan, to_model
+from mediadiff.video.io import VideoError, probe, read_video, resize_crop_plan, to_model, write_video
 from tests.test_audio_io import ffmpeg as ffmpeg_cli
 from tests.test_audio_io import peak_hz, tone
 from tests.test_video_io import COUNTER, FFMPEG, frame_ids
@@ -156,6 +156,11 @@ BAD_VIDEOS = {
     "png_named.mp4": (r"too few frames: num_frames=6 .*decoding ended after 1 frames", None, True),  # a still
     "short.mp4": (r"too few frames: num_frames=6 with stride=1 .* the video has 5", None, True),
     "truncated.webm": (r"too few frames: num_frames=6 .*decoding ended after [0-5] frames", None, True),
+    "unknown_codec.mp4": (
+        r"not a readable video file \(FFmpeg has no decoder",
+        r"not a readable video file \(FFmpeg has no decoder",
+        True,
+    ),
 }
 
 
@@ -188,8 +193,17 @@ def make_video_corpus(folder: Path) -> tuple[dict[str, Path], dict[str, Path]]:
                         "-c:v libx264 -pix_fmt yuv420p -output_ts_offset 1.2")  # fmt: skip
     (folder / "size_change.ts").write_bytes(red.read_bytes() + blue.read_bytes())
     good["size_change.ts"] = folder / "size_change.ts"
-    red.unlink()
-    blue.unlink()
+    # timestamps that jump an hour (an MPEG-TS discontinuity: the fuzzer's case was a day)
+    later = ffmpeg_lavfi("color=c=blue:s=64x48:r=10:d=1", folder / "later.ts",
+                         "-c:v libx264 -pix_fmt yuv420p -output_ts_offset 3600")  # fmt: skip
+    (folder / "ts_jump.ts").write_bytes(red.read_bytes() + later.read_bytes())
+    good["ts_jump.ts"] = folder / "ts_jump.ts"
+    for part in (red, blue, later):
+        part.unlink()
+    data = good["count.mp4"].read_bytes()  # the encoder tag ("Lavf...") made not UTF-8
+    assert data.count(b"Lavf") == 1
+    (folder / "tags_not_utf8.mp4").write_bytes(data.replace(b"Lavf", b"\xff\xfe\xfd\xfc"))
+    good["tags_not_utf8.mp4"] = folder / "tags_not_utf8.mp4"
 
     bad: dict[str, Path] = {}
 
@@ -223,6 +237,9 @@ def make_video_corpus(folder: Path) -> tuple[dict[str, Path], dict[str, Path]]:
     data = webm.read_bytes()
     put("truncated.webm", data[: len(data) * 2 // 5])  # the header and the first few frames
     webm.unlink()
+    data = good["count.mp4"].read_bytes()  # the codec's four-character code made unknown
+    assert data.count(b"avc1") == 2  # the sample entry and the compatible brand
+    put("unknown_codec.mp4", data.replace(b"avc1", b"zzzz"))
     assert set(bad) == set(BAD_VIDEOS)
     return good, bad
 
@@ -328,6 +345,18 @@ def test_size_change_is_scaled_to_the_first_frame(video_corpus):
     assert read_video(path, 20, size=(12, 20)).shape == (20, 12, 20, 3)
 
 
+def test_what_the_fuzzer_found_reads(video_corpus, tmp_path):
+    """Files like those the fuzzer (test_fuzz_media.py) damaged into failures, now read."""
+    good = video_corpus[0]
+    jump = read_video(good["ts_jump.ts"])  # 20 frames, not 36,000 copies of the tenth
+    assert jump.shape == (20, 48, 64, 3) and probe(good["ts_jump.ts"]).num_frames == 20
+    assert (jump[:10, ..., 0] > 240).all() and (jump[10:, ..., 2] > 240).all()  # red, then blue
+    assert np.array_equal(read_video(good["tags_not_utf8.mp4"]), read_video(good["count.mp4"]))
+    gif = write_video(tmp_path / "two_frames.gif", pattern(f=2)[:, :24, :32], 10)
+    info = probe(gif)  # FFmpeg's rate guess for 2 frames is the 1/100 s tick: "100 fps", 20 copies
+    assert info.fps == 10 and info.num_frames == 2 and len(read_video(gif)) == 2
+
+
 def test_wrong_extension_and_vfr_read_by_content(video_corpus):
     good = video_corpus[0]
     assert np.array_equal(read_video(good["mp4_named.webm"]), read_video(good["count.mp4"]))
@@ -380,7 +409,9 @@ def test_video_folder_skips_counts_and_names_every_bad_file(video_corpus, tmp_pa
     good, bad = video_corpus
     root = corpus_folder(tmp_path / "corpus", good, bad)
     (root / "upright.mp4").unlink()  # .ts is not a video extension: a table lists it
-    (root / "metadata.jsonl").write_text('{"file_name": "size_change.ts", "text": "red then blue"}\n')
+    (root / "metadata.jsonl").write_text(
+        '{"file_name": "size_change.ts", "text": "red then blue"}\n{"file_name": "ts_jump.ts", "text": "a jump"}\n'
+    )
     ds = VideoFolder(root, **VIDEO_KW)
     assert len(ds) == len(good) - 1 + len(bad)
     with pytest.warns(RuntimeWarning) as record:
@@ -471,6 +502,12 @@ BAD_AUDIO = {
     "png_named.wav": (r"no audio stream \(streams found: video\)", r"no audio stream", True),
     "video_named.wav": (r"no audio stream \(streams found: video\)", r"no audio stream", True),
     "truncated.wav": (r"truncated WAV: the header promises 32000 bytes", r"truncated WAV", True),
+    "huge_length.flac": (r"(corrupt FLAC data|truncated)", None, False),  # probe states the header's length
+    "unknown_codec.mkv": (
+        r"not a readable audio file \(FFmpeg has no decoder",
+        r"not a readable audio file \(FFmpeg has no decoder",
+        True,
+    ),
 }
 
 
@@ -484,6 +521,7 @@ def make_audio_corpus(folder: Path) -> tuple[dict[str, Path], dict[str, Path]]:
         return folder / name
 
     good["tone.wav"] = write("tone.wav", tone(440, RATE), RATE, subtype="PCM_16")
+    write("tenth.flac", tone(440, RATE, seconds=0.1), RATE, subtype="PCM_16")  # a source, not in the corpus
     loud = 3 * tone(440, RATE, amplitude=0.5)  # peaks at 1.5: a third of the samples beyond full scale
     good["loud_float.wav"] = write("loud_float.wav", loud, RATE, subtype="FLOAT")
     good["clipped_pcm16.wav"] = write("clipped_pcm16.wav", np.clip(loud, -1, 1), RATE, subtype="PCM_16")
@@ -553,6 +591,17 @@ def make_audio_corpus(folder: Path) -> tuple[dict[str, Path], dict[str, Path]]:
     bad["video_named.wav"] = folder / "video_named.wav"
     data = good["tone.wav"].read_bytes()
     put("truncated.wav", data[: len(data) // 2])
+    flac = bytearray((folder / "tenth.flac").read_bytes())
+    info = flac.index(b"fLaC") + 8  # STREAMINFO: its 36-bit sample count in bytes 13 (low half) to 17
+    flac[info + 13] |= 0x0F
+    flac[info + 14 : info + 18] = b"\xff\xff\xff\xff"
+    put("huge_length.flac", bytes(flac))  # states 2^36 - 1 samples (a 275 GB read), holds 1,600
+    (folder / "tenth.flac").unlink()
+    ffmpeg_cli("-i", good["tone.wav"], "-c:a", "pcm_s16le", folder / "pcm.mkv")
+    data = (folder / "pcm.mkv").read_bytes()
+    assert data.count(b"A_PCM/INT/LIT") == 1
+    put("unknown_codec.mkv", data.replace(b"A_PCM/INT/LIT", b"A_ZZZ/INT/LIT"))  # a codec FFmpeg lacks
+    (folder / "pcm.mkv").unlink()
     assert set(bad) == set(BAD_AUDIO)
     return good, bad
 
@@ -660,6 +709,28 @@ def test_bad_audio_raises_a_clear_error(audio_corpus, name):
     else:
         with pytest.raises(AudioError, match=rf"^{path}: {probe_error}"):
             probe_audio(path)
+
+
+def test_a_header_stating_billions_of_samples_costs_what_the_file_holds(audio_corpus):
+    path = audio_corpus[1]["huge_length.flac"]
+    assert probe_audio(path).num_frames == 2**36 - 1
+    tracemalloc.start()
+    with pytest.raises(AudioError, match=rf"^{path}: "):
+        read_audio(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 4e6, peak  # a block of the 1,600 samples there are, not 2^36 floats
+
+
+def test_writers_refuse_what_the_format_cannot_hold(tmp_path):
+    for path, x, rate, message in [
+        (tmp_path / "nine.flac", np.zeros((9, 100), np.float32), RATE, r"cannot write \.flac with 9 channel"),
+        (tmp_path / "fast.flac", np.zeros((1, 100), np.float32), 1_000_000, r"at 1000000 Hz"),
+        (tmp_path / "none.wav", np.zeros((0, 100), np.float32), RATE, r"expects a float waveform"),
+    ]:
+        with pytest.raises(ValueError, match=rf"^{path}: .*{message}"):
+            write_audio(path, x, rate)
+    assert list(tmp_path.iterdir()) == []  # nothing half-written left
 
 
 def test_nan_outside_the_window_reads(audio_corpus):
