@@ -7,6 +7,7 @@ just the ``uncond`` context).
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +15,9 @@ import torch
 
 from .objectives import append_dims
 
-__all__ = ["cfg"]
+__all__ = ["MAX_SCALE", "cfg"]
+
+MAX_SCALE = 1000.0  # |guidance scale| beyond this is a typo: the guided prediction would overflow
 
 
 def _batch(v: torch.Tensor, b: int, name: str) -> torch.Tensor:
@@ -58,11 +61,18 @@ def cfg(
                 f"cond[{k!r}] and uncond[{k!r}] differ in shape beyond the batch: "
                 f"{list(a.shape)} vs {list(b.shape)}; pad them to the same length"
             )
-    if not 0.0 <= rescale <= 1.0:
-        raise ValueError(f"rescale must be in [0, 1], got {rescale}")
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not abs(scale) <= MAX_SCALE:
+        raise ValueError(
+            f"guidance scale must be a finite number in [-{MAX_SCALE:g}, {MAX_SCALE:g}], got {scale!r}"
+        )
+    if isinstance(rescale, bool) or not isinstance(rescale, numbers.Real) or not 0.0 <= rescale <= 1.0:
+        raise ValueError(f"rescale must be in [0, 1], got {rescale!r}")
+    if not isinstance(interval, (tuple, list)) or len(interval) != 2:
+        raise ValueError(f"interval must be a pair (lo, hi) of times, got {interval!r}")
     t_lo, t_hi = interval
-    if not 0.0 <= t_lo <= t_hi <= 1.0:
-        raise ValueError(f"interval must satisfy 0 <= lo <= hi <= 1, got {interval}")
+    reals = all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in interval)
+    if not reals or not 0.0 <= t_lo <= t_hi <= 1.0:
+        raise ValueError(f"interval must satisfy 0 <= lo <= hi <= 1, got {interval!r}")
 
     if scale == 1.0:
 
@@ -90,7 +100,8 @@ def cfg(
             dims = tuple(range(1, x.ndim))
             std_c = pred_c.std(dim=dims, keepdim=True)
             std_g = guided_pred.std(dim=dims, keepdim=True)
-            guided_pred = rescale * guided_pred * (std_c / std_g) + (1 - rescale) * guided_pred
+            ratio = torch.where(std_g > 0, std_c / std_g, 1.0)  # a constant prediction is kept as it is
+            guided_pred = rescale * guided_pred * ratio + (1 - rescale) * guided_pred
         return guided_pred
 
     return guided

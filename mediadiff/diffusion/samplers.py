@@ -30,7 +30,7 @@ import torch
 
 from .editing import keep_known, noised, strength_levels
 from .objectives import PREDICTIONS, pred_to_x0
-from .schedules import Level, Schedule
+from .schedules import Level, Schedule, _check_grid
 
 __all__ = [
     "HEUN_SIGMA_MAX",
@@ -77,6 +77,8 @@ def randn(
     if isinstance(generator, (list, tuple)):
         if len(generator) != shape[0]:
             raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}")
+        if not generator:  # an empty batch
+            return torch.empty(shape, device=device, dtype=dtype)
         parts = [torch.randn(shape[1:], generator=g, device=g.device, dtype=dtype) for g in generator]
         return _move(torch.stack(parts), device)  # [b ...]
     gen_device = generator.device if generator is not None else device
@@ -418,7 +420,9 @@ def _unipc_terms(
     h = lam_t - lam_s0
     hh = -h
     h_phi_1 = math.expm1(hh)
-    b_h = hh if variant == "bh1" else h_phi_1
+    # bh1's B(h) = -h is unbounded for a step from pure noise (h = inf): there, bh2's e^{-h} - 1 = -1 (the
+    # two agree to first order as h -> 0), so the UniC correction of that step stays finite
+    b_h = hh if variant == "bh1" and math.isfinite(hh) else h_phi_1
     rks = [(lam - lam_s0) / h for lam in lam_prev] + [1.0]
     h_phi_k = h_phi_1 / hh - 1
     factorial = 1
@@ -507,6 +511,7 @@ def _uni_update(
 # on VP and VE models alike. The start then holds alpha = 1 / sqrt(1 + 80^2) = 1.2% of the signal,
 # which the noise leaves out (a mean bias of 1.2% of the data mean: tests/test_oracle.py bounds it).
 HEUN_SIGMA_MAX = 80.0
+MAX_NOISE_SCALE = 100.0  # eta and s_noise beyond this are typos (1 is ancestral sampling's own)
 
 
 @dataclass(frozen=True)
@@ -564,7 +569,7 @@ def nfe(sampler: str, steps: int) -> int:
 
 
 def _spec(sampler: str) -> SamplerSpec:
-    spec = SAMPLERS.get(sampler)
+    spec = SAMPLERS.get(sampler) if isinstance(sampler, str) else None
     if spec is None:
         raise ValueError(f"unknown sampler {sampler!r}; known: {sorted(SAMPLERS)}")
     return spec
@@ -590,8 +595,10 @@ def make_denoiser(
         t_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         t = torch.full((x.shape[0],), level.t, device=x.device, dtype=t_dtype)  # [b]
         pred = model(x, t, **cond).to(x.dtype)
-        if prediction == "eps":  # (x - sigma eps) / alpha, fused
-            return torch.add(x * (1 / level.alpha), pred, alpha=-level.sigma / level.alpha)
+        if prediction == "eps":  # (x - sigma eps) / alpha, fused; 1 / alpha may not fit a 16-bit float
+            work = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+            x0 = torch.add(x.to(work) * (1 / level.alpha), pred.to(work), alpha=-level.sigma / level.alpha)
+            return x0.to(x.dtype)
         return pred_to_x0(pred, x, level.alpha, level.sigma, prediction)
 
     return denoiser
@@ -647,8 +654,20 @@ def sample(
     if unknown:
         takes = f"it takes {sorted(spec.options)}" if spec.options else "it takes no options"
         raise ValueError(f"sampler {sampler!r} does not take {sorted(unknown)}; {takes}")
-    if not torch.is_floating_point(noise):
-        raise TypeError(f"noise must be a floating-point tensor, got {noise.dtype}")
+    if not isinstance(noise, torch.Tensor) or not torch.is_floating_point(noise):
+        raise TypeError(
+            f"noise must be a floating-point tensor, got {getattr(noise, 'dtype', type(noise).__name__)}"
+        )
+    if noise.ndim == 0:
+        raise ValueError("noise must have a batch axis, [b ...]; got a 0-d tensor")
+    for name in ("eta", "s_noise"):
+        value = options.get(name, 0.0)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not 0 <= value <= MAX_NOISE_SCALE
+        ):
+            raise ValueError(f"{name} must be a number in [0, {MAX_NOISE_SCALE:g}], got {value!r}")
     if levels is None:
         if callable(timesteps):
             levels = schedule.levels(timesteps(steps))
@@ -659,6 +678,9 @@ def sample(
         else:
             levels = spec.grid(schedule, steps)
     levels = list(levels)
+    if not levels or not all(isinstance(lv, Level) for lv in levels):
+        raise TypeError("levels must be a non-empty list of Level (t, alpha, sigma)")
+    _check_grid(levels, "the levels")
     if init is not None:
         if init.shape != noise.shape:
             raise ValueError(f"init {tuple(init.shape)} and noise {tuple(noise.shape)} must have one shape")
@@ -669,6 +691,18 @@ def sample(
         raise ValueError(f"strength {strength!r} needs an init to start from")
     if (known is None) != (mask is None):
         raise ValueError("known and mask go together: give both or neither")
+    if known is not None:
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+            raise TypeError(f"mask must be a bool tensor, got {getattr(mask, 'dtype', type(mask).__name__)}")
+        for name, value in (("known", known), ("mask", mask)):
+            try:
+                fits = torch.broadcast_shapes(value.shape, noise.shape) == noise.shape
+            except RuntimeError:
+                fits = False
+            if not fits:
+                raise ValueError(
+                    f"{name} {tuple(value.shape)} does not broadcast to the noise {tuple(noise.shape)}"
+                )
     if prediction == "eps" and levels[0].alpha == 0:
         raise ValueError(
             f"eps prediction cannot recover x0 at pure noise (alpha = 0 at t = {levels[0].t}); "

@@ -59,6 +59,9 @@ class Level(NamedTuple):
 
 CLEAN = Level(0.0, 1.0, 0.0)
 MAX_TRAIN_TIMESTEPS = 1_000_000  # a VP table longer than this is a mistake, not a schedule (1000 is usual)
+# Noise levels s = sigma / alpha a schedule may span: far beyond any model (EDM: 0.002 to 80; VP: 0.03 to
+# 2e4), and narrow enough that float64 keeps every grid of them (and its t) distinct and finite.
+S_BOUNDS = (1e-8, 1e8)
 
 
 def _number(
@@ -88,12 +91,26 @@ def _count(value: Any, name: str, lo: int = 1, hi: int | None = None) -> int:
     return int(value)
 
 
+def _check_grid(levels: list[Level], what: str) -> list[Level]:
+    """``levels`` if they are a grid: every level finite with ``t`` in [0, 1], the noise ``s`` strictly
+    decreasing down to the clean level (so no step has zero length); else a ValueError naming ``what``."""
+    s = [lv.s for lv in levels]
+    finite = all(math.isfinite(lv.t) and math.isfinite(lv.alpha) and math.isfinite(lv.sigma) for lv in levels)
+    if not finite or any(not b < a for a, b in itertools.pairwise(s)):
+        shown = ", ".join(f"{v:.4g}" for v in s[:8]) + (", ..." if len(s) > 8 else "")
+        raise ValueError(
+            f"{what} do not give strictly decreasing noise levels (s = {shown}): two steps fall on one level "
+            "(too many steps for this schedule's range, or bounds outside it)"
+        )
+    return levels
+
+
 def karras_sigmas(s_min: float, s_max: float, n: int, rho: float = 7.0) -> list[float]:
     """``n`` noise levels from ``s_max`` down to ``s_min``, evenly spaced in ``s ** (1 / rho)``.
 
     Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based Generative Models", Eq. 5.
     """
-    rho = _number(rho, "rho", 0.0, lo_open=True)
+    rho = _number(rho, "rho", 0.1, 100.0)
     if n == 1:
         return [float(s_max)]
     lo, hi = s_min ** (1 / rho), s_max ** (1 / rho)
@@ -195,7 +212,8 @@ class Schedule:
         if not ts or ts[-1] < 0 or ts[0] > 1:
             raise ValueError(f"timesteps must be a non-empty list in [0, 1], got {ts}")
         a, s = self.alpha_sigma(torch.tensor(ts, dtype=torch.float64))
-        return [Level(t, float(ai), float(si)) for t, ai, si in zip(ts, a, s, strict=True)] + [CLEAN]
+        levels = [Level(t, float(ai), float(si)) for t, ai, si in zip(ts, a, s, strict=True)] + [CLEAN]
+        return _check_grid(levels, f"timesteps {ts}" if len(ts) <= 8 else f"{len(ts)} timesteps")
 
     def levels_from_s(self, sigmas: Sequence[float]) -> list[Level]:
         """Levels at the given decreasing variance-exploding noise levels, followed by the clean level."""
@@ -207,7 +225,10 @@ class Schedule:
         s = torch.tensor(values, dtype=torch.float64)
         ts = self.t_from_s(s)
         a, sig = self.alpha_sigma(ts)
-        return [Level(float(t), float(ai), float(si)) for t, ai, si in zip(ts, a, sig, strict=True)] + [CLEAN]
+        levels = [Level(float(t), float(ai), float(si)) for t, ai, si in zip(ts, a, sig, strict=True)] + [
+            CLEAN
+        ]
+        return _check_grid(levels, f"{len(values)} noise levels from {values[0]:.4g} to {values[-1]:.4g}")
 
     def grid(
         self,
@@ -233,8 +254,8 @@ class Schedule:
             )
         if spacing in ("karras", "exponential"):
             lo, hi = self.s_range()
-            lo = lo if sigma_min is None else _number(sigma_min, "sigma_min")
-            hi = hi if sigma_max is None else _number(sigma_max, "sigma_max")
+            lo = lo if sigma_min is None else _number(sigma_min, "sigma_min", *S_BOUNDS)
+            hi = hi if sigma_max is None else _number(sigma_max, "sigma_max", *S_BOUNDS)
             if not 0 < lo < hi < math.inf:
                 raise ValueError(f"need 0 < sigma_min < sigma_max < inf, got {lo}, {hi}")
             sig = (
@@ -292,16 +313,13 @@ class VPSchedule(Schedule):
             raise TypeError(
                 f"rescale_zero_terminal_snr must be true or false, got {rescale_zero_terminal_snr!r}"
             )
+        # betas below 1e-6 round to nothing in the float32 tables (1 - beta == 1): the first level would be clean
         b0 = (
             defaults[beta_schedule][0]
             if beta_start is None
-            else _number(beta_start, "beta_start", 0.0, 1.0, lo_open=True)
+            else _number(beta_start, "beta_start", 1e-6, 0.999)
         )
-        b1 = (
-            defaults[beta_schedule][1]
-            if beta_end is None
-            else _number(beta_end, "beta_end", 0.0, 1.0, lo_open=True)
-        )
+        b1 = defaults[beta_schedule][1] if beta_end is None else _number(beta_end, "beta_end", 1e-6, 0.999)
         if beta_schedule != "cosine" and not b0 <= b1 < 1:
             raise ValueError(f"need 0 < beta_start <= beta_end < 1, got {b0}, {b1}")
         self.beta_schedule, self.num_train_timesteps = beta_schedule, n
@@ -323,7 +341,7 @@ class VPSchedule(Schedule):
             betas = torch.tensor(
                 [min(1 - alpha_bar((i + 1) / n) / alpha_bar(i / n), 0.999) for i in range(n)], dtype=f32
             )
-        self.snr_shift_scale = _number(snr_shift_scale, "snr_shift_scale", 0.0, lo_open=True)
+        self.snr_shift_scale = _number(snr_shift_scale, "snr_shift_scale", 1e-4, 1e4)
         if snr_shift_scale != 1.0:  # CogVideoX: shift alpha_bar, then rescale alpha_bar itself
             k = snr_shift_scale
             ab = torch.cumprod(1 - betas, dim=0)  # [n]
@@ -407,8 +425,8 @@ class FlowSchedule(Schedule):
     spacings = ("linspace", "karras", "exponential")
 
     def __init__(self, shift: float = 1.0, t_min: float = 1e-3):
-        self.shift = _number(shift, "shift", 0.0, lo_open=True)
-        self.t_min = _number(t_min, "t_min", 0.0, 0.5, lo_open=True)
+        self.shift = _number(shift, "shift", 1e-4, 1e4)  # SD3, Wan, LTX: 1 to 20
+        self.t_min = _number(t_min, "t_min", 1e-6, 0.5)
         if self.t_min == 0.5:
             raise ValueError("t_min must be below 0.5 (the grid runs from 1 - t_min down to t_min)")
 
@@ -425,8 +443,10 @@ class FlowSchedule(Schedule):
         return cls(shift=base_shift * math.sqrt(num_tokens / base_tokens))
 
     def shift_time(self, t: float) -> float:
-        """Esser et al. 2024, Eq. 23."""
-        return self.shift * t / (1 + (self.shift - 1) * t)
+        """Esser et al. 2024, Eq. 23 (kept in [0, 1]: for ``shift < 1``, ``t = 1`` rounds to 1 + 2e-16)."""
+        if t >= 1.0:  # pure noise stays pure noise, exactly
+            return 1.0
+        return min(1.0, self.shift * t / (1 + (self.shift - 1) * t))
 
     def shift_sigmas(self, sigmas: list[float]) -> list[float]:
         """Esser et al. 2024, Eq. 23 in the noise level: ``t' = shift t / (1 + (shift - 1) t)`` with
@@ -483,12 +503,15 @@ class EDMSchedule(_SigmaBounded):
     def __init__(
         self, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0, sigma_data: float = 0.5
     ):
-        sigma_min, sigma_max = _number(sigma_min, "sigma_min"), _number(sigma_max, "sigma_max")
+        sigma_min, sigma_max = (
+            _number(sigma_min, "sigma_min", *S_BOUNDS),
+            _number(sigma_max, "sigma_max", *S_BOUNDS),
+        )
         if not 0 < sigma_min < sigma_max:
             raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
         self.sigma_min, self.sigma_max = sigma_min, sigma_max
-        self.rho = _number(rho, "rho", 0.0, lo_open=True)
-        self.sigma_data = _number(sigma_data, "sigma_data", 0.0, lo_open=True)
+        self.rho = _number(rho, "rho", 0.1, 100.0)
+        self.sigma_data = _number(sigma_data, "sigma_data", 1e-6, 1e6)
 
     def alpha_sigma(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         t = t.to(torch.float64).clamp(0, 1)
@@ -531,11 +554,14 @@ class CosineSchedule(_SigmaBounded):
     spacings = ("karras", "exponential")
 
     def __init__(self, sigma_min: float = 0.3, sigma_max: float = 500.0, rho: float = 7.0):
-        sigma_min, sigma_max = _number(sigma_min, "sigma_min"), _number(sigma_max, "sigma_max")
+        sigma_min, sigma_max = (
+            _number(sigma_min, "sigma_min", *S_BOUNDS),
+            _number(sigma_max, "sigma_max", *S_BOUNDS),
+        )
         if not 0 < sigma_min < sigma_max < math.inf:
             raise ValueError(f"need 0 < sigma_min < sigma_max < inf, got {sigma_min}, {sigma_max}")
         self.sigma_min, self.sigma_max = sigma_min, sigma_max
-        self.rho = _number(rho, "rho", 0.0, lo_open=True)
+        self.rho = _number(rho, "rho", 0.1, 100.0)
 
     def alpha_sigma(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         u = t.to(torch.float64).clamp(0, 1) * (math.pi / 2)
