@@ -102,7 +102,8 @@ def _child_train(
                 armed["on"] = False
 
         tr.Trainer.save_checkpoint = save
-    if rlimit is not None:
+    if rlimit is not None:  # no bytecode from now on: a .pyc cut at the limit would break later imports
+        sys.dont_write_bytecode = True
         resource.setrlimit(resource.RLIMIT_FSIZE, (rlimit, resource.RLIM_INFINITY))
     trainer = make_trainer(out, resume=True, **(settings or RUN))
     try:
@@ -301,7 +302,7 @@ def test_a_full_disk_through_the_command_line_is_one_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "recipes/examples/tiny_latent.py"), "--max-steps", "3",
          "--output-dir", str(out)],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"},  # no .pyc cut at the limit
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY)),
     )  # fmt: skip
     assert proc.returncode == 1, proc.stderr[-2000:]
