@@ -341,8 +341,13 @@ def pipeline_generator(pipe: Any, *, output: str, **settings: Any) -> Generate:
     ``output`` names the attribute of the pipeline's result that holds the clips (``"frames"`` for
     video); ``settings`` go to every call (``steps``, ``sampler``, ``guidance_scale``, sizes; None
     takes the pipeline's default). The pipeline draws clip ``i`` of a call from seed ``seed + i``;
-    consecutive seeds go in one batched call, any other seeds one clip at a time.
+    consecutive seeds go in one batched call, any other seeds one clip at a time. A pipeline whose
+    ``micro_batch`` is ``"auto"`` runs each call's batch at once (``micro_batch=None``), as the recorded
+    evaluation tables were made: on a CPU this is faster than item by item (1.9x for audio) and the
+    accuracies do not depend on it, but its results depend on ``--batch-size`` to float rounding.
     """
+    if getattr(pipe, "micro_batch", None) == "auto":
+        pipe.micro_batch = None
 
     def call(prompts: list[str], seed: int) -> np.ndarray:
         clips = getattr(pipe(prompts, seed=seed, **settings), output)

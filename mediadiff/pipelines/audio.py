@@ -344,8 +344,8 @@ class AudioPipeline(DiffusionPipeline):
         steps, sampler, guidance_scale, guidance_rescale (Lin et al. 2023), guidance_interval
             (``(t_lo, t_hi)``, Kynkaanniemi et al. 2024): None takes ``self.defaults``.
         seed: clip ``i`` starts from noise seeded with ``seed + i`` (None: a random seed, reported in
-            ``AudioOutput.seeds``); the same seed gives the same clip (up to float rounding) whether
-            generated alone or in a batch.
+            ``AudioOutput.seeds``); the same seed gives the same clip whether generated alone or in a
+            batch: bit for bit on a CPU (``micro_batch`` "auto"), to float rounding on CUDA.
         progress: a tqdm bar over the sampling steps.
         init, strength: audio-to-audio (SDEdit, Meng et al. 2022): the sound (a file, or float ``[t]`` /
             ``[c t]`` at the model's rate) encoded, noised to the level ``strength`` (default 0.8) picks on

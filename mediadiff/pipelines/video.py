@@ -312,8 +312,8 @@ class VideoPipeline(DiffusionPipeline):
         num_frames, height, width, steps, sampler, guidance_scale, guidance_rescale (Lin et al. 2023),
             guidance_interval (``(t_lo, t_hi)``, Kynkaanniemi et al. 2024): None takes ``self.defaults``.
         seed: clip ``i`` starts from noise seeded with ``seed + i`` (None: a random seed, reported in
-            ``VideoOutput.seeds``); the same seed gives the same clip (up to float rounding) whether
-            generated alone or in a batch.
+            ``VideoOutput.seeds``); the same seed gives the same clip whether generated alone or in a
+            batch: bit for bit on a CPU (``micro_batch`` "auto"), to float rounding on CUDA.
         progress: a tqdm bar over the sampling steps.
         init, strength: video-to-video (SDEdit, Meng et al. 2022): the clip (a file, uint8 ``[f h w 3]``)
             encoded, noised to the level ``strength`` (default 0.8) picks on the sampler's grid, and
