@@ -128,7 +128,7 @@ def test_checkpoints_are_atomic_pruned_and_loadable(tmp_path, monkeypatch):
 
     monkeypatch.setattr(trainer_module, "save_torch", crash)
     trainer.step = 6
-    with pytest.raises(CheckpointError, match="step 6 .*disk full.*step-00000005 is intact"):
+    with pytest.raises(CheckpointError, match=r"step 6 .*disk full.*step-00000005 is intact"):
         trainer.save_checkpoint()
     assert latest_checkpoint(tmp_path / "checkpoints").name == "step-00000005"
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000004", "step-00000005"]

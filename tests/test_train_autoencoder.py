@@ -271,7 +271,7 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path, monkeypatch):
 
     monkeypatch.setattr(TinyConvAE, "save_pretrained", save_or_crash)
     with pytest.raises(
-        SystemExit, match="could not write the checkpoint of step 3 .*disk full.*step_0000002 is intact"
+        SystemExit, match=r"could not write the checkpoint of step 3 .*disk full.*step_0000002 is intact"
     ):
         run(crashed, 5, "--checkpoint-every", "1", "--keep", "3")
     assert sorted(p.name for p in (crashed / "checkpoints").iterdir()) == ["step_0000001", "step_0000002"]
