@@ -26,8 +26,7 @@ import torch
 from safetensors.torch import load_file
 
 from mediadiff.train import CheckpointError
-from mediadiff.train.checkpoint import STATE_FILE, complete_checkpoints, latest_checkpoint
-from mediadiff.train.trainer import LOCK_NAME
+from mediadiff.train.checkpoint import RUN_LOCK, STATE_FILE, complete_checkpoints, latest_checkpoint
 from mediadiff.utils import FileLock, LockedError
 from tests.test_train import checkpoint_tensors, make_trainer
 
@@ -235,7 +234,7 @@ def test_sigkill_during_a_save_keeps_a_loadable_checkpoint_and_resume_is_bit_exa
     resumed.fit()
     _assert_same(checkpoint_tensors(run)[1], reference)
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")], leftovers
-    assert not (run / LOCK_NAME).exists()
+    assert not (run / RUN_LOCK).exists()
 
 
 SOAK = dict(max_steps=24, checkpoint_every=1, keep_checkpoints=2, grad_accum=1)
@@ -333,7 +332,7 @@ def test_sigterm_and_ctrl_c_write_a_final_checkpoint_and_stop(tmp_path, sig):
     assert Path(checkpoint).name == f"step-{step:08d}" and _assert_loadable(run) == step
     events = [json.loads(x) for x in metrics.read_text().splitlines()]
     assert events[-1]["event"] == "interrupted" and events[-1]["step"] == step
-    assert not (run / LOCK_NAME).exists()
+    assert not (run / RUN_LOCK).exists()
     assert make_trainer(run, resume=True, max_steps=10_000).step == step
 
 
@@ -363,7 +362,7 @@ def test_a_second_run_on_the_same_folder_is_refused_and_a_stale_lock_taken_over(
     first = _context().Process(target=_child_sigterm_target, args=(str(run), queue))
     first.start()
     deadline = time.time() + 60
-    while not (run / LOCK_NAME).is_file() and time.time() < deadline:
+    while not (run / RUN_LOCK).is_file() and time.time() < deadline:
         time.sleep(0.05)
     second = make_trainer(run, max_steps=2)
     with pytest.raises(
@@ -372,12 +371,12 @@ def test_a_second_run_on_the_same_folder_is_refused_and_a_stale_lock_taken_over(
         second.fit()
     os.kill(first.pid, signal.SIGKILL)  # killed: its lock file stays, the lock does not
     first.join(30)
-    assert (run / LOCK_NAME).is_file()
+    assert (run / RUN_LOCK).is_file()
     logged: list[str] = []
     second.log = logged.append
     assert second.fit()["step"] == 2
     assert any(f"took over a stale lock of pid {first.pid}" in line for line in logged)
-    assert not (run / LOCK_NAME).exists()
+    assert not (run / RUN_LOCK).exists()
 
 
 def test_file_lock_waits_times_out_and_names_the_holder(tmp_path):

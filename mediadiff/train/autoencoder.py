@@ -621,6 +621,9 @@ def _train(
         except Exception as err:
             print(f"could not draw {out / CURVES_NAME}: {type(err).__name__}: {err}", file=sys.stderr)
 
+    # SIGTERM / Ctrl-C from here on end the step, write a checkpoint and exit (left in the finally below)
+    stop = GracefulStop(log=lambda m: print(m, file=sys.stderr) if accelerator.is_main_process else None)
+    stop.__enter__()
     try:
         start = {
             "event": "start",
@@ -640,8 +643,6 @@ def _train(
         t_run = time.perf_counter()
         train_seconds_at_start = state["train_seconds"]
         latest_eval = None
-        stop = GracefulStop(log=lambda m: print(m, file=sys.stderr) if accelerator.is_main_process else None)
-        stop.__enter__()  # left in the finally below
         saved = True  # whether this step's checkpoint is on disk
         while step < args.max_steps and stop.requested is None:
             if args.max_minutes is not None and state["train_seconds"] / 60 >= args.max_minutes:
@@ -783,8 +784,7 @@ def _train(
             print(json.dumps(summary, indent=2))
         return summary
     finally:
-        if "stop" in locals():
-            stop.__exit__(None, None, None)
+        stop.__exit__(None, None, None)
         if metrics_file is not None:
             metrics_file.close()
 

@@ -45,12 +45,11 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from mediadiff.text.context import encode_context, pack_context, substitute_context
-from mediadiff.utils import FileLock, GracefulStop, atomic_write_text, publish_dir
+from mediadiff.utils import GracefulStop, atomic_write_text, publish_dir
 
 from ..diffusion import PREDICTIONS, Schedule, diffusion_loss
 from .cache import LatentCache, encode_latents
 from .checkpoint import (
-    RUN_LOCK,
     STATE_FILE,
     CheckpointError,
     checkpoint_name,
@@ -70,7 +69,6 @@ from .memory import GIB, ActivationEstimate, DryRunReport, count_parameters, tot
 from .precision import resolve_mixed_precision
 
 __all__ = [
-    "LOCK_NAME",
     "LORA_NAME",
     "NonFiniteLossError",
     "SampleContext",
@@ -81,7 +79,6 @@ __all__ = [
 
 
 LORA_NAME = "lora.safetensors"  # a LoRA run's adapters, beside config.json (the newest checkpoint's)
-LOCK_NAME = RUN_LOCK  # held in the output folder while a run trains (mediadiff.utils.FileLock)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -477,7 +474,7 @@ class Trainer:
         :class:`NonFiniteLossError` after ``config.max_bad_steps`` skipped steps in a row (NaN/inf loss or
         gradient), without writing a checkpoint: the last good one stays.
         """
-        lock = self._lock_output()
+        lock = lock_run_folder(self.out, self.log) if self.is_main_process else None
         try:
             with GracefulStop(log=self.log if self.is_main_process else None) as stop:
                 return self._fit(until, stop)
@@ -485,16 +482,15 @@ class Trainer:
             if lock is not None:
                 lock.release()
 
-    def _lock_output(self) -> FileLock | None:
-        """Lock the output folder for this run (main process); LockedError naming the live holder."""
-        return lock_run_folder(self.out, self.log) if self.is_main_process else None
+    def _any_process(self, flag: bool) -> bool:
+        """Whether ``flag`` holds in any process of the run (one all-reduce when there are several)."""
+        if self.world_size == 1:
+            return flag
+        return self.accelerator.reduce(torch.tensor([float(flag)], device=self.device), "sum").item() > 0
 
     def _stop_requested(self, stop: GracefulStop) -> bool:
         """Whether any process got SIGTERM / Ctrl-C (all processes agree, so they stop at the same step)."""
-        if self.world_size == 1:
-            return stop.requested is not None
-        flag = torch.tensor([0.0 if stop.requested is None else 1.0], device=self.device)
-        if self.accelerator.reduce(flag, "sum").item() > 0 and stop.requested is None:
+        if self._any_process(stop.requested is not None) and stop.requested is None:
             stop.request("SIGTERM")  # another process was told to stop
         return stop.requested is not None
 
@@ -726,10 +722,7 @@ class Trainer:
 
     def _agree(self, failure: Exception | None) -> Exception | None:
         """This process's failure, or (several processes) a stand-in when another process failed."""
-        if self.world_size == 1:
-            return failure
-        flag = torch.tensor([0.0 if failure is None else 1.0], device=self.device)
-        if self.accelerator.reduce(flag, "sum").item() > 0 and failure is None:
+        if self._any_process(failure is not None) and failure is None:
             return RuntimeError("another process of the run failed to write its part")
         return failure
 
