@@ -33,6 +33,15 @@ than ``max_length`` tokens is cut to its first ``max_length`` tokens (special to
 :class:`PromptTruncatedWarning` that says how many tokens it had, the limit and where it was cut.
 
 Everything loads with ``local_files_only=True``: no network.
+
+Backends: a BERT folder that :mod:`mediadiff.text.bert` reproduces exactly (the bundled MiniLM among
+them: ``bert`` with absolute positions and GELU, safetensors weights, a ``tokenizer.json`` that
+transformers loads as it is) is tokenized with the ``tokenizers`` library and run by
+:class:`~mediadiff.text.bert.BertEncoder`, without importing transformers (~2.5 s of a cold start); its
+ids, masks and hidden states are bit for bit transformers' (tests/test_text_bert.py). Every other folder
+loads through transformers. ``backend="transformers"`` (or the environment variable
+``MEDIADIFF_TEXT_BACKEND=transformers``) forces transformers for every folder; ``"native"`` refuses a
+folder the native path cannot load.
 """
 
 from __future__ import annotations
@@ -51,7 +60,14 @@ from mediadiff.utils import MediadiffWarning
 
 from . import default_encoder_path, sanitize_prompt
 
-__all__ = ["ENCODER_TYPES", "PAD_MODES", "PromptTruncatedWarning", "TextEncoder", "load_text_encoder"]
+__all__ = [
+    "BACKENDS",
+    "ENCODER_TYPES",
+    "PAD_MODES",
+    "PromptTruncatedWarning",
+    "TextEncoder",
+    "load_text_encoder",
+]
 
 
 class PromptTruncatedWarning(MediadiffWarning):
@@ -77,6 +93,8 @@ _CLIP = ("clip", "clip_text_model")
 ENCODER_TYPES = (*_BERT_LIKE, *_T5, *_UMT5, *_CLIP)
 PAD_MODES = ("mask", "encoded", "encoded_masked", "zeros")
 """The ``model_type`` values of ``config.json`` that :class:`TextEncoder` loads."""
+BACKENDS = ("auto", "native", "transformers")
+BACKEND_ENV = "MEDIADIFF_TEXT_BACKEND"  # the backend when none is given (default "auto")
 
 _HASHED_SUFFIXES = (".json", ".txt", ".model", ".safetensors", ".bin", ".merges")
 
@@ -124,7 +142,9 @@ class TextEncoder:
     are truncated (default: 77, CLIP's context, capped by the model's own limit); tokenizer: a folder
     holding the tokenizer when it is not ``path`` (diffusers' ``tokenizer/``); pad_mode: ``"mask"``,
     ``"encoded"``, ``"encoded_masked"`` or ``"zeros"`` (see the module docstring); clean: applied to each
-    prompt before tokenizing (a pipeline's own prompt clean-up, e.g. Wan's ``prompt_clean``).
+    prompt before tokenizing (a pipeline's own prompt clean-up, e.g. Wan's ``prompt_clean``);
+    backend: ``"auto"`` (native BERT where exact, else transformers), ``"native"`` or ``"transformers"``
+    (default: ``$MEDIADIFF_TEXT_BACKEND``, else ``"auto"``); ``self.backend`` says which one loaded.
     """
 
     def __init__(
@@ -137,9 +157,13 @@ class TextEncoder:
         tokenizer: str | os.PathLike | None = None,
         pad_mode: str = "mask",
         clean: Callable[[str], str] | None = None,
+        backend: str | None = None,
     ) -> None:
-        from transformers import AutoModel, AutoTokenizer, CLIPTextModel, T5EncoderModel, UMT5EncoderModel
-
+        given = backend
+        backend = (os.environ.get(BACKEND_ENV) or "auto") if backend is None else backend
+        if backend not in BACKENDS:
+            where = "backend" if given is not None else f"${BACKEND_ENV}"
+            raise ValueError(f"TextEncoder: {where} must be one of {list(BACKENDS)}, got {backend!r}")
         self.path = Path(path).expanduser().resolve()
         if not self.path.is_dir():
             raise FileNotFoundError(f"text encoder folder {self.path} does not exist")
@@ -149,33 +173,77 @@ class TextEncoder:
         self.clean = clean
         self.tokenizer_path = self.path if tokenizer is None else Path(tokenizer).expanduser().resolve()
         self.kind = _folder_kind(self.path)
-        model_cls = {
-            "bert": AutoModel,
-            "t5": T5EncoderModel,
-            "umt5": UMT5EncoderModel,
-            "clip": CLIPTextModel,
-        }[self.kind]
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_path, local_files_only=True)
-        except (OSError, ValueError, TypeError) as err:
+        self._hf_tokenizer: Any = None
+        self._native_tokenizer: Any = None
+        self.model: Any = None
+        if self.kind == "bert" and backend != "transformers":
+            from .bert import BertEncoder, FolderTokenizer, Unsupported
+
+            try:
+                self._native_tokenizer = FolderTokenizer(self.tokenizer_path)
+                max_length = self._check_max_length(max_length, self._native_tokenizer.model_max_length)
+                self.model = BertEncoder.from_folder(self.path, dtype)
+            except Unsupported as err:
+                if backend == "native":
+                    raise ValueError(
+                        f"TextEncoder: backend 'native' cannot load {self.path}: {err}"
+                    ) from None
+                self._native_tokenizer = None
+        elif backend == "native":
             raise ValueError(
-                f"text encoder folder {self.path}: cannot load its tokenizer from {self.tokenizer_path} ({err})"
-            ) from err
-        self.tokenizer.padding_side = "right"
-        model_limit = _position_limit(self.path, self.tokenizer.model_max_length)
-        if max_length is None:
-            max_length = min(77, model_limit) if model_limit else 77
-        if max_length < 1 or (model_limit is not None and max_length > model_limit):
-            raise ValueError(
-                f"TextEncoder: max_length must be in [1, {model_limit}] for {self.path}, got {max_length}"
+                f"TextEncoder: backend 'native' loads BERT folders only; {self.path} is {self.kind}"
             )
-        self.model = _quiet_load(model_cls, self.path, dtype)
+        self.backend = "transformers" if self.model is None else "native"
+        if self.model is None:
+            max_length = self._load_transformers(max_length, dtype)
         self.model.eval().requires_grad_(False).to(device)
         self.dtype = dtype
         config = self.model.config
         self.dim: int = config.d_model if self.kind in ("t5", "umt5") else config.hidden_size
         self.max_length: int = max_length
         self._fingerprint: str | None = None
+
+    def _check_max_length(self, max_length: int | None, tokenizer_limit: int | None) -> int:
+        """``max_length``, or its default (77 capped by the model's limit); a ValueError if out of range."""
+        model_limit = _position_limit(self.path, tokenizer_limit)
+        if max_length is None:
+            max_length = min(77, model_limit) if model_limit else 77
+        if max_length < 1 or (model_limit is not None and max_length > model_limit):
+            raise ValueError(
+                f"TextEncoder: max_length must be in [1, {model_limit}] for {self.path}, got {max_length}"
+            )
+        return max_length
+
+    def _load_transformers(self, max_length: int | None, dtype: torch.dtype) -> int:
+        """Tokenizer and model through transformers; returns the checked ``max_length``."""
+        from transformers import AutoModel, CLIPTextModel, T5EncoderModel, UMT5EncoderModel
+
+        model_cls = {
+            "bert": AutoModel,
+            "t5": T5EncoderModel,
+            "umt5": UMT5EncoderModel,
+            "clip": CLIPTextModel,
+        }[self.kind]
+        max_length = self._check_max_length(max_length, self.tokenizer.model_max_length)
+        self.model = _quiet_load(model_cls, self.path, dtype)
+        return max_length
+
+    @property
+    def tokenizer(self) -> Any:
+        """The folder's transformers tokenizer (right padding). The native backend tokenizes without it;
+        it is loaded here on first use, for callers that want transformers' tokenizer API."""
+        if self._hf_tokenizer is None:
+            from transformers import AutoTokenizer
+
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_path, local_files_only=True)
+            except (OSError, ValueError, TypeError) as err:
+                raise ValueError(
+                    f"text encoder folder {self.path}: cannot load its tokenizer from {self.tokenizer_path} ({err})"
+                ) from err
+            tokenizer.padding_side = "right"
+            self._hf_tokenizer = tokenizer
+        return self._hf_tokenizer
 
     @property
     def device(self) -> torch.device:
@@ -211,36 +279,53 @@ class TextEncoder:
         if self.clean is not None:
             prompts = [self.clean(p) for p in prompts]
         self._warn_if_truncated(prompts)
-        batch = self.tokenizer(
-            list(prompts),
-            padding=padding,
-            truncation=True,
-            max_length=self.max_length,
-            return_tensors="pt",
-            return_token_type_ids=False,
-        )
-        ids = batch["input_ids"].to(self.device)  # [b l]
-        mask = batch["attention_mask"].to(self.device).bool()  # [b l]
+        if self._native_tokenizer is not None:
+            ids, mask = self._native_tokenizer(list(prompts), padding=padding, max_length=self.max_length)
+            pad_id = self._native_tokenizer.pad_token_id
+        else:
+            batch = self.tokenizer(
+                list(prompts),
+                padding=padding,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+                return_token_type_ids=False,
+            )
+            ids, mask, pad_id = batch["input_ids"], batch["attention_mask"], self.tokenizer.pad_token_id
+        ids = ids.to(self.device)  # [b l]
+        mask = mask.to(self.device).bool()  # [b l]
         if ids.shape[1] == 0:  # no prompt yielded a token: one pad position each
-            ids = torch.full((len(prompts), 1), self.tokenizer.pad_token_id or 0, device=self.device)  # [b 1]
+            ids = torch.full((len(prompts), 1), pad_id or 0, device=self.device)  # [b 1]
             mask = torch.zeros_like(ids, dtype=torch.bool)  # [b 1]
         mask[:, 0] |= ~mask.any(-1)  # a prompt with no token keeps one (pad) position valid
         if self.pad_mode in ("encoded", "encoded_masked"):  # pad tokens encoded as text, nothing masked
-            tokens = self.model(input_ids=ids).last_hidden_state.float()  # [b l dim]
+            tokens = self._hidden(ids, None).float()  # [b l dim]
             return tokens, (mask if self.pad_mode == "encoded_masked" else torch.ones_like(mask))
-        out = self.model(input_ids=ids, attention_mask=mask.long())
-        tokens = out.last_hidden_state.float() * mask[..., None]  # [b l dim], zeros at padding
+        tokens = self._hidden(ids, mask.long()).float() * mask[..., None]  # [b l dim], zeros at padding
         if self.pad_mode == "zeros":  # the zero tokens are part of the context
             return tokens, torch.ones_like(mask)
         return tokens, mask
 
+    def _hidden(self, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """ids [b l], mask [b l] int or None -> the encoder's last hidden states [b l dim], its dtype."""
+        if self.backend == "native":
+            return self.model(ids, mask)
+        if mask is None:
+            return self.model(input_ids=ids).last_hidden_state
+        return self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+
     def _warn_if_truncated(self, prompts: list[str]) -> None:
         """A :class:`PromptTruncatedWarning` for each prompt of more than ``max_length`` tokens."""
-        full = self.tokenizer(prompts, truncation=False, verbose=False)["input_ids"]  # b lists of ids
+        native = self._native_tokenizer
+        if native is not None:
+            full, decode = native.full_ids(prompts), native.decode
+        else:
+            full = self.tokenizer(prompts, truncation=False, verbose=False)["input_ids"]  # b lists of ids
+            decode = self.tokenizer.decode
         for prompt, ids in zip(prompts, full):
             if len(ids) <= self.max_length:
                 continue
-            kept = self.tokenizer.decode(ids[: self.max_length], skip_special_tokens=True).split()
+            kept = decode(ids[: self.max_length], skip_special_tokens=True).split()
             shown = prompt if len(prompt) <= 60 else prompt[:57] + "..."
             warnings.warn(
                 f"TextEncoder: the prompt {shown!r} is {len(ids)} tokens long, more than the text encoder's "
