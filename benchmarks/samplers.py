@@ -168,7 +168,9 @@ def grid_table() -> str:
 # --- diffusers counterparts ---------------------------------------------------------------------
 
 
-def diffusers_scheduler(sampler: str, steps: int):
+def diffusers_scheduler(sampler: str, steps: int, **config):
+    """The diffusers scheduler of ``sampler``'s method after ``set_timesteps(steps)``: on the SD
+    ``scaled_linear`` betas with trailing spacing, or with ``config`` over those (e.g. flow sigmas)."""
     from diffusers import (
         DDIMScheduler,
         DDPMScheduler,
@@ -184,6 +186,7 @@ def diffusers_scheduler(sampler: str, steps: int):
         "beta_start": 0.00085,
         "beta_end": 0.012,
         "timestep_spacing": "trailing",
+        **config,
     }
     table = {
         "ddpm": lambda: DDPMScheduler(**kw, clip_sample=False),
