@@ -63,6 +63,8 @@ class TrainConfig:
     log_every: int = 10  # steps between metrics.jsonl lines
     max_bad_steps: int = 5  # K consecutive non-finite losses stop the run
     num_workers: int = 0  # DataLoader worker processes
+    compile: bool = False  # torch.compile the backbone in place (checkpoints keep the plain keys)
+    peak_tflops: float | None = None  # one device's peak TFLOP/s for the MFU; None: known GPUs'
     # fine-tuning: start from a pretrained model; LoRA (Hu et al. 2022) trains low-rank adapters only
     init_from: str | None = None  # pipeline folder, shipped model or hub id whose backbone starts the run
     lora_rank: int = 0  # rank r of the adapters; 0: train every weight
@@ -122,6 +124,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "cond_dropout": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
     "lora_rank": (lambda v: v >= 0, ">= 0 (0: train every weight)"),
     "lora_alpha": (lambda v: v is None or (_finite(v) and v > 0), "> 0"),
+    "peak_tflops": (lambda v: v is None or (_finite(v) and v > 0), "> 0 (TFLOP/s of one device)"),
 }
 
 
@@ -194,6 +197,18 @@ def add_train_args(parser: argparse.ArgumentParser, **defaults: Any) -> argparse
         "--max-bad-steps", type=int, default=d["max_bad_steps"], help="K non-finite losses in a row stop"
     )
     g.add_argument("--num-workers", type=int, default=d["num_workers"], help="DataLoader workers")
+    g.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=d["compile"],
+        help="torch.compile the backbone for training (the first steps compile; checkpoints are the same files)",
+    )
+    g.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=d["peak_tflops"],
+        help="one device's peak TFLOP/s for the MFU in metrics.jsonl (default: known GPUs' dense bf16 peak)",
+    )
     f = parser.add_argument_group("fine-tuning (shared by all recipes)")
     f.add_argument(
         "--init-from",

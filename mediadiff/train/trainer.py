@@ -39,7 +39,13 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType, set_seed
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_state_dict,
+)
+from torch.distributed.tensor import DTensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -65,6 +71,8 @@ from .checkpoint import (
 )
 from .config import TrainConfig
 from .data import ResumableSampler, collate_cached, collate_raw, resolve_data_key
+from .flops import meta_copy, mfu, peak_flops, step_flops
+from .fsdp import ShardedEMA, fsdp_plugin, fsdp_requested, plain_copy, shard_on_cpu, unshard_cpu_state
 from .memory import GIB, ActivationEstimate, DryRunReport, count_parameters, total_memory_bytes
 from .precision import resolve_mixed_precision
 
@@ -111,7 +119,9 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
     """An ``Accelerator`` for this config: CPU (gloo between processes) when no GPU is present.
 
     ``mixed_precision="auto"`` defers to ``accelerate launch --mixed_precision`` when given, else bf16
-    where supported. A previous ``Accelerator`` in this process (tests, notebooks) is replaced.
+    where supported. A previous ``Accelerator`` in this process (tests, notebooks) is replaced. Under an
+    FSDP accelerate config (``accelerate launch --config_file recipes/accelerate/fsdp.yaml``) several CPU
+    processes shard the model with FSDP2 as GPUs do (:func:`~mediadiff.train.fsdp.shard_on_cpu`).
     """
     cpu = not torch.cuda.is_available()
     name = config.mixed_precision
@@ -119,12 +129,18 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
         name = os.environ["ACCELERATE_MIXED_PRECISION"]
     precision = resolve_mixed_precision(name, cpu)
     AcceleratorState._reset_state(reset_partial_state=False)  # keep the process group, drop old settings
-    return Accelerator(
+    unshard_cpu_state()  # a previous CPU FSDP accelerator's mark on the process group
+    plugin = fsdp_plugin() if cpu and fsdp_requested() else None
+    acc = Accelerator(
         cpu=cpu,
         mixed_precision=precision,
         gradient_accumulation_steps=config.grad_accum,
         step_scheduler_with_optimizer=False,
+        fsdp_plugin=plugin,
     )
+    if plugin is not None and acc.distributed_type == DistributedType.MULTI_CPU:
+        shard_on_cpu(acc, plugin)  # accelerate would run DDP on CPUs; one process has nothing to shard
+    return acc
 
 
 def _freeze(module: Any, device: torch.device) -> Any:
@@ -222,12 +238,13 @@ class Trainer:
         self._data: Any = None  # the dataset trained on (the cache, once opened)
 
         use_ema = config.ema_decay > 0
-        if use_ema and acc.distributed_type == DistributedType.FSDP:
-            raise ValueError(
-                "the EMA needs whole weights in every process and is not supported under FSDP yet; "
-                "pass --ema-decay 0"
-            )
+        self.fsdp = acc.distributed_type == DistributedType.FSDP
         self.lora = config.lora
+        if self.lora is not None and self.fsdp:
+            raise ValueError(
+                "LoRA under FSDP is not supported (the adapters are small: train them with DDP, torchrun or "
+                "accelerate launch --multi_gpu); or pass --lora-rank 0"
+            )
         if self.lora is not None:  # LoRA: only the adapters train, are checkpointed and saved
             from mediadiff.nn.lora import add_lora
 
@@ -237,12 +254,21 @@ class Trainer:
         self._saved_names = (
             None if self.lora is None else {n for n, p in model.named_parameters() if p.requires_grad}
         )
-        self.ema = (
-            AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
-            if use_ema
-            else None
-        )
+        # the plain architecture on the meta device (no memory): FLOPs, and a full copy to sample with under FSDP
+        try:
+            self._meta_model: torch.nn.Module | None = meta_copy(model)
+        except Exception as err:  # a module that cannot be deep-copied: no FLOPs, no samples under FSDP
+            self.log(f"could not copy the model to the meta device ({type(err).__name__}: {err})")
+            self._meta_model = None
+        self._state_keys = list(model.state_dict())
+        self.ema: AveragedModel | ShardedEMA | None = None  # under FSDP: each process averages its shard
+        if use_ema and not self.fsdp:
+            self.ema = AveragedModel(
+                model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True
+            )
         self._ema_updates = 0  # EMA updates made (host-side, for the warm-up decay)
+        if config.compile:  # in place: the module and its state-dict keys stay (no _orig_mod. prefix)
+            model.compile()
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the model has no trainable parameters")
@@ -258,6 +284,14 @@ class Trainer:
             num_training_steps=config.max_steps,
         )
         self.model, self.optimizer = acc.prepare(model, optimizer)
+        if use_ema and self.fsdp:
+            self.ema = ShardedEMA(
+                self.unwrapped_model, get_ema_multi_avg_fn(config.ema_decay), self._state_keys
+            )
+        # model FLOPs of one optimizer step over all processes (counted on the first batch) and the peak
+        self.flops_per_step: int | None = None
+        self._flops_counted = False
+        self.peak_flops = peak_flops(self.device, config.peak_tflops)
         # t, noise and caption dropout come from this generator: one stream per process, checkpointed
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed * 1_000_003 + self.rank)
 
@@ -432,6 +466,8 @@ class Trainer:
         losses = []
         for _ in range(cfg.grad_accum):
             x0, cond = self.prepare_batch(self.next_batch())
+            if not self._flops_counted:
+                self.flops_per_step = self.count_flops(x0, cond)
             with acc.accumulate(self.model):
                 loss = self.loss(x0, cond).mean()
                 acc.backward(loss)
@@ -442,6 +478,8 @@ class Trainer:
         bad_grad = torch.zeros_like(bad_loss)
         if cfg.max_grad_norm is not None:  # the norm of the reduced gradients: the same in every process
             grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+            if isinstance(grad_norm, DTensor):  # FSDP2: the norm over all shards, replicated
+                grad_norm = grad_norm.full_tensor()
             bad_grad = (~torch.isfinite(grad_norm)).float().reshape(1)
         loss_is_bad, grad_is_bad = torch.cat([bad_loss, bad_grad]).tolist()  # the step's one host sync
         if loss_is_bad or grad_is_bad:
@@ -461,6 +499,21 @@ class Trainer:
             self.ema.update_parameters(self.unwrapped_model)
             self._ema_updates += 1
         return loss, None, grad_norm
+
+    def count_flops(self, x0: torch.Tensor, cond: dict[str, torch.Tensor]) -> int | None:
+        """Model FLOPs of one optimizer step, all processes and micro-batches: forward + backward of the
+        backbone on a micro-batch shaped like ``x0`` (:func:`~mediadiff.train.flops.step_flops`, on a meta
+        copy: nothing is computed) x ``grad_accum`` x processes. None (logged) when it cannot be counted."""
+        self._flops_counted = True
+        if self._meta_model is None:
+            return None
+        t = torch.zeros(x0.shape[0], device=x0.device)  # [b]
+        try:
+            per_batch = step_flops(self._meta_model, x0, t, **cond)
+        except Exception as err:  # a model that needs real values (data-dependent control flow)
+            self.log(f"could not count the model FLOPs ({type(err).__name__}: {err}); no TFLOP/s or MFU")
+            return None
+        return per_batch * self.config.grad_accum * self.world_size
 
     def fit(self, until: int | None = None) -> dict[str, Any]:
         """Train until ``config.max_steps``; returns ``{"step", "loss", "skipped", "checkpoint", "interrupted"}``.
@@ -555,9 +608,15 @@ class Trainer:
                     "grad_norm": None if grad_norm is None else float(grad_norm),
                     "skipped": self.skipped,
                     "samples_per_s": window_steps * cfg.grad_accum * self.global_batch / max(elapsed, 1e-9),
+                    **self._throughput(window_steps, elapsed),
                 }
                 self._metrics(record)
-                bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{record['lr']:.2e}")
+                postfix = {"loss": f"{last_loss:.4f}", "lr": f"{record['lr']:.2e}"}
+                if "tflops_per_s" in record:
+                    postfix["TFLOP/s"] = f"{record['tflops_per_s']:.3g}"
+                if "mfu" in record:
+                    postfix["mfu"] = f"{record['mfu']:.1%}"
+                bar.set_postfix(postfix)
                 window.zero_()
                 window_steps, window_start = 0, time.perf_counter()
             if self.step % cfg.checkpoint_every == 0 and self.bad_in_row == 0:
@@ -590,6 +649,19 @@ class Trainer:
             "checkpoint": self.last_checkpoint,
             "interrupted": interrupted,
         }
+
+    def _throughput(self, steps: int, seconds: float) -> dict[str, float]:
+        """``flops_per_step``, ``tflops_per_s`` (all processes) and ``mfu`` (when the peak is known)."""
+        if self.flops_per_step is None or steps == 0 or seconds <= 0:
+            return {}
+        out = {
+            "flops_per_step": self.flops_per_step,
+            "tflops_per_s": self.flops_per_step * steps / seconds / 1e12,
+        }
+        utilisation = mfu(self.flops_per_step, seconds / steps, self.peak_flops, self.world_size)
+        if utilisation is not None:
+            out["mfu"] = utilisation
+        return out
 
     def _stop_non_finite(self) -> None:
         where = (
@@ -641,17 +713,15 @@ class Trainer:
     # --- sampling ---------------------------------------------------------------------------------
 
     def sample(self) -> list[Path]:
-        """Call ``sample_fn`` on the main process (EMA weights, eval mode, forked RNG); others wait."""
+        """Call ``sample_fn`` on the main process (EMA weights, eval mode, forked RNG); others wait.
+
+        Under FSDP every process first takes part in gathering the full weights, which the main process
+        puts in a plain copy of the model for the call (freed after it)."""
         paths: list[Path] = []
-        if self.sample_fn is not None and self.accelerator.distributed_type == DistributedType.FSDP:
-            self.log(
-                "periodic samples need whole weights in one process; under FSDP sample from a checkpoint"
-            )
-            return paths
+        model = self.sampling_model() if self.sample_fn is not None else None
         if self.sample_fn is not None and self.is_main_process:
             out_dir = self.out / "samples" / checkpoint_name(self.step)
             out_dir.mkdir(parents=True, exist_ok=True)
-            model = self.ema.module if self.ema is not None else self.unwrapped_model
             was_training = model.training
             model.eval()
             devices = [self.device.index or 0] if self.device.type == "cuda" else []
@@ -671,8 +741,37 @@ class Trainer:
             if measured:
                 self.log(f"step {self.step}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in measured.items()))
             self.plot_curves()
+        del model
         self.accelerator.wait_for_everyone()
         return paths
+
+    def sampling_model(self) -> torch.nn.Module | None:
+        """The weights samples come from: the EMA when it is on, else the trained model.
+
+        Under FSDP a collective (every process calls it): the full weights are gathered and the main
+        process gets them in a plain, unsharded copy of the model (the others get None)."""
+        if not self.fsdp:
+            return self.ema.module if self.ema is not None else self.unwrapped_model
+        if self.ema is not None:
+            state, buffers = self.ema_state_dict(), self.ema.buffers()
+        else:
+            state = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True))
+            buffers = dict(self.unwrapped_model.named_buffers())
+        if not self.is_main_process:
+            return None
+        if self._meta_model is None:
+            raise RuntimeError(
+                "sampling under FSDP needs a copy of the model's architecture; see the log above"
+            )
+        return plain_copy(self._meta_model, state, buffers, self.device)
+
+    def ema_state_dict(self) -> dict[str, torch.Tensor]:
+        """The full EMA weights under the model's state-dict keys (under FSDP gathered: a collective)."""
+        if self.ema is None:
+            raise ValueError("this run keeps no EMA (--ema-decay 0)")
+        if isinstance(self.ema, ShardedEMA):
+            return self.ema.full_state_dict()
+        return self.ema.module.state_dict()
 
     def plot_curves(self) -> Path | None:
         """Redraw ``curves.png`` beside ``metrics.jsonl`` (main process; :func:`mediadiff.train.plot.plot_runs`).
@@ -756,6 +855,7 @@ class Trainer:
             self.optimizer.optimizer,
             options=StateDictOptions(full_state_dict=True, cpu_offload=True),
         )
+        ema_state = self.ema_state_dict() if self.ema is not None else None  # FSDP: gathered, every process
         guarded(lambda: save_torch(get_rng_state(self.generator), tmp / f"rng-{self.rank:05d}.pt"))
 
         def write_main() -> None:
@@ -764,9 +864,9 @@ class Trainer:
                 tmp / "model.safetensors",
                 metadata={"step": str(self.step)},
             )
-            if self.ema is not None:
+            if ema_state is not None:
                 save_file(
-                    _unshared(self._saved(self.ema.module.state_dict())),
+                    _unshared(self._saved(ema_state)),
                     tmp / "ema.safetensors",
                     metadata={"step": str(self.step), "n_averaged": str(int(self.ema.n_averaged))},
                 )
@@ -875,7 +975,10 @@ class Trainer:
         if self.ema is not None:
             ema_state = load_file(path / "ema.safetensors", device="cpu")
             self._check_saved(ema_state, path / "ema.safetensors")
-            self.ema.module.load_state_dict(ema_state, strict=self.lora is None)
+            if isinstance(self.ema, ShardedEMA):  # each process keeps its shard
+                self.ema.load_full_state_dict(ema_state, strict=self.lora is None)
+            else:
+                self.ema.module.load_state_dict(ema_state, strict=self.lora is None)
             with safe_open(path / "ema.safetensors", framework="pt") as f:
                 self._ema_updates = int(f.metadata()["n_averaged"])
                 self.ema.n_averaged.fill_(self._ema_updates)
