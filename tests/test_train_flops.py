@@ -62,3 +62,34 @@ def test_mfu():
     assert mfu(1e12, 0.5, 4e12, processes=1) == pytest.approx(0.5)
     assert mfu(1e12, 0.5, 4e12, processes=2) == pytest.approx(0.25)
     assert mfu(1e12, 0.5, None) is None
+
+
+def test_trainer_logs_flops_per_step_tflops_and_mfu(tmp_path):
+    import json
+
+    from mediadiff.diffusion import FlowSchedule
+    from mediadiff.train import TrainConfig, Trainer
+    from mediadiff.train.testing import HashTextEncoder, MovingSquares, TinyAutoencoder, TinyBackbone
+
+    torch.manual_seed(0)
+    config = TrainConfig(
+        output_dir=str(tmp_path), max_steps=3, batch_size=2, grad_accum=2, mixed_precision="no",
+        log_every=1, ema_decay=0, peak_tflops=0.5,
+    )  # fmt: skip
+    model = TinyBackbone(channels=4, width=16, depth=1, context_dim=8)
+    trainer = Trainer(
+        model, FlowSchedule(), MovingSquares(8, num_frames=4, size=8), config, prediction="flow",
+        autoencoder=TinyAutoencoder(width=8), text_encoder=HashTextEncoder(dim=8),
+    )  # fmt: skip
+    trainer.fit()
+    # the backbone's forward + backward on one micro-batch of latents [2 4 2 4 4] with a text context
+    x0, cond = trainer.prepare_batch(trainer.next_batch())
+    expected = 2 * step_flops(model, x0, torch.zeros(2), **cond)  # x grad_accum, one process
+    assert trainer.flops_per_step == expected > 0
+    logs = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    logs = [e for e in logs if "samples_per_s" in e]
+    assert len(logs) == 3 and all(e["flops_per_step"] == expected for e in logs)
+    for e in logs:  # TFLOP/s and MFU follow from the step time, which samples/s gives too
+        seconds_per_step = config.grad_accum * config.batch_size / e["samples_per_s"]
+        assert e["tflops_per_s"] == pytest.approx(expected / seconds_per_step / 1e12, rel=1e-6)
+        assert e["mfu"] == pytest.approx(e["tflops_per_s"] / 0.5, rel=1e-6)
