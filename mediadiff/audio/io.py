@@ -31,13 +31,16 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
 import soundfile as sf
 import torch
 
 from mediadiff.utils import atomic_path
+
+if TYPE_CHECKING:
+    import av
 
 __all__ = [
     "AUDIO_READ_EXTENSIONS",
@@ -135,6 +138,8 @@ def _check_sf(handle: sf.SoundFile, p: Path) -> None:
 
 
 def _open_av(p: Path) -> tuple[av.container.InputContainer, av.AudioStream]:
+    import av  # lazy: PyAV costs ~0.1 s to import, and wav / flac / ogg go through libsndfile
+
     try:
         container = av.open(str(p), mode="r", metadata_errors="replace")  # tags not in UTF-8
     except av.FFmpegError as e:
@@ -200,6 +205,8 @@ def _sf_info(handle: sf.SoundFile, p: Path) -> AudioInfo:
 
 def _stated_frames(container: av.container.InputContainer, stream: av.AudioStream) -> int | None:
     """Samples the container states (stream duration, else container duration), at the decoded rate."""
+    import av  # lazy: PyAV costs ~0.1 s to import, and wav / flac / ogg go through libsndfile
+
     sr = stream.codec_context.sample_rate
     if stream.duration is not None and stream.time_base is not None:
         return round(stream.duration * stream.time_base * sr)
@@ -233,6 +240,8 @@ def probe(path: str | os.PathLike) -> AudioInfo:
     if handle is not None:
         with handle:
             return _sf_info(handle, p)
+    import av  # lazy (see _open_av)
+
     container, stream = _open_av(p)
     with container:
         ctx = stream.codec_context
@@ -417,6 +426,8 @@ def _decode_av(
 ) -> tuple[list[tuple[int, np.ndarray]], int]:
     """Decoded frames overlapping ``[first, stop)`` as ``(position, [c t])``, and where the decoded audio
     ends (see :func:`_positioned`)."""
+    import av  # lazy (see _open_av)
+
     sr, tb = stream.codec_context.sample_rate, stream.time_base
     pieces, end = [], 0
     try:
@@ -711,6 +722,8 @@ def _write_sf(tmp: Path, x: np.ndarray, sample_rate: int, ext: str, bits: int, q
 
 
 def _write_mp3(tmp: Path, x: np.ndarray, sample_rate: int, bitrate: int) -> None:
+    import av  # lazy (see _open_av)
+
     if "libmp3lame" not in av.codecs_available:
         raise ValueError("this PyAV build has no MP3 encoder (libmp3lame)")
     layout = {1: "mono", 2: "stereo"}[x.shape[0]]

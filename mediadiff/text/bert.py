@@ -95,6 +95,19 @@ def _table(rows: int, width: int) -> nn.Embedding:
     return nn.Embedding(rows, width, _weight=torch.empty(rows, width))
 
 
+class _Linear(nn.Module):
+    """``nn.Linear``'s ``F.linear(x, weight, bias)`` with uninitialized weights: the folder's are loaded
+    next, so drawing random ones first (what ``nn.Linear`` does) would be wasted time."""
+
+    def __init__(self, width_in: int, width_out: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(width_out, width_in))
+        self.bias = nn.Parameter(torch.empty(width_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
 class _Embeddings(nn.Module):
     """Word + token type + absolute position embeddings, then LayerNorm."""
 
@@ -118,9 +131,9 @@ class _Embeddings(nn.Module):
 class _SelfAttention(nn.Module):
     def __init__(self, s: BertSettings) -> None:
         super().__init__()
-        self.query = nn.Linear(s.hidden_size, s.hidden_size)
-        self.key = nn.Linear(s.hidden_size, s.hidden_size)
-        self.value = nn.Linear(s.hidden_size, s.hidden_size)
+        self.query = _Linear(s.hidden_size, s.hidden_size)
+        self.key = _Linear(s.hidden_size, s.hidden_size)
+        self.value = _Linear(s.hidden_size, s.hidden_size)
         self.head_dim = s.hidden_size // s.num_attention_heads
         self.scale = self.head_dim**-0.5
 
@@ -130,7 +143,7 @@ class _Residual(nn.Module):
 
     def __init__(self, width_in: int, s: BertSettings) -> None:
         super().__init__()
-        self.dense = nn.Linear(width_in, s.hidden_size)
+        self.dense = _Linear(width_in, s.hidden_size)
         self.LayerNorm = nn.LayerNorm(s.hidden_size, eps=s.layer_norm_eps)
 
     def forward(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -147,7 +160,7 @@ class _Attention(nn.Module):
 class _Dense(nn.Module):
     def __init__(self, width_in: int, width_out: int) -> None:
         super().__init__()
-        self.dense = nn.Linear(width_in, width_out)
+        self.dense = _Linear(width_in, width_out)
 
 
 class _Layer(nn.Module):
@@ -272,16 +285,16 @@ class FolderTokenizer:
         if not tokenizer_json.is_file():
             raise Unsupported("no tokenizer.json")
         try:
-            spec = json.loads(tokenizer_json.read_text(encoding="utf-8"))
             config = _read_json(folder / "tokenizer_config.json")
             special = _read_json(folder / "special_tokens_map.json")
-        except (OSError, ValueError) as err:
+            tokenizer = Tokenizer.from_file(str(tokenizer_json))
+        except Exception as err:  # tokenizers raises plain Exceptions for a bad file
             raise Unsupported(f"the tokenizer files cannot be read ({err})") from None
-        _check_rebuilt_alike(spec, config)
+        _check_rebuilt_alike(tokenizer, config)
         for key in ("extra_special_tokens", "additional_special_tokens"):
             if config.get(key) or special.get(key):
                 raise Unsupported(f"tokenizer_config.json {key} (extra special tokens)")
-        added = {token["content"]: token["id"] for token in spec.get("added_tokens", [])}
+        added = {token.content: i for i, token in tokenizer.get_added_tokens_decoder().items()}
         for token in (config.get("added_tokens_decoder") or {}).values():  # what transformers adds
             if _token_text(token) not in added:
                 raise Unsupported(
@@ -308,7 +321,7 @@ class FolderTokenizer:
         limit = config.get("model_max_length")
         self.model_max_length: int | None = limit if isinstance(limit, int) else None
         self.clean_up_spaces = bool(config.get("clean_up_tokenization_spaces", False))
-        self._tokenizer = Tokenizer.from_str(json.dumps(spec))
+        self._tokenizer = tokenizer
         self.pad_token_id: int = added[self.pad_token]
 
     def __call__(
@@ -357,7 +370,13 @@ def _read_json(path: Path) -> dict[str, Any]:
     return value
 
 
-def _check_rebuilt_alike(spec: dict[str, Any], config: dict[str, Any]) -> None:
+def _part(tokenizer: Any, name: str) -> dict[str, Any] | None:
+    """A tokenizer part (normalizer, pre_tokenizer, decoder) as its tokenizer.json entry."""
+    part = getattr(tokenizer, name)
+    return None if part is None else json.loads(part.__getstate__())
+
+
+def _check_rebuilt_alike(tokenizer: Any, config: dict[str, Any]) -> None:
     """:class:`Unsupported` unless transformers' tokenizer for this folder is ``tokenizer.json`` as it is.
 
     ``PreTrainedTokenizerFast`` loads the file whole. ``BertTokenizer`` (transformers 5) rebuilds the
@@ -369,7 +388,6 @@ def _check_rebuilt_alike(spec: dict[str, Any], config: dict[str, Any]) -> None:
         return
     if cls not in ("BertTokenizer", "BertTokenizerFast"):
         raise Unsupported(f"tokenizer_class {cls!r}")
-    model = spec.get("model") or {}
     unk = _token_text(config.get("unk_token", "[UNK]"))
     rebuilt = {
         "normalizer": {
@@ -381,23 +399,18 @@ def _check_rebuilt_alike(spec: dict[str, Any], config: dict[str, Any]) -> None:
         },
         "pre_tokenizer": {"type": "BertPreTokenizer"},
         "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": True},
-        "model": {
-            "type": "WordPiece",
-            "unk_token": unk,
-            "continuing_subword_prefix": "##",
-            "max_input_chars_per_word": 100,
-        },
     }
     for part, fields in rebuilt.items():
-        have = (
-            {k: v for k, v in (spec.get(part) or {}).items() if k in fields}
-            if part == "model"
-            else spec.get(part)
-        )
+        have = _part(tokenizer, part)
         if have != fields:
             raise Unsupported(f"tokenizer.json {part} {have} is not what BertTokenizer rebuilds ({fields})")
-    if not isinstance(model.get("vocab"), dict):
-        raise Unsupported("tokenizer.json has no WordPiece vocabulary")
+    model = tokenizer.model
+    have = (
+        type(model).__name__,
+        *(getattr(model, k, None) for k in ("unk_token", "continuing_subword_prefix")),
+    )
+    if have != ("WordPiece", unk, "##") or model.max_input_chars_per_word != 100:
+        raise Unsupported(f"tokenizer.json model {have} is not the WordPiece BertTokenizer rebuilds")
 
 
 def load_bert(
