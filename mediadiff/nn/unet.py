@@ -102,7 +102,7 @@ class AxisAttention(nn.Module):
         sizes = dict(zip(self._names, x.shape[2:]))
         y = rearrange(self.norm(x), self._to_tokens)  # [b*folded n c]
         if context is not None and self.block.cross is not None and self._folded:
-            r = math.prod(sizes[n] for n in self._folded)  # sequences per sample
+            r = math.prod([sizes[n] for n in self._folded])  # sequences per sample (list: compile traces it)
             context = repeat(context, "b l d -> (b r) l d", r=r)  # [b*r l d]
             if context_mask is not None:
                 context_mask = repeat(context_mask, "b l -> (b r) l", r=r)  # [b*r l]
@@ -300,7 +300,8 @@ class UNet(ConfigModel, TextConditioned):
         downsampling factors along it."""
         levels = len(self.config.channel_mult)
         factors = [self.level_factor(level) for level in range(levels - 1)]
-        return tuple(math.prod(f[axis] for f in factors) for axis in range(self.dims))
+        # lists, not generators, inside math.prod: torch.compile traces those
+        return tuple(math.prod([f[axis] for f in factors]) for axis in range(self.dims))
 
     def forward(
         self,

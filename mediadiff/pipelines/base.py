@@ -570,6 +570,61 @@ class DiffusionPipeline:
         unload_lora(self.backbone, merge=merge)
         self.lora = None
 
+    # ------------------------------------------------------------------------------------ torch.compile
+
+    COMPILE_MODES: ClassVar[tuple[str | None, ...]] = (
+        None,
+        "default",
+        "reduce-overhead",
+        "max-autotune",
+        "max-autotune-no-cudagraphs",
+    )
+
+    def compile(self: P, mode: str | None = None, dynamic: bool | None = None) -> P:
+        """Compile the backbone with ``torch.compile`` (TorchInductor) for sampling; returns self.
+
+        In place (``nn.Module.compile``): ``self.backbone`` stays the same module with the same
+        parameters and state-dict keys, so saving, ``to`` and LoRA keep working; loading, scaling or
+        merging an adapter afterwards changes the module, which its guards see: the next call compiles
+        again (once) and runs the adapted model. The first sampling step pays the compilation (seconds
+        to minutes on a CPU: see ``benchmarks/compile.py``); later steps and calls reuse the graph.
+
+        mode: ``torch.compile``'s (None: its default; ``"max-autotune"`` searches kernels longer).
+        dynamic: None (``torch.compile``'s automatic dynamic shapes, the default): the first shape is
+        compiled static and a second one (another prompt length, a batch without the unconditional
+        half outside ``guidance_interval``) once more with those sizes symbolic, after which no
+        size recompiles; False: one static graph per shape (each new prompt length compiles again, and
+        after ``torch._dynamo.config.recompile_limit`` of them the backbone falls back to eager);
+        True: symbolic from the start. The classifier-free guidance batch (conditional and
+        unconditional halves, 2 items per item) is one shape for every step, and the timestep is a
+        tensor, so the steps of one clip run one graph.
+
+        RuntimeError naming what is missing when TorchInductor cannot run here: a C++ compiler on a
+        CPU (``g++``), Triton on a GPU.
+        """
+        who = f"{type(self).__name__}.compile"
+        if mode not in self.COMPILE_MODES:
+            raise ValueError(f"{who}: mode must be one of {list(self.COMPILE_MODES)}, got {mode!r}")
+        if dynamic not in (None, True, False):
+            raise ValueError(f"{who}: dynamic must be None, True or False, got {dynamic!r}")
+        if self.device.type == "cpu":
+            from torch._inductor.cpp_builder import get_cpp_compiler
+
+            try:
+                get_cpp_compiler()
+            except Exception as err:  # torch's InvalidCxxCompiler, or whatever its search raises
+                raise RuntimeError(
+                    f"{who}: TorchInductor compiles CPU kernels with a C++ compiler and found none "
+                    f"({type(err).__name__}); install one (Debian/Ubuntu: apt-get install g++) or set CXX"
+                ) from None
+        elif self.device.type == "cuda":
+            from torch.utils._triton import has_triton
+
+            if not has_triton():
+                raise RuntimeError(f"{who}: TorchInductor needs Triton on CUDA (pip install triton)")
+        self.backbone.compile(mode=mode, dynamic=dynamic)
+        return self
+
     # ------------------------------------------------------------------------------------ generate
 
     def prepare(
