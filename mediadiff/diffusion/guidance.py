@@ -83,14 +83,19 @@ def cfg(
 
         return conditional
 
+    stacked: dict[int, dict[str, Any]] = {}  # batch size -> the conditional and unconditional inputs stacked
+
     def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
-        both = {}
-        for k in cond:
-            c, u = cond[k], uncond[k]
-            both[k] = (
-                torch.cat([_batch(c, b, k), _batch(u, b, k)]) if isinstance(c, torch.Tensor) else c
-            )  # [2b ...]
+        both = stacked.get(b)
+        if both is None:  # the first step of a batch size: the contexts do not change from step to step
+            both = {}
+            for k in cond:
+                c, u = cond[k], uncond[k]
+                both[k] = (
+                    torch.cat([_batch(c, b, k), _batch(u, b, k)]) if isinstance(c, torch.Tensor) else c
+                )  # [2b ...]
+            stacked[b] = both
         out = model(torch.cat([x, x]), torch.cat([t, t]), **both)  # [2b ...]
         pred_c, pred_u = out.chunk(2)  # [b ...] each
         inside = (t >= t_lo) & (t <= t_hi)  # [b]
