@@ -52,7 +52,7 @@ def shard_on_cpu(accelerator: Any, plugin: Any) -> None:
     accelerator state's distributed type is set to FSDP (in ``PartialState`` too, which every new
     ``AcceleratorState()`` copies from) and the plugin installed, with the run's mixed precision, as
     accelerate does on GPUs. :func:`unshard_cpu_state` undoes the mark before the process's next
-    accelerator. FSDP2 (``fsdp_version: 2``) is required: FSDP1 needs a CUDA device.
+    accelerator. Only FSDP2 (``fsdp_version: 2``) is accepted on CPUs.
     """
     from accelerate.state import PartialState
     from accelerate.utils import DistributedType
@@ -63,8 +63,8 @@ def shard_on_cpu(accelerator: Any, plugin: Any) -> None:
         )
     if plugin.fsdp_version != 2:
         raise ValueError(
-            f"FSDP on CPUs needs fsdp_version: 2 in the accelerate config (FSDP2, fully_shard); got "
-            f"fsdp_version: {plugin.fsdp_version}, whose FlatParameter sharding needs CUDA"
+            f"FSDP on CPUs needs fsdp_version: 2 in the accelerate config (FSDP2, fully_shard, as in "
+            f"recipes/accelerate/fsdp.yaml); got fsdp_version: {plugin.fsdp_version}, which is not supported on CPUs"
         )
     state = accelerator.state
     if accelerator.mixed_precision != "no":
