@@ -144,11 +144,14 @@ class Result:
 class ModelCache:
     """Pipelines loaded once and kept across requests, keyed by modality and model (name or folder).
 
-    ``get`` is thread-safe: two requests for a model not yet loaded load it once.
+    ``get`` is thread-safe: two requests for a model not yet loaded load it once. ``compile``: each
+    pipeline's backbone goes through ``torch.compile`` once loaded (:meth:`DiffusionPipeline.compile`;
+    its first request compiles).
     """
 
-    def __init__(self, device: str | None = None) -> None:
+    def __init__(self, device: str | None = None, compile: bool = False) -> None:
         self.device = device
+        self.compile = compile
         self._pipes: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
 
@@ -180,7 +183,9 @@ class ModelCache:
                 device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
                 try:
                     pipe = pipeline_class(modality).from_pretrained(model, device=device)
-                except (FileNotFoundError, ValueError) as err:
+                    if self.compile:
+                        pipe.compile()
+                except (FileNotFoundError, ValueError, RuntimeError) as err:
                     raise ServeError(f"model {model!r}: {err}") from None
                 self._pipes[key] = pipe
             return pipe
@@ -493,17 +498,19 @@ def build_app(
     *,
     device: str | None = None,
     generator: Generator | None = None,
+    compile: bool = False,
 ) -> Any:
     """The page as a ``gr.Blocks``: a tab per :data:`TABS` entry, queued one generation at a time.
 
     video_model, audio_model: what each tab's model starts as (a shipped name or a pipeline folder;
     None: the modality's default). device: where models load (None: cuda if available, else cpu).
     generator: the :class:`Generator` behind the buttons (a new one, with its own output folder, if None).
+    compile: ``torch.compile`` each model's backbone when it loads (for a new ``generator`` only).
     Serve it with :func:`launch`.
     """
     import gradio as gr
 
-    generator = generator or Generator(ModelCache(device))
+    generator = generator or Generator(ModelCache(device, compile=compile))
     models = {"video": video_model, "audio": audio_model}  # keyed by TabSpec.modality
     with gr.Blocks(title="mediadiff", analytics_enabled=False) as app:
         gr.Markdown(
@@ -555,6 +562,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile each model's backbone: its first request compiles, later ones run faster",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -588,7 +600,7 @@ def main(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-    app = build_app(args.video_model, args.audio_model, device=args.device)
+    app = build_app(args.video_model, args.audio_model, device=args.device, compile=args.compile)
     print(f"{prog}: http://{args.host}:{args.port}  (Ctrl+C stops it)", flush=True)
     try:
         launch(app, args.host, args.port)

@@ -151,15 +151,23 @@ def test_compiled_pipeline_matches_eager_and_compiles_once(bert_dir):
     )
 
 
+def no_compiler(monkeypatch) -> None:
+    """Make TorchInductor's C++ compiler search fail, as on a machine without g++."""
+    from torch._inductor import cpp_builder, exc
+
+    def search() -> str:
+        raise exc.InvalidCxxCompiler
+
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", search)
+
+
 def test_compile_refuses_bad_arguments_and_a_missing_compiler(bert_dir, monkeypatch):
     pipe = audio_pipe(bert_dir)
     with pytest.raises(ValueError, match="mode must be one of"):
         pipe.compile(mode="fastest")
     with pytest.raises(ValueError, match="dynamic must be None, True or False"):
         pipe.compile(dynamic="yes")
-    from torch._inductor import config
-
-    monkeypatch.setattr(config.cpp, "cxx", ("no-such-compiler++",))
+    no_compiler(monkeypatch)
     with pytest.raises(RuntimeError, match=r"C\+\+ compiler.*apt-get install g\+\+"):
         pipe.compile()
     assert not hasattr(pipe.backbone, "_compiled_call_impl") or pipe.backbone._compiled_call_impl is None
@@ -225,3 +233,43 @@ def test_generate_compile_flag(bert_dir, tmp_path, capsys):
 
     compiled, eager = sf.read(tmp_path / "c.wav")[0], sf.read(tmp_path / "e.wav")[0]
     assert np.abs(compiled - eager).max() <= 2 / 2**15  # 16-bit PCM: one step of rounding either way
+
+
+@pytest.fixture
+def saved_pipe(bert_dir, tmp_path):
+    return audio_pipe(bert_dir).save_pretrained(tmp_path / "pipe")
+
+
+def test_serve_compiles_each_model_it_loads_and_reports_a_missing_compiler(saved_pipe, monkeypatch):
+    from mediadiff.serve import ModelCache, ServeError
+
+    assert (
+        getattr(ModelCache("cpu").get("audio", str(saved_pipe)).backbone, "_compiled_call_impl", None) is None
+    )
+    pipe = ModelCache("cpu", compile=True).get("audio", str(saved_pipe))
+    assert pipe.backbone._compiled_call_impl is not None  # compiled in place; compiles at its first call
+    no_compiler(monkeypatch)
+    with pytest.raises(ServeError, match="C\\+\\+ compiler"):
+        ModelCache("cpu", compile=True).get("audio", str(saved_pipe))
+
+
+def test_generate_compile_without_a_compiler_is_one_line_and_exit_2(
+    saved_pipe, tmp_path, capsys, monkeypatch
+):
+    from mediadiff.cli import main as cli_main
+
+    no_compiler(monkeypatch)
+    argv = [
+        "generate",
+        "audio",
+        "a tone",
+        "--model",
+        str(saved_pipe),
+        "-o",
+        str(tmp_path / "a.wav"),
+        "--compile",
+    ]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mediadiff generate audio: error: --compile:") and "apt-get install g++" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "a.wav").exists()
