@@ -591,13 +591,13 @@ class DiffusionPipeline:
 
         mode: ``torch.compile``'s (None: its default; ``"max-autotune"`` searches kernels longer).
         dynamic: None (``torch.compile``'s automatic dynamic shapes, the default): the first shape is
-        compiled static and a second one (another prompt length, a batch without the unconditional
-        half outside ``guidance_interval``) once more with those sizes symbolic, after which no
-        size recompiles; False: one static graph per shape (each new prompt length compiles again, and
-        after ``torch._dynamo.config.recompile_limit`` of them the backbone falls back to eager);
-        True: symbolic from the start. The classifier-free guidance batch (conditional and
-        unconditional halves, 2 items per item) is one shape for every step, and the timestep is a
-        tensor, so the steps of one clip run one graph.
+        compiled static and a second one (another prompt length, another micro-batch, ``cfg`` 1's
+        batch without the unconditional half) once more with those sizes symbolic, after which they
+        recompile no more; False: one static graph per shape (each new prompt length compiles again,
+        and past ``torch._dynamo.config.recompile_limit`` of them the backbone runs eagerly);
+        True: symbolic from the start. Every step of a clip runs the same graph: the guidance batch
+        (conditional and unconditional halves, 2 per item) keeps its shape at every step, the guidance
+        interval is a mask on the device, and the timestep is a tensor.
 
         RuntimeError naming what is missing when TorchInductor cannot run here: a C++ compiler on a
         CPU (``g++``), Triton on a GPU.
