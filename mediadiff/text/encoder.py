@@ -181,8 +181,9 @@ class TextEncoder:
 
             try:
                 self._native_tokenizer = FolderTokenizer(self.tokenizer_path)
-                max_length = self._check_max_length(max_length, self._native_tokenizer.model_max_length)
+                checked = self._check_max_length(max_length, self._native_tokenizer.model_max_length)
                 self.model = BertEncoder.from_folder(self.path, dtype)
+                max_length = checked
             except Unsupported as err:
                 if backend == "native":
                     raise ValueError(
