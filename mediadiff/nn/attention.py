@@ -38,6 +38,13 @@ def attention(
     return out * valid[:, None, None, None].to(out.dtype)  # ... and is then zeroed
 
 
+def _rms_normalize(x: torch.Tensor, eps: float | None) -> torch.Tensor:
+    """``x / sqrt(mean(x^2) + eps)`` over the last axis, in float32 (Zhang & Sennrich 2019, Eq. 4, without
+    the gain): autocast would leave rms_norm in its input's bf16. Times the gain, it is ``nn.RMSNorm``
+    bit for bit, so queries and keys can share one call and keep their own gains."""
+    return F.rms_norm(x.float(), x.shape[-1:], None, eps)
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean of ``x: [b l d]`` over the tokens where ``mask: [b l]`` is True -> [b d] (0 if none)."""
     if mask is None:
@@ -91,17 +98,25 @@ class Attention(nn.Module):
         if self.is_cross:
             if context is None:
                 raise ValueError("Attention: a cross-attention layer needs `context` [b l context_dim]")
-            q = self.to_q(x)  # [b n dim]
-            k, v = self.to_kv(context).chunk(2, dim=-1)  # [b l dim] each
+            q = rearrange(self.to_q(x), "b n (nh dh) -> b nh n dh", nh=self.heads)  # [b nh n dh]
+            kv = rearrange(self.to_kv(context), "b l (two nh dh) -> two b nh l dh", two=2, nh=self.heads)
+            k, v = kv.unbind(0)  # [b nh l dh] each
+            if self.q_norm is not None:
+                q = (_rms_normalize(q, self.q_norm.eps) * self.q_norm.weight).to(v.dtype)  # [b nh n dh]
+                k = (_rms_normalize(k, self.k_norm.eps) * self.k_norm.weight).to(v.dtype)  # [b nh l dh]
+            if rope is not None:
+                q, k = apply_rope(q, rope), apply_rope(k, rope)
         else:
             if context is not None:
                 raise ValueError("Attention: a self-attention layer takes no `context` (set context_dim)")
-            q, k, v = self.to_qkv(x).chunk(3, dim=-1)  # [b n dim] each
-        q, k, v = (rearrange(a, "b n (nh dh) -> b nh n dh", nh=self.heads) for a in (q, k, v))
-        if self.q_norm is not None:  # in float32: autocast leaves rms_norm to its input's (bf16) dtype
-            q, k = self.q_norm(q.float()).to(v.dtype), self.k_norm(k.float()).to(v.dtype)
-        if rope is not None:
-            q, k = apply_rope(q, rope), apply_rope(k, rope)
+            qkv = rearrange(self.to_qkv(x), "b n (three nh dh) -> three b nh n dh", three=3, nh=self.heads)
+            qk, v = qkv[:2], qkv[2]  # [2 b nh n dh], [b nh n dh]: views of the fused projection
+            if self.q_norm is not None:  # queries and keys in one call, each with its own gain
+                gains = torch.stack((self.q_norm.weight, self.k_norm.weight))  # [2 dh]
+                qk = (_rms_normalize(qk, self.q_norm.eps) * gains[:, None, None, None]).to(v.dtype)
+            if rope is not None:
+                qk = apply_rope(qk, rope)  # [2 b nh n dh]
+            q, k = qk.unbind(0)  # [b nh n dh] each
         out = attention(q, k, v, context_mask)  # [b nh n dh]
         return self.to_out(rearrange(out, "b nh n dh -> b n (nh dh)"))  # [b n dim]
 

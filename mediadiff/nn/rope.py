@@ -69,9 +69,12 @@ class RotaryEmbedding(nn.Module):
 
 
 def apply_rope(x: torch.Tensor, rope: Rope) -> torch.Tensor:
-    """Rotate ``x: [b nh n dh]`` by ``rope = (cos, sin)`` of shape [n dh/2] or [b n dh/2] (computed in float32)."""
+    """Rotate ``x: [... b nh n dh]`` by ``rope = (cos, sin)`` of shape [n dh/2] or [b n dh/2] (computed in float32).
+
+    Leading axes before ``b`` broadcast, so queries and keys stacked as ``[2 b nh n dh]`` rotate in one call.
+    """
     cos, sin = rope
     if cos.ndim == 3:
         cos, sin = cos[:, None], sin[:, None]  # [b 1 n dh/2], broadcast over heads
-    x1, x2 = x.float().chunk(2, dim=-1)  # [b nh n dh/2] each
-    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).to(x.dtype)  # [b nh n dh]
+    x1, x2 = x.float().chunk(2, dim=-1)  # [... b nh n dh/2] each
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).to(x.dtype)  # [... b nh n dh]
