@@ -1,0 +1,239 @@
+"""torch.compile benchmark: compile time, forward, train step and a whole generated clip, eager vs compiled.
+
+    python benchmarks/compile.py --threads 1                            # every backbone, tiny and S, CPU
+    python benchmarks/compile.py --models DiT,DiT1D --presets tiny      # a subset
+    python benchmarks/compile.py --backbones-only | --generate-only
+    python benchmarks/compile.py --device cuda --repeats 10
+
+**Backbones** (first table): each video and audio backbone preset on the inputs of
+``benchmarks/backbones.py`` (video) and ``benchmarks/audio_backbones.py`` (audio, the latent rows),
+batch ``--batch``, 16 text tokens. ``torch.compile(model)`` (TorchInductor, default mode, automatic
+dynamic shapes) of the same module; "compile s" is the first compiled call (tracing, Inductor and its
+C++ / Triton build) minus one eager call; "forward" is one ``torch.no_grad`` call in eval mode,
+"train step" forward + backward of the mean square of the output + an AdamW step in train mode
+(its own graph: the backward is compiled too). fp32 and bf16 autocast (each its own graph). Eager
+and compiled calls are timed interleaved (eager, compiled, eager, ...; median of ``--repeats``)
+with ``benchmarks/timing.py``'s ``timed``; ``speed-up`` = eager / compiled. ``max |diff|`` is the
+largest difference of the compiled forward from the eager one, relative to the eager output's
+largest magnitude. Dynamo's caches are reset between backbones (they share the ``forward`` code, and
+past ``recompile_limit`` graphs dynamo would run the rest eagerly).
+
+**Generate** (second table): the shipped default pipelines (``shapes-dit``, ``tones-dit``) at their
+defaults (20-step ``dpmpp_2m``, CFG 4: a batch of 2 per step), one clip per call, three copies of
+each: eager, ``pipe.compile()`` (``dynamic=None``) and ``pipe.compile(dynamic=False)``. "first clip"
+is the first call (compiles); "new length" a call with a prompt of another token length (None:
+compiles once more with that length symbolic; False: one more static graph per length); "clip" the
+median of ``--repeats`` interleaved calls with a prompt already seen; "graphs" how many graphs
+dynamo compiled for that pipeline over the three prompt lengths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from audio_backbones import INPUTS as AUDIO_INPUTS
+from backbones import MODELS as VIDEO_MODELS
+from backbones import SHAPES as VIDEO_SHAPES
+from timing import perturb_, timed
+
+from mediadiff.utils import machine
+
+# backbone name -> (class, input after the batch axis, config overrides)
+BACKBONES: dict[str, tuple[type, tuple[int, ...], dict[str, Any]]] = {
+    **{name: (cls, VIDEO_SHAPES[name], {}) for name, cls in VIDEO_MODELS.items()},
+    **{label.split()[0]: AUDIO_INPUTS[label] for label in ("DiT1D latent", "UNet1D latent", "UNet2D mel")},
+}
+PIPELINES = {"video": "shapes-dit", "audio": "tones-dit"}
+PROMPTS = {
+    "video": ("a red circle moving right", "a small blue square moving down slowly", "a green triangle"),
+    "audio": ("a square wave playing E4", "a sine tone at C4, rising slowly to G4", "a saw on A3"),
+}
+
+
+def graphs() -> int:
+    """Graphs dynamo has compiled in this process."""
+    return torch._dynamo.utils.counters["stats"]["unique_graphs"]
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, float]:
+    """Median ms of each function, timed in rounds (one call of each per round) so all see the same load."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name].append(timed(fn, 1, device))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def first_call(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds of one call (the compiling one)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def measure_backbone(name: str, preset: str, args: argparse.Namespace) -> Iterator[dict]:
+    device = torch.device(args.device)
+    cls, shape, overrides = BACKBONES[name]
+    gen = torch.Generator().manual_seed(0)
+    model = perturb_(cls.from_preset(preset, **overrides).to(device), gen)
+    x = torch.randn(args.batch, *shape, generator=gen).to(device)
+    t = torch.rand(args.batch, generator=gen).to(device)
+    context = torch.randn(args.batch, 16, model.config.context_dim, generator=gen).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, dynamic=None)
+    for precision in args.precisions.split(","):
+        bf16 = precision == "bf16"
+
+        def forward(net: Any = model, bf16: bool = bf16) -> torch.Tensor:
+            model.eval()
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                return net(x, t, context)
+
+        def train_step(net: Any = model, bf16: bool = bf16) -> None:
+            model.train()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = net(x, t, context).float().square().mean()
+            loss.backward()
+            optimizer.step()
+            model.zero_grad(set_to_none=True)
+
+        eager_s = first_call(forward, device)
+        row: dict[str, Any] = {"model": f"{name}-{preset}", "params": model.num_parameters()}
+        row["shape"], row["precision"] = list(x.shape), precision
+        row["compile_fwd"] = first_call(lambda: forward(compiled), device) - eager_s
+        ref, out = forward(), forward(compiled)
+        row["diff"] = float(
+            (out.float() - ref.float()).abs().max() / ref.float().abs().max().clamp_min(1e-12)
+        )
+        fwd = interleaved({"eager": forward, "compiled": lambda: forward(compiled)}, args.repeats, device)
+        eager_s = first_call(train_step, device)
+        row["compile_train"] = first_call(lambda: train_step(compiled), device) - eager_s
+        train = interleaved(
+            {"eager": train_step, "compiled": lambda: train_step(compiled)}, args.repeats, device
+        )
+        yield row | {"fwd": fwd, "train": train}
+
+
+def measure_pipeline(modality: str, args: argparse.Namespace) -> Iterator[dict]:
+    from mediadiff.pipelines import pipeline_class
+
+    device = torch.device(args.device)
+    cls = pipeline_class(modality)
+    model = PIPELINES[modality]
+    first, second, third = PROMPTS[modality]
+    for precision in args.precisions.split(","):
+        torch._dynamo.reset()
+        pipes = {"eager": None, "compiled (dynamic None)": None, "compiled (dynamic False)": False}
+        made: dict[str, Any] = {}
+        row: dict[str, Any] = {"model": model, "precision": precision, "first": {}, "new": {}, "graphs": {}}
+        for label, dynamic in pipes.items():
+            pipe = cls.from_pretrained(model, device=device)
+            pipe.autocast = precision == "bf16"
+            if label != "eager":
+                pipe.compile(dynamic=dynamic)
+            start = graphs()
+            row["first"][label] = first_call(lambda p=pipe: p(first, seed=0), device)
+            row["new"][label] = first_call(lambda p=pipe: p(second, seed=0), device)
+            row["graphs"][label] = graphs() - start
+            made[label] = pipe
+        calls = {label: (lambda p=pipe: p(third, seed=1)) for label, pipe in made.items()}
+        for (
+            label,
+            fn,
+        ) in calls.items():  # a third prompt length (dynamic False compiles it), before the rounds
+            start = graphs()
+            fn()
+            row["graphs"][label] += graphs() - start
+        row["clip"] = interleaved(calls, args.repeats, device)
+        out = {label: pipe(third, seed=1) for label, pipe in made.items()}
+        data = {
+            k: torch.as_tensor(getattr(v, "frames", getattr(v, "audio", None))).float()
+            for k, v in out.items()
+        }
+        row["diff"] = {k: float((v - data["eager"]).abs().max()) for k, v in data.items()}
+        row["unit"] = "grey levels" if modality == "video" else "of full scale"
+        yield row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", default=",".join(BACKBONES), help=f"comma-separated of {list(BACKBONES)}")
+    parser.add_argument("--presets", default="tiny,S", help="comma-separated presets (tiny, S, B)")
+    parser.add_argument("--precisions", default="fp32,bf16", help="fp32, bf16 (autocast) or both")
+    parser.add_argument(
+        "--pipelines", default="video,audio", help="shipped default pipelines to generate with"
+    )
+    parser.add_argument("--backbones-only", action="store_true")
+    parser.add_argument("--generate-only", action="store_true")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved timed rounds (median)")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for p in args.precisions.split(","):
+        if p not in ("fp32", "bf16"):
+            raise SystemExit(f"--precisions: unknown {p!r}; choose fp32, bf16")
+    jobs = [(m, p) for m in args.models.split(",") for p in args.presets.split(",")]
+    for name, preset in jobs:
+        if name not in BACKBONES or preset not in BACKBONES[name][0].presets:
+            raise SystemExit(
+                f"unknown backbone {name!r} or preset {preset!r}; known: {list(BACKBONES)}, tiny/S/B"
+            )
+    info = machine(args.device)
+    print(
+        f"{info['device']} ({info.get('gpu', info['cpu'])}), {info['cpu_count']} cores, {info['torch_threads']} "
+        f"torch threads, torch {info['torch']}, python {info['python']}, {datetime.date.today()}; "
+        f"median of {args.repeats} interleaved rounds\n"
+    )
+    if not args.generate_only:
+        print(f"Backbones, batch {args.batch}; forward and train step in ms, compile in s:\n")
+        print(
+            "| backbone | params | input x | precision | compile fwd s | fwd eager | fwd compiled | speed-up "
+            "| compile train s | train eager | train compiled | speed-up | max rel diff |"
+        )
+        print("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for name, preset in jobs:
+            for r in measure_backbone(name, preset, args):
+                f, tr = r["fwd"], r["train"]
+                print(
+                    f"| {r['model']} | {r['params'] / 1e6:.2f} M | {r['shape']} | {r['precision']} "
+                    f"| {r['compile_fwd']:.1f} | {f['eager']:.1f} | {f['compiled']:.1f} "
+                    f"| {f['eager'] / f['compiled']:.2f}x | {r['compile_train']:.1f} | {tr['eager']:.1f} "
+                    f"| {tr['compiled']:.1f} | {tr['eager'] / tr['compiled']:.2f}x | {r['diff']:.1e} |",
+                    flush=True,
+                )
+    if not args.backbones_only:
+        print("\nShipped pipelines, one clip at the model's defaults; times in s:\n")
+        print(
+            "| model | precision | backbone | first clip | new length | clip | speed-up | graphs | max diff |"
+        )
+        print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+        for modality in args.pipelines.split(","):
+            for r in measure_pipeline(modality, args):
+                eager = r["clip"]["eager"]
+                for label in r["clip"]:
+                    print(
+                        f"| {r['model']} | {r['precision']} | {label} | {r['first'][label]:.2f} "
+                        f"| {r['new'][label]:.2f} | {r['clip'][label] / 1000:.3f} | {eager / r['clip'][label]:.2f}x "
+                        f"| {r['graphs'][label]} | {r['diff'][label]:.2g} {r['unit']} |",
+                        flush=True,
+                    )
+
+
+if __name__ == "__main__":
+    main()
