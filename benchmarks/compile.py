@@ -25,6 +25,9 @@ is the first call (compiles); "new length" a call with a prompt of another token
 compiles once more with that length symbolic; False: one more static graph per length); "clip" the
 median of ``--repeats`` interleaved calls with a prompt already seen; "graphs" how many graphs
 dynamo compiled for that pipeline over the three prompt lengths.
+
+Compile times are cold: Inductor's on-disk graph caches are off (``--warm-cache`` turns them on, as
+they are in normal use, where a second process compiling the same graph loads it in seconds).
 """
 
 from __future__ import annotations
@@ -182,9 +185,19 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--warm-cache",
+        action="store_true",
+        help="let Inductor reuse its on-disk caches (default: cold compiles)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if (
+        not args.warm_cache
+    ):  # else an identical graph compiled earlier (another run, dynamic None) loads from disk
+        torch._inductor.config.fx_graph_cache = False
+        torch._functorch.config.enable_autograd_cache = False
     for p in args.precisions.split(","):
         if p not in ("fp32", "bf16"):
             raise SystemExit(f"--precisions: unknown {p!r}; choose fp32, bf16")
