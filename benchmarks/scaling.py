@@ -300,11 +300,15 @@ def fmt_slope(s: float) -> str:
 
 RESULTS: dict[str, dict] = {}  # payload -> result, kept in --results so an interrupted run resumes
 RESULTS_PATH: Path | None = None
+STORED_ONLY = False  # --stored-only: print what --results holds, run nothing
 
 
-def run(payload: list) -> dict:
-    """One cell in a fresh subprocess, or its stored result from ``--results``."""
+def run(payload: list) -> dict | None:
+    """One cell in a fresh subprocess, or its stored result from ``--results`` (None: not stored, and
+    ``--stored-only``)."""
     key = json.dumps(payload)
+    if key not in RESULTS and STORED_ONLY:
+        return None
     if key not in RESULTS:
         RESULTS[key] = run_child(__file__, payload, ROOT)
         if RESULTS_PATH is not None:
@@ -340,6 +344,13 @@ def main() -> None:
     p.add_argument("--guard-gib", type=float, default=18.0, help="resident-set cap of a verification cell")
     p.add_argument("--modalities", nargs="+", choices=list(MODELS), default=list(MODELS))
     p.add_argument(
+        "--parts",
+        nargs="+",
+        choices=["grid", "attention", "verify"],
+        default=["grid", "attention", "verify"],
+        help="what to run (verify needs grid: its fits)",
+    )
+    p.add_argument(
         "--tokens", type=int, nargs="+", default=None, help=f"attention token counts (default {TOKENS})"
     )
     p.add_argument(
@@ -348,6 +359,7 @@ def main() -> None:
         default=None,
         help="JSON file of finished cells: reused, and extended as cells finish",
     )
+    p.add_argument("--stored-only", action="store_true", help="print the cells --results holds; run none")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -356,7 +368,8 @@ def main() -> None:
 
     lengths = QUICK_LENGTHS if args.quick else LENGTHS
     tokens = args.tokens or (QUICK_TOKENS if args.quick else TOKENS)
-    global RESULTS_PATH
+    global RESULTS_PATH, STORED_ONLY
+    STORED_ONLY = args.stored_only
     if args.results is not None:
         RESULTS_PATH = args.results
         if args.results.is_file():
@@ -367,13 +380,15 @@ def main() -> None:
     print(f"Command: `{' '.join(['python benchmarks/scaling.py', *sys.argv[1:]])}`")
     print(f"Generation: {args.steps} steps (dpmpp_2m, CFG batch 2); training step: fp32, batch 1, AdamW.")
     fits: dict[str, dict] = {}
-    for modality in args.modalities:
+    for modality in args.modalities if "grid" in args.parts else []:
         unit, rows, results = UNITS[modality], [], []
         for length in lengths[modality]:
             g = run(["generate", modality, length, args.steps, length, None])
             t = run(["train", modality, length, args.train_repeats, length, None])
             whole = run(["decode", modality, length, None])
             chunked = run(["decode", modality, length, CHUNKS[modality]])
+            if None in (g, t, whole, chunked):
+                continue
             results.append((length, g, t, whole, chunked))
             rows.append(
                 [str(length), str(t["tokens"]), f"{g['seconds']:.2f}", f"{g.get('per_step', float('nan')):.3f}",
@@ -409,25 +424,29 @@ def main() -> None:
         }  # fmt: skip
 
     rows = []
-    for n in tokens:
+    for n in tokens if "attention" in args.parts else []:
         a = run(["attention", n])
+        if a is None:
+            continue
         rows.append([str(n), f"{a['fwd_s']:.3f}", f"{a['fwd_mib']:.0f}", f"{a['bwd_s']:.3f}", f"{a['bwd_mib']:.0f}",
                      f"{HEADS * n * HEAD_DIM * 4 / 2**20:.1f}", f"{HEADS * n * n * 4 / 2**20:.0f}"])  # fmt: skip
         print(f"  attention {n} done", flush=True, file=sys.stderr)
     top = rows[-fit - 1 :]  # one more point: the smallest are all overhead
     xs = [float(r[0]) for r in top]
-    rows.append(
-        ["**log-log slope**"]
-        + [fmt_slope(loglog_slope(xs, [float(r[i]) for r in top])) for i in range(1, 5)]
-        + ["1", "2"]
-    )
-    print_table(
-        f"SDPA self-attention alone (DiT-S heads: {HEADS} x {HEAD_DIM}, batch 1, fp32) against tokens",
-        ["tokens", "fwd s", "fwd MiB", "fwd+bwd s", "fwd+bwd MiB", "q (one of q,k,v) MiB", "n x n scores would be MiB"],
-        rows,
-    )  # fmt: skip
+    if rows:
+        rows.append(
+            ["**log-log slope**"]
+            + [fmt_slope(loglog_slope(xs, [float(r[i]) for r in top])) for i in range(1, 5)]
+            + ["1", "2"]
+        )
+    if rows:
+        print_table(
+            f"SDPA self-attention alone (DiT-S heads: {HEADS} x {HEAD_DIM}, batch 1, fp32) against tokens",
+            ["tokens", "fwd s", "fwd MiB", "fwd+bwd s", "fwd+bwd MiB", "q (one of q,k,v) MiB", "n x n scores MiB"],
+            rows,
+        )  # fmt: skip
 
-    if args.quick:
+    if args.quick or "verify" not in args.parts:
         return
     print(
         f"\n### The largest clip on {args.budget_gib:g} GiB (extrapolated, then checked at a feasible length)\n"
@@ -448,7 +467,7 @@ def main() -> None:
             payload = [work, modality, at, 1, LENGTHS[modality][0], args.guard_gib]
             try:
                 m = run(payload)
-                result = f"{m['peak_mib']:,.0f} / {m['seconds']:,.1f}"
+                result = "not run" if m is None else f"{m['peak_mib']:,.0f} / {m['seconds']:,.1f}"
             except subprocess.CalledProcessError as err:  # hit the guard (MemoryError) or failed: say so
                 result = f"failed (exit {err.returncode}: {err.stderr.strip().splitlines()[-1][:80]})"
             print(

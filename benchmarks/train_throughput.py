@@ -166,17 +166,20 @@ def child(name: str, cache: bool, ckpt: bool, threads: int, warmup: int, steps: 
 
 RESULTS: dict[str, list[dict]] = {}  # cell -> results of its rounds, kept in --results so a run resumes
 RESULTS_PATH: Path | None = None
+STORED_ONLY = False  # --stored-only: print what --results holds, run nothing
 
 
 def run_cell(
     name: str, cache: bool, ckpt: bool, threads: int, procs: int, warmup: int, steps: int, round_: int
-) -> dict:
+) -> dict | None:
     """Round ``round_`` of one cell: from ``--results``, else run in a fresh process (``procs`` > 1: under
     torchrun); rank 0's result."""
     key = json.dumps([name, cache, ckpt, threads, procs, warmup, steps])
     done = RESULTS.setdefault(key, [])
     if round_ < len(done):
         return done[round_]
+    if STORED_ONLY:
+        return None
     done.append(run_fresh(name, cache, ckpt, threads, procs, warmup, steps))
     if RESULTS_PATH is not None:
         RESULTS_PATH.write_text(json.dumps(RESULTS, indent=1))
@@ -233,6 +236,7 @@ def main() -> None:
         default=None,
         help="JSON file of finished cells: reused, and extended as cells finish",
     )
+    p.add_argument("--stored-only", action="store_true", help="print the cells --results holds; run none")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -240,7 +244,8 @@ def main() -> None:
         return
     if args.quick:
         args.warmup, args.steps, args.repeats = 1, 3, 1
-    global RESULTS_PATH
+    global RESULTS_PATH, STORED_ONLY
+    STORED_ONLY = args.stored_only
     if args.results is not None:
         RESULTS_PATH = args.results
         if args.results.is_file():
@@ -254,18 +259,24 @@ def main() -> None:
         "alternating round(s). Peak RSS: the process (rank 0) during the measured steps.\n"
     )
     print("| recipe | cell | batch | precision | samples/s | vs default | peak RSS MiB | CPU s/step | "
-          "GFLOP/step | TFLOP/s | notes |")  # fmt: skip
-    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|")
+          "GFLOP/step | TFLOP/s (wall) | GFLOP per CPU s | notes |")  # fmt: skip
+    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for name in args.recipes:
         cells = variants(name)
         runs: dict[str, list[dict]] = {label: [] for label, _ in cells}
         for i in range(args.repeats):  # default, variant, default, variant, ...: the machine's load is shared
             for label, cell in cells:
-                runs[label].append(run_cell(name, **cell, warmup=args.warmup, steps=args.steps, round_=i))
+                result = run_cell(name, **cell, warmup=args.warmup, steps=args.steps, round_=i)
+                if result is not None:
+                    runs[label].append(result)
                 print(f"  {name} {label} done", file=sys.stderr, flush=True)
+        if not runs["default"]:
+            continue
         default_sps = statistics.median(r["samples_per_s"] for r in runs["default"])
         for label, cell in cells:
             rs = runs[label]
+            if not rs:
+                continue
             sps = statistics.median(r["samples_per_s"] for r in rs)
             r = rs[-1]
             notes = []
@@ -274,7 +285,9 @@ def main() -> None:
                 notes.append(f"cache build {build * 1000:.0f} CPU ms/item")
                 other = [lb for lb, c in cells if lb != label and c["procs"] == 1 and c["threads"] == 1
                          and not c["ckpt"] and c["cache"] != cell["cache"]]  # fmt: skip
-                if other:  # the CPU time a cached sample saves, against the build's CPU time per item
+                if (
+                    other and runs[other[0]]
+                ):  # the CPU time a cached sample saves, against the build's CPU time per item
                     on = statistics.median(x["cpu_s_per_step"] for x in rs) / r["batch"]
                     off = statistics.median(x["cpu_s_per_step"] for x in runs[other[0]]) / r["batch"]
                     if off > on:
@@ -296,7 +309,9 @@ def main() -> None:
                 f"{sps:.2f} | {sps / default_sps:.2f}x | "
                 f"{statistics.median(x['peak_mib'] for x in rs):.0f} | "
                 f"{statistics.median(x['cpu_s_per_step'] for x in rs):.2f} | "
-                f"{fmt_flops(r['flops_per_step'])} | {tflops:.4f} | {'; '.join(notes)} |",
+                f"{fmt_flops(r['flops_per_step'])} | {tflops:.4f} | "
+                f"{r['flops_per_step'] / cell['procs'] / statistics.median(x['cpu_s_per_step'] for x in rs) / 1e9:.1f} | "
+                f"{'; '.join(notes)} |",
                 flush=True,
             )
 
