@@ -66,7 +66,9 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -463,7 +465,7 @@ def quality_table(reports: Sequence[tuple[str, str, dict]]) -> str:
 
 
 def header(args: argparse.Namespace, command: str) -> str:
-    cores = len(__import__("os").sched_getaffinity(0))
+    cores = len(os.sched_getaffinity(0))
     device = torch.cuda.get_device_name(0) if args.device == "cuda" else f"cpu ({cpu_name()})"
     return (
         f"`{command}`: {device}, {cores} cores, {torch.get_num_threads()} torch threads, torch "
@@ -503,9 +505,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    command = "python benchmarks/generate.py " + " ".join(
-        argv if argv is not None else __import__("sys").argv[1:]
-    )
+    command = "python benchmarks/generate.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
     if args.random:
         targets = [("video", "random:dit"), ("video", "random:unet3d"), ("audio", "random:tones-dit")]
