@@ -338,7 +338,7 @@ def main() -> None:
     p.add_argument(
         "--verify-seconds",
         type=float,
-        default=30.0,
+        default=10.0,
         help="predicted CPU seconds of a verification cell, at most",
     )
     p.add_argument("--guard-gib", type=float, default=18.0, help="resident-set cap of a verification cell")
@@ -376,7 +376,7 @@ def main() -> None:
             RESULTS.update(json.loads(args.results.read_text()))
     fit = args.fit_points
     print("## Scaling: cost against clip length and token count\n")
-    print(f"Machine: {machine_line(1)}; one process at a time, the other core loaded by other work.")
+    print(f"Machine: {machine_line(1)}; each cell in a fresh process, the other core loaded by other work.")
     print(f"Command: `{' '.join(['python benchmarks/scaling.py', *sys.argv[1:]])}`")
     print(f"Generation: {args.steps} steps (dpmpp_2m, CFG batch 2); training step: fp32, batch 1, AdamW.")
     fits: dict[str, dict] = {}

@@ -285,9 +285,10 @@ def main() -> None:
                 notes.append(f"cache build {build * 1000:.0f} CPU ms/item")
                 other = [lb for lb, c in cells if lb != label and c["procs"] == 1 and c["threads"] == 1
                          and not c["ckpt"] and c["cache"] != cell["cache"]]  # fmt: skip
+                alone = cell["procs"] == 1 and cell["threads"] == 1 and not cell["ckpt"]
                 if (
-                    other and runs[other[0]]
-                ):  # the CPU time a cached sample saves, against the build's CPU time per item
+                    alone and other and runs[other[0]]
+                ):  # CPU a cached sample saves against the build's per item
                     on = statistics.median(x["cpu_s_per_step"] for x in rs) / r["batch"]
                     off = statistics.median(x["cpu_s_per_step"] for x in runs[other[0]]) / r["batch"]
                     if off > on:
