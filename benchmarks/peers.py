@@ -42,7 +42,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-TEXT_TOKENS, TEXT_DIM = 16, 384
+TEXT_DIM = 384
+TEXT_TOKENS = 16  # --text-tokens
 
 
 @dataclass
@@ -111,7 +112,9 @@ def build(name: str, device: torch.device, batch: int) -> Pair:
             max_text_seq_length=TEXT_TOKENS,
         )
         peer = CogVideoXBackbone(perturb_(model, gen)).to(device)
-        return Pair(name, tuple(x.shape), ours, ("CogVideoXTransformer3DModel", peer, lambda: peer(x, t, ctx)))
+        return Pair(
+            name, tuple(x.shape), ours, ("CogVideoXTransformer3DModel", peer, lambda: peer(x, t, ctx))
+        )
     if name == "unet1d":
         from mediadiff.audio.unet import UNet1D
 
@@ -175,7 +178,8 @@ def build(name: str, device: torch.device, batch: int) -> Pair:
             time_proj_dim=256,
         )
         peer = StableAudioBackbone(perturb_(model, gen), max_text_length=TEXT_TOKENS).to(device)
-        timing = torch.randn(batch, 2, TEXT_DIM, generator=gen).to(device)  # [b 2 d] seconds_start, seconds_total
+        # the two timing tokens StableAudio appends to the text: seconds_start, seconds_total
+        timing = torch.randn(batch, 2, TEXT_DIM, generator=gen).to(device)  # [b 2 d]
         peer_ctx = torch.cat([ctx, timing], dim=1)  # [b l+2 d]
         return Pair(name, tuple(x.shape), ours, ("StableAudioDiTModel", peer, lambda: peer(x, t, peer_ctx)))
     raise ValueError(f"unknown pair {name!r}; known: {list(PAIRS)}")
@@ -257,14 +261,21 @@ def machine(device: torch.device) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--pairs", default=",".join(PAIRS), help=f"comma-separated, from {','.join(PAIRS)}")
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds per number (median)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
+    parser.add_argument(
+        "--text-tokens", type=int, default=16, help="text tokens of the context (CogVideoX's own: 226)"
+    )
     args = parser.parse_args()
+    global TEXT_TOKENS
+    TEXT_TOKENS = args.text_tokens
     names = args.pairs.split(",")
     unknown = [n for n in names if n not in PAIRS]
     if unknown:
@@ -277,7 +288,7 @@ def main() -> None:
         rows.append(compare(build(name, device, args.batch), args.repeats, device, args.precision))
     print(
         f"\n{device.type} ({machine(device)}), {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-        f"{args.precision}, batch {args.batch}, median of {args.repeats} interleaved rounds; times in ms\n"
+        f"{args.precision}, batch {args.batch}, {args.text_tokens} text tokens, median of {args.repeats} interleaved rounds; times in ms\n"
     )
     print(
         "| ours | peer (diffusers) | input | params ours / peer | train GFLOP ours / peer "
