@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import statistics
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -43,7 +42,7 @@ import torch
 from audio_backbones import INPUTS as AUDIO_INPUTS
 from backbones import MODELS as VIDEO_MODELS
 from backbones import SHAPES as VIDEO_SHAPES
-from timing import perturb_, timed
+from timing import perturb_, seconds, timed
 
 from mediadiff.utils import machine
 
@@ -73,17 +72,6 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int, device: torc
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def first_call(fn: Callable[[], object], device: torch.device) -> float:
-    """Seconds of one call (the compiling one)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
-
-
 def measure_backbone(name: str, preset: str, args: argparse.Namespace) -> Iterator[dict]:
     device = torch.device(args.device)
     cls, shape, overrides = BACKBONES[name]
@@ -111,17 +99,17 @@ def measure_backbone(name: str, preset: str, args: argparse.Namespace) -> Iterat
             optimizer.step()
             model.zero_grad(set_to_none=True)
 
-        eager_s = first_call(forward, device)
+        eager_s = seconds(forward, device)
         row: dict[str, Any] = {"model": f"{name}-{preset}", "params": model.num_parameters()}
         row["shape"], row["precision"] = list(x.shape), precision
-        row["compile_fwd"] = first_call(lambda: forward(compiled), device) - eager_s
+        row["compile_fwd"] = seconds(lambda: forward(compiled), device) - eager_s
         ref, out = forward(), forward(compiled)
         row["diff"] = float(
             (out.float() - ref.float()).abs().max() / ref.float().abs().max().clamp_min(1e-12)
         )
         fwd = interleaved({"eager": forward, "compiled": lambda: forward(compiled)}, args.repeats, device)
-        eager_s = first_call(train_step, device)
-        row["compile_train"] = first_call(lambda: train_step(compiled), device) - eager_s
+        eager_s = seconds(train_step, device)
+        row["compile_train"] = seconds(lambda: train_step(compiled), device) - eager_s
         train = interleaved(
             {"eager": train_step, "compiled": lambda: train_step(compiled)}, args.repeats, device
         )
@@ -146,8 +134,8 @@ def measure_pipeline(modality: str, args: argparse.Namespace) -> Iterator[dict]:
             if label != "eager":
                 pipe.compile(dynamic=dynamic)
             start = graphs()
-            row["first"][label] = first_call(lambda p=pipe: p(first, seed=0), device)
-            row["new"][label] = first_call(lambda p=pipe: p(second, seed=0), device)
+            row["first"][label] = seconds(lambda p=pipe: p(first, seed=0), device)
+            row["new"][label] = seconds(lambda p=pipe: p(second, seed=0), device)
             row["graphs"][label] = graphs() - start
             made[label] = pipe
         calls = {label: (lambda p=pipe: p(third, seed=1)) for label, pipe in made.items()}

@@ -68,6 +68,21 @@ def _ours(cls: type, preset: str, x: torch.Tensor, t: torch.Tensor, ctx: torch.T
     return f"{cls.__name__}-{preset}", model, lambda: model(x, t, ctx)
 
 
+def _diffusers_unet(cls: type, inputs: tuple, **config) -> tuple[str, nn.Module, Callable[[], torch.Tensor]]:
+    """A diffusers text-conditioned U-Net (64-128-256 channels, 2 layers per block, 64-channel heads,
+    cross-attention of width 384) with the given block types, perturbed, as ``(name, module, call)``."""
+    x, t, ctx, gen, device = inputs
+    unet = cls(
+        block_out_channels=(64, 128, 256),
+        layers_per_block=2,
+        cross_attention_dim=TEXT_DIM,
+        attention_head_dim=64,
+        **config,
+    )
+    unet = perturb_(unet, gen).to(device)
+    return cls.__name__, unet, lambda: unet(x, t * 1000, ctx, return_dict=False)[0]
+
+
 def build(name: str, device: torch.device, batch: int) -> Pair:
     """The pair ``name`` (see the module docstring), randomly initialised and perturbed, on ``device``."""
     import diffusers
@@ -78,19 +93,15 @@ def build(name: str, device: torch.device, batch: int) -> Pair:
 
         x, t, ctx = _inputs((batch, 3, 16, 32, 32), device, gen)
         ours = _ours(UNet3D, "S", x, t, ctx, gen, device)
-        peer = diffusers.UNet3DConditionModel(
+        peer = _diffusers_unet(
+            diffusers.UNet3DConditionModel,
+            (x, t, ctx, gen, device),
             in_channels=3,
             out_channels=3,
             down_block_types=("CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"),
             up_block_types=("UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"),
-            block_out_channels=(64, 128, 256),
-            layers_per_block=2,
-            cross_attention_dim=TEXT_DIM,
-            attention_head_dim=64,
         )
-        peer = perturb_(peer, gen).to(device)
-        peer_call = lambda: peer(x, t * 1000, ctx, return_dict=False)[0]  # noqa: E731
-        return Pair(name, tuple(x.shape), ours, ("UNet3DConditionModel", peer, peer_call))
+        return Pair(name, tuple(x.shape), ours, peer)
     if name == "dit":
         from mediadiff.video.diffusers_cogvideox import CogVideoXBackbone
         from mediadiff.video.dit import DiT
@@ -145,19 +156,15 @@ def build(name: str, device: torch.device, batch: int) -> Pair:
 
         x, t, ctx = _inputs((batch, 1, 128, 64), device, gen)
         ours = _ours(UNet2D, "S", x, t, ctx, gen, device)
-        peer = diffusers.UNet2DConditionModel(
+        peer = _diffusers_unet(
+            diffusers.UNet2DConditionModel,
+            (x, t, ctx, gen, device),
             in_channels=1,
             out_channels=1,
             down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
             up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-            block_out_channels=(64, 128, 256),
-            layers_per_block=2,
-            cross_attention_dim=TEXT_DIM,
-            attention_head_dim=64,
         )
-        peer = perturb_(peer, gen).to(device)
-        peer_call = lambda: peer(x, t * 1000, ctx, return_dict=False)[0]  # noqa: E731
-        return Pair(name, tuple(x.shape), ours, ("UNet2DConditionModel", peer, peer_call))
+        return Pair(name, tuple(x.shape), ours, peer)
     if name == "dit1d":
         from mediadiff.audio.diffusers_stable_audio import StableAudioBackbone
         from mediadiff.audio.dit import DiT1D

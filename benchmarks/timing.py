@@ -13,22 +13,24 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-__all__ = ["perturb_", "time_backbone", "timed"]
+__all__ = ["perturb_", "seconds", "time_backbone", "timed"]
+
+
+def seconds(fn: Callable[[], object], device: torch.device) -> float:
+    """Wall time of one call of ``fn`` in seconds; CUDA is synchronised before and after it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
 
 
 def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
     """Median wall time of ``fn`` in milliseconds, after one warm-up call; CUDA is synchronised around each call."""
     fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    return 1000 * statistics.median(seconds(fn, device) for _ in range(repeats))
 
 
 def perturb_(model: nn.Module, generator: torch.Generator, scale: float = 0.02) -> nn.Module:
