@@ -12,6 +12,7 @@ Scripts in this folder import it as a sibling module (``from memory import ...``
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["peak_mib", "proc_status_kib", "run_child"]
+__all__ = ["CellStore", "peak_mib", "proc_status_kib", "run_child"]
 
 
 def proc_status_kib(field: str) -> int:
@@ -58,3 +59,54 @@ def run_child(script: str, payload: list, cwd: Path) -> dict:
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=cwd, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+class CellStore:
+    """Finished benchmark cells by key, kept in a JSON file (``--results``) so an interrupted run resumes;
+    with ``--stored-only`` a script prints what the file holds and runs nothing (a missing cell is None).
+
+    A cell is one result (:meth:`get` without ``round_``) or a list of rounds (``round_=i``).
+    """
+
+    def __init__(self, path: Path | None = None, stored_only: bool = False) -> None:
+        self.path, self.stored_only = path, stored_only
+        self.cells: dict = json.loads(path.read_text()) if path is not None and path.is_file() else {}
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        """``--results FILE`` and ``--stored-only``."""
+        parser.add_argument(
+            "--results",
+            type=Path,
+            default=None,
+            help="JSON file of finished cells: reused, and extended as cells finish",
+        )
+        parser.add_argument(
+            "--stored-only", action="store_true", help="print the cells --results holds; run none"
+        )
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> CellStore:
+        """The store the parsed ``--results`` / ``--stored-only`` name."""
+        return cls(args.results, args.stored_only)
+
+    def get(self, key: str, compute: Callable[[], object], round_: int | None = None) -> object | None:
+        """The stored cell ``key`` (its round ``round_``), else ``compute()``'s result, stored and written."""
+        if round_ is None:
+            if key not in self.cells:
+                if self.stored_only:
+                    return None
+                self.cells[key] = compute()
+                self._write()
+            return self.cells[key]
+        done = self.cells.setdefault(key, [])
+        if round_ >= len(done):
+            if self.stored_only:
+                return None
+            done.append(compute())
+            self._write()
+        return done[round_]
+
+    def _write(self) -> None:
+        if self.path is not None:
+            self.path.write_text(json.dumps(self.cells, indent=1))

@@ -51,7 +51,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from memory import peak_mib, proc_status_kib, run_child
+from memory import CellStore, peak_mib, proc_status_kib, run_child
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "mediadiff" / "weights"
@@ -298,22 +298,12 @@ def fmt_slope(s: float) -> str:
     return "n/a" if math.isnan(s) else f"{s:.2f}"
 
 
-RESULTS: dict[str, dict] = {}  # payload -> result, kept in --results so an interrupted run resumes
-RESULTS_PATH: Path | None = None
-STORED_ONLY = False  # --stored-only: print what --results holds, run nothing
+STORE = CellStore()  # finished cells (--results, --stored-only)
 
 
 def run(payload: list) -> dict | None:
-    """One cell in a fresh subprocess, or its stored result from ``--results`` (None: not stored, and
-    ``--stored-only``)."""
-    key = json.dumps(payload)
-    if key not in RESULTS and STORED_ONLY:
-        return None
-    if key not in RESULTS:
-        RESULTS[key] = run_child(__file__, payload, ROOT)
-        if RESULTS_PATH is not None:
-            RESULTS_PATH.write_text(json.dumps(RESULTS, indent=1))
-    return RESULTS[key]
+    """One cell in a fresh subprocess, or its stored result (None: not stored, and ``--stored-only``)."""
+    return STORE.get(json.dumps(payload), lambda: run_child(__file__, payload, ROOT))
 
 
 def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
@@ -353,13 +343,7 @@ def main() -> None:
     p.add_argument(
         "--tokens", type=int, nargs="+", default=None, help=f"attention token counts (default {TOKENS})"
     )
-    p.add_argument(
-        "--results",
-        type=Path,
-        default=None,
-        help="JSON file of finished cells: reused, and extended as cells finish",
-    )
-    p.add_argument("--stored-only", action="store_true", help="print the cells --results holds; run none")
+    CellStore.add_arguments(p)
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -368,12 +352,8 @@ def main() -> None:
 
     lengths = QUICK_LENGTHS if args.quick else LENGTHS
     tokens = args.tokens or (QUICK_TOKENS if args.quick else TOKENS)
-    global RESULTS_PATH, STORED_ONLY
-    STORED_ONLY = args.stored_only
-    if args.results is not None:
-        RESULTS_PATH = args.results
-        if args.results.is_file():
-            RESULTS.update(json.loads(args.results.read_text()))
+    global STORE
+    STORE = CellStore.from_args(args)
     fit = args.fit_points
     print("## Scaling: cost against clip length and token count\n")
     print(f"Machine: {machine_line(1)}; each cell in a fresh process, the other core loaded by other work.")

@@ -49,7 +49,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from memory import proc_status_kib
+from memory import CellStore, proc_status_kib
 from scaling import machine_line
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,26 +164,16 @@ def child(name: str, cache: bool, ckpt: bool, threads: int, warmup: int, steps: 
 # ----------------------------------------------------------------------------------- the driver
 
 
-RESULTS: dict[str, list[dict]] = {}  # cell -> results of its rounds, kept in --results so a run resumes
-RESULTS_PATH: Path | None = None
-STORED_ONLY = False  # --stored-only: print what --results holds, run nothing
+STORE = CellStore()  # finished cells, a list of rounds each (--results, --stored-only)
 
 
 def run_cell(
     name: str, cache: bool, ckpt: bool, threads: int, procs: int, warmup: int, steps: int, round_: int
 ) -> dict | None:
-    """Round ``round_`` of one cell: from ``--results``, else run in a fresh process (``procs`` > 1: under
-    torchrun); rank 0's result."""
+    """Round ``round_`` of one cell: stored, else run in a fresh process (``procs`` > 1: under
+    torchrun); rank 0's result (None: not stored, and ``--stored-only``)."""
     key = json.dumps([name, cache, ckpt, threads, procs, warmup, steps])
-    done = RESULTS.setdefault(key, [])
-    if round_ < len(done):
-        return done[round_]
-    if STORED_ONLY:
-        return None
-    done.append(run_fresh(name, cache, ckpt, threads, procs, warmup, steps))
-    if RESULTS_PATH is not None:
-        RESULTS_PATH.write_text(json.dumps(RESULTS, indent=1))
-    return done[round_]
+    return STORE.get(key, lambda: run_fresh(name, cache, ckpt, threads, procs, warmup, steps), round_)
 
 
 def run_fresh(name: str, cache: bool, ckpt: bool, threads: int, procs: int, warmup: int, steps: int) -> dict:
@@ -230,13 +220,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=6, help="steps in the measured window")
     p.add_argument("--repeats", type=int, default=2, help="alternating rounds of default and variants")
     p.add_argument("--quick", action="store_true", help="--warmup 1 --steps 3 --repeats 1")
-    p.add_argument(
-        "--results",
-        type=Path,
-        default=None,
-        help="JSON file of finished cells: reused, and extended as cells finish",
-    )
-    p.add_argument("--stored-only", action="store_true", help="print the cells --results holds; run none")
+    CellStore.add_arguments(p)
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -244,12 +228,8 @@ def main() -> None:
         return
     if args.quick:
         args.warmup, args.steps, args.repeats = 1, 3, 1
-    global RESULTS_PATH, STORED_ONLY
-    STORED_ONLY = args.stored_only
-    if args.results is not None:
-        RESULTS_PATH = args.results
-        if args.results.is_file():
-            RESULTS.update(json.loads(args.results.read_text()))
+    global STORE
+    STORE = CellStore.from_args(args)
 
     print("## Training throughput per recipe\n")
     print(f"Machine: {machine_line(1)}; the other core loaded by other work.")
