@@ -70,6 +70,28 @@ def test_interval_switches_guidance_off_outside():
     assert torch.allclose(out[1], full[1])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("scale", [4.0, 4.3, -1.7])
+def test_full_interval_skips_the_mask_with_the_same_numbers(dtype, scale):
+    """The default interval (0, 1) takes a path without the per-step mask; it must give the masked
+    path's numbers bit for bit, the weight rounded as the mask rounds it (float32, then the dtype)."""
+    toy = CondModel()
+
+    def model(x, t, **kw):
+        return toy(x, t, **kw).to(x.dtype)  # a prediction in the input's dtype, as backbones give
+
+    cond, uncond = contexts()
+    cond = {**cond, "context": cond["context"].to(dtype)}
+    uncond = {**uncond, "context": uncond["context"].to(dtype)}
+    x, t = torch.randn(3, 4, 8).to(dtype), torch.tensor([0.0, 0.5, 0.99])
+    fast = cfg(model, cond, uncond, scale)(x, t)
+    masked = cfg(model, cond, uncond, scale, interval=(0.0, 0.995))(x, t)  # every t inside: the mask path
+    assert fast.dtype == dtype and torch.equal(fast, masked)
+    if dtype == torch.float64 and scale == 4.3:  # the weight is float32's 4.3, not float64's
+        c, u = model(x, t, **cond), model(x, t, **uncond)
+        assert not torch.equal(fast, u + 4.3 * (c - u))
+
+
 def test_guided_model_samples_and_errors():
     model = CondModel()
     cond, uncond = contexts()

@@ -28,6 +28,11 @@ def _batch(v: torch.Tensor, b: int, name: str) -> torch.Tensor:
     raise ValueError(f"guidance input {name!r} has batch {v.shape[0]}, expected {b} or 1")
 
 
+def _rounded(value: float, dtype: torch.dtype) -> float:
+    """``value`` as the per-sample weight tensor of the interval mask holds it: float32, then ``dtype``."""
+    return torch.tensor(value, dtype=torch.float32).to(dtype).item()
+
+
 def cfg(
     model: Callable[..., torch.Tensor],
     cond: dict[str, Any],
@@ -83,6 +88,7 @@ def cfg(
 
         return conditional
 
+    always = t_lo == 0.0 and t_hi == 1.0  # every t of a sampler lies in [0, 1]: guided at every step
     stacked: dict[int, dict[str, Any]] = {}  # batch size -> the conditional and unconditional inputs stacked
 
     def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -98,9 +104,12 @@ def cfg(
             stacked[b] = both
         out = model(torch.cat([x, x]), torch.cat([t, t]), **both)  # [2b ...]
         pred_c, pred_u = out.chunk(2)  # [b ...] each
-        inside = (t >= t_lo) & (t <= t_hi)  # [b]
-        w = torch.where(inside, scale, 1.0).to(pred_c.dtype)  # [b]
-        guided_pred = pred_u + append_dims(w, x.ndim) * (pred_c - pred_u)
+        if always:  # the same numbers as the mask below, without its five small ops per step
+            guided_pred = pred_u + _rounded(scale, pred_c.dtype) * (pred_c - pred_u)
+        else:
+            inside = (t >= t_lo) & (t <= t_hi)  # [b]
+            w = torch.where(inside, scale, 1.0).to(pred_c.dtype)  # [b]
+            guided_pred = pred_u + append_dims(w, x.ndim) * (pred_c - pred_u)
         if rescale > 0:
             dims = tuple(range(1, x.ndim))
             std_c = pred_c.std(dim=dims, keepdim=True)
