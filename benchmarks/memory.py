@@ -6,6 +6,9 @@ from ``torch.cuda.max_memory_allocated``; on the CPU from the kernel's peak resi
 reset to the current ``VmRSS`` with ``echo 5 > /proc/self/clear_refs``, Linux). :func:`run_child`
 fixes glibc's mmap threshold at 64 KiB (``MALLOC_MMAP_THRESHOLD_``) so freed tensors leave the resident
 set at once and RSS tracks live memory; the resolution is a few MiB (allocator and oneDNN scratch).
+That setting costs speed (each freed buffer over 64 KiB goes back to the kernel and the next one is
+page-faulted in afresh: 37-42% of a Tones latent train step's samples/s), so a speed measurement runs
+at glibc's defaults instead (``train_throughput.py``).
 
 Scripts in this folder import it as a sibling module (``from memory import ...``).
 """

@@ -11,9 +11,14 @@ training cycles over them) and no periodic evaluation or checkpoint inside the w
 makes the parts and ``RECIPE.trainer`` the trainer. ``fit(until=W)`` runs ``--warmup`` steps (kernel set-
 up, the DataLoader, AdamW's state), then the peak-RSS mark is reset (``echo 5 > /proc/self/clear_refs``,
 as ``memory.peak_mib``) and ``fit()`` runs ``--steps`` more. The trainer's own ``metrics.jsonl`` record of
-that window gives samples/s (wall clock, every process's samples); the peak resident set ``VmHWM`` is read
-after each step (``Trainer.train_step``) of rank 0, so the checkpoint written after the window is not in
-it. Model FLOPs per step: the trainer's ``flops_per_step`` when its ``metrics.jsonl`` has one, else
+exactly that window (it logs once, at the window's end) gives samples/s (wall clock, every process's
+samples); the peak resident set ``VmHWM`` is read after each step (``Trainer.train_step``) of rank 0, so
+the checkpoint written after the window is not in it. Cells run under glibc's allocator as a user's
+training runs, at its defaults: the 64 KiB mmap threshold the other memory benchmarks set
+(``memory.run_child``) makes every freed buffer go back to the kernel and be faulted in again, which cost
+a Tones latent step 37-42% of its samples/s in this script's first version. So the peak is the
+process's, allocator slack included (a process started at 64 KiB peaked 100-300 MiB lower). Model FLOPs
+per step: the trainer's ``flops_per_step`` when its ``metrics.jsonl`` has one, else
 :func:`mediadiff.train.flops.step_flops` (``FlopCounterMode`` on a meta copy of the backbone: forward +
 backward of one micro-batch, times the processes). Achieved TFLOP/s = FLOPs per step x steps/s; MFU needs
 a known peak (a GPU in ``flops.PEAK_BF16_TFLOPS``), so it is n/a on a CPU.
@@ -96,7 +101,7 @@ def child(name: str, cache: bool, ckpt: bool, threads: int, warmup: int, steps: 
     rank = int(os.environ.get("RANK", "0"))
     run_dir = Path(out) / "run"
     argv = [
-        "--output-dir", str(run_dir), "--max-steps", str(warmup + steps), "--log-every", str(steps),
+        "--output-dir", str(run_dir), "--max-steps", str(warmup + steps), "--log-every", str(10 * (warmup + steps)),
         "--checkpoint-every", str(10 * (warmup + steps)), "--sample-every", "0", *extra,
     ]  # fmt: skip
     if cache and recipe.cache:
@@ -165,6 +170,7 @@ def child(name: str, cache: bool, ckpt: bool, threads: int, warmup: int, steps: 
 
 
 STORE = CellStore()  # finished cells, a list of rounds each (--results, --stored-only)
+ALLOCATOR = "glibc-defaults"  # in each cell's key: cells stored before it ran at a 64 KiB mmap threshold
 
 
 def run_cell(
@@ -172,7 +178,7 @@ def run_cell(
 ) -> dict | None:
     """Round ``round_`` of one cell: stored, else run in a fresh process (``procs`` > 1: under
     torchrun); rank 0's result (None: not stored, and ``--stored-only``)."""
-    key = json.dumps([name, cache, ckpt, threads, procs, warmup, steps])
+    key = json.dumps([name, cache, ckpt, threads, procs, warmup, steps, ALLOCATOR])
     return STORE.get(key, lambda: run_fresh(name, cache, ckpt, threads, procs, warmup, steps), round_)
 
 
@@ -184,7 +190,8 @@ def run_fresh(name: str, cache: bool, ckpt: bool, threads: int, procs: int, warm
         if procs > 1:
             cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
                    str(procs), __file__, "--child", payload]  # fmt: skip
-        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": str(threads)}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}  # glibc's defaults
+        env["OMP_NUM_THREADS"] = str(threads)
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
         if proc.returncode:
             raise RuntimeError(f"{name} cell failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -236,7 +243,8 @@ def main() -> None:
     print(f"Command: `{' '.join(['python benchmarks/train_throughput.py', *sys.argv[1:]])}`")
     print(
         f"Each cell: {args.warmup} warm-up steps, then {args.steps} measured; median of {args.repeats} "
-        "alternating round(s). Peak RSS: the process (rank 0) during the measured steps.\n"
+        "alternating round(s), glibc's allocator at its defaults. Peak RSS: the process (rank 0) during the "
+        "measured steps.\n"
     )
     print("| recipe | cell | batch | precision | samples/s | vs default | peak RSS MiB | CPU s/step | "
           "GFLOP/step | TFLOP/s (wall) | GFLOP per CPU s | notes |")  # fmt: skip
