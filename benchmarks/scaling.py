@@ -73,14 +73,17 @@ GIB = 2**30
 
 
 def machine_line(threads: int) -> str:
-    """One line naming the machine: CPU model, cores, threads, torch, date (UTC)."""
+    """One line naming the machine: CPU model, cores, threads, torch, date (UTC), and its load average now."""
     cpu = platform.processor() or platform.machine()
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return f"{cpu}, {os.cpu_count()} cores, {threads} torch thread(s), torch {torch.__version__}, {date}"
+    load = f"load average {os.getloadavg()[0]:.1f}"  # other work on the machine skews wall times
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {threads} torch thread(s), torch {torch.__version__}, {date}, {load}"
+    )
 
 
 # ----------------------------------------------------------------------------------- child cells
@@ -356,7 +359,7 @@ def main() -> None:
     STORE = CellStore.from_args(args)
     fit = args.fit_points
     print("## Scaling: cost against clip length and token count\n")
-    print(f"Machine: {machine_line(1)}; each cell in a fresh process, the other core loaded by other work.")
+    print(f"Machine: {machine_line(1)}; each cell in a fresh process.")
     print(f"Command: `{' '.join(['python benchmarks/scaling.py', *sys.argv[1:]])}`")
     print(f"Generation: {args.steps} steps (dpmpp_2m, CFG batch 2); training step: fp32, batch 1, AdamW.")
     fits: dict[str, dict] = {}

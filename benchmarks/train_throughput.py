@@ -239,7 +239,7 @@ def main() -> None:
     STORE = CellStore.from_args(args)
 
     print("## Training throughput per recipe\n")
-    print(f"Machine: {machine_line(1)}; the other core loaded by other work.")
+    print(f"Machine: {machine_line(1)}.")
     print(f"Command: `{' '.join(['python benchmarks/train_throughput.py', *sys.argv[1:]])}`")
     print(
         f"Each cell: {args.warmup} warm-up steps, then {args.steps} measured; median of {args.repeats} "
