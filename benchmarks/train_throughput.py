@@ -17,7 +17,7 @@ the checkpoint written after the window is not in it. Cells run under glibc's al
 training runs, at its defaults: the 64 KiB mmap threshold the other memory benchmarks set
 (``memory.run_child``) makes every freed buffer go back to the kernel and be faulted in again, which cost
 a Tones latent step 37-42% of its samples/s in this script's first version. So the peak is the
-process's, allocator slack included (a process started at 64 KiB peaked 100-300 MiB lower). Model FLOPs
+process's, allocator slack included (a Tones latent process started at 64 KiB peaked 141 MiB lower). Model FLOPs
 per step: the trainer's ``flops_per_step`` when its ``metrics.jsonl`` has one, else
 :func:`mediadiff.train.flops.step_flops` (``FlopCounterMode`` on a meta copy of the backbone: forward +
 backward of one micro-batch, times the processes). Achieved TFLOP/s = FLOPs per step x steps/s; MFU needs

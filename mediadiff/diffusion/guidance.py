@@ -89,6 +89,7 @@ def cfg(
         return conditional
 
     always = t_lo == 0.0 and t_hi == 1.0  # every t of a sampler lies in [0, 1]: guided at every step
+    weights: dict[torch.dtype, float] = {}  # prediction dtype -> the scale as the interval mask rounds it
     stacked: dict[int, dict[str, Any]] = {}  # batch size -> the conditional and unconditional inputs stacked
 
     def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -105,7 +106,10 @@ def cfg(
         out = model(torch.cat([x, x]), torch.cat([t, t]), **both)  # [2b ...]
         pred_c, pred_u = out.chunk(2)  # [b ...] each
         if always:  # the same numbers as the mask below, without its five small ops per step
-            guided_pred = pred_u + _rounded(scale, pred_c.dtype) * (pred_c - pred_u)
+            w = weights.get(pred_c.dtype)
+            if w is None:
+                w = weights[pred_c.dtype] = _rounded(scale, pred_c.dtype)
+            guided_pred = pred_u + w * (pred_c - pred_u)
         else:
             inside = (t >= t_lo) & (t <= t_hi)  # [b]
             w = torch.where(inside, scale, 1.0).to(pred_c.dtype)  # [b]
