@@ -95,6 +95,9 @@ def _run(command: list[str], env: dict[str, str]) -> tuple[float, float, float, 
 def _env(tree: Path | None) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
+    # a user's shell writes bytecode caches on the first run and reads them from then on; a sandbox that
+    # sets PYTHONDONTWRITEBYTECODE would recompile every mediadiff module in every process (~0.1 s)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     if tree is not None:  # the baseline's mediadiff ahead of the installed (editable) one; run from there,
         env["PYTHONPATH"] = str(tree)  # as `python -c` puts the working folder first
     return env

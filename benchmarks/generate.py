@@ -37,8 +37,9 @@ sigmas (``use_flow_sigmas``, the model's shift, ``flow_prediction``). Both step 
 levels: ours takes the diffusers scheduler's own grid through
 :func:`mediadiff.diffusion.interop.scheduler_settings` (the mapping the diffusers-pipeline import
 uses), so the end points can be compared. Both draw the same noise, encode nothing (contexts are
-ready), and include their grid construction (``set_timesteps``). Timed interleaved (ours,
-diffusers, ours, ...), median of ``--loop-repeats``; ``ratio`` = ours / diffusers of the whole
+ready), and include their grid construction (``set_timesteps``). Timed interleaved, the order
+alternating from round to round (ours then diffusers, diffusers then ours, ...: a machine whose
+speed drifts during the run favours neither), median of ``--loop-repeats``; ``ratio`` = ours / diffusers of the whole
 loop (target at most 1.0); ``loop overhead`` = loop time minus the time inside the backbone (the
 sampler, guidance, noise, grid); ``ratio, backbone pooled`` = (B + ours' overhead) / (B + diffusers'
 overhead) with B the mean of the two loops' backbone times (total - overhead): both make the same
@@ -359,7 +360,9 @@ def compare_loops(pipe: DiffusionPipeline, sampler: str, bf16: bool, repeats: in
     ends: dict[str, torch.Tensor] = {}
     with pipe.autocast_context():
         for i in range(repeats + 1):  # the first round warms up
-            for name, fn in runs.items():
+            # the order alternates from round to round (A B, B A, ...), so a machine that speeds up or
+            # slows down over the run (seen here: 25% within a minute) favours neither loop
+            for name, fn in list(runs.items())[:: 1 if i % 2 else -1]:
                 backbone = Clock(pipe.device)
                 hooks = [
                     pipe.backbone.register_forward_pre_hook(backbone.start),

@@ -248,6 +248,25 @@ def test_damaged_weights_are_named(saved, tmp_path, modality, component, kind):
     assert str(weights) in str(info.value)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_finite_weights_whose_sum_overflows_load_and_one_bad_value_is_counted(tmp_path, dtype):
+    """load_weights tests a tensor's sum first: a sum that overflows must not refuse finite weights, and
+    one inf or NaN among them is found and counted exactly."""
+    from mediadiff.nn.pretrained import load_weights
+
+    big = torch.full((64,), torch.finfo(dtype).max / 2, dtype=dtype)  # finite; its sum is inf
+    assert not torch.isfinite(big.sum())
+    path = tmp_path / "big.safetensors"
+    save_file({"w": big, "steps": torch.arange(3)}, str(path))
+    assert torch.equal(load_weights(path)["w"], big)
+    for bad in (float("inf"), float("-inf"), float("nan")):
+        damaged = torch.linspace(-1, 1, 64, dtype=dtype)
+        damaged[[5, 40]] = torch.tensor([bad, -bad], dtype=dtype)  # +inf and -inf: a sum of NaN
+        save_file({"w": damaged}, str(path))
+        with pytest.raises(ValueError, match=r"big.safetensors: tensor 'w' holds 2 NaN or infinite values"):
+            load_weights(path)
+
+
 def test_weights_written_before_the_checksum_still_load(saved, tmp_path):
     """Shipped folders predate the checksum: their files (metadata "format" only) load as before."""
     for modality in CLASSES:
