@@ -21,7 +21,7 @@ same input (issue 18's table):
 every text-conditioned model with 16 text tokens of width 384 (all-MiniLM-L6-v2). A train step is forward
 + backward of the mean square of the output (no optimizer step, which is a function of the parameter
 count alone); "forward" is one ``torch.no_grad`` call in eval mode. The two models alternate (ours, peer,
-ours, peer, ...) and each number is the median of ``--repeats`` pairs after two warm-up rounds, so both see
+then peer, ours, ...) and each number is the median of ``--repeats`` pairs after two warm-up rounds, so both see
 the same machine load; "cpu ms" is the process CPU time of the same calls (immune to the other core's
 load when ``--threads 1``). ``GFLOP`` is one train step's floating-point work counted by
 ``torch.utils.flop_counter.FlopCounterMode`` (matrix products and convolutions; 2 per multiply-add).
@@ -237,7 +237,9 @@ def compare(pair: Pair, repeats: int, device: torch.device, precision: str) -> d
         wall = {"ours": [], "peer": []}
         cpu = {"ours": [], "peer": []}
         for i in range(repeats + 2):
-            for side in ("ours", "peer"):
+            # who goes first alternates (ours, peer; peer, ours; ...): a machine whose speed drifts over
+            # the run favours neither
+            for side in ("ours", "peer") if i % 2 == 0 else ("peer", "ours"):
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 w, c = time.perf_counter(), time.process_time()
