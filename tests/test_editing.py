@@ -41,9 +41,12 @@ def red_circle_right(num_frames: int = 17) -> np.ndarray:
 
 
 def round_trip(pipe, frames: np.ndarray) -> np.ndarray:
+    """The input through the autoencoder as the pipeline runs it: encoded in float32, decoded in the
+    pipeline's precision (bf16 autocast on a CPU with native bf16)."""
     with torch.inference_mode():
         z = pipe.autoencoder.encode(to_model(frames)[None])  # [1 c f h w]
-        return to_uint8(pipe.autoencoder.decode(z))[0].numpy()  # [f h w 3]
+        with pipe.autocast_context():
+            return to_uint8(pipe.autoencoder.decode(z))[0].numpy()  # [f h w 3]
 
 
 def audio_round_trip(pipe, wave: np.ndarray) -> np.ndarray:

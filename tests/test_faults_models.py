@@ -251,7 +251,7 @@ def test_damaged_weights_are_named(saved, tmp_path, modality, component, kind):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_finite_weights_whose_sum_overflows_load_and_one_bad_value_is_counted(tmp_path, dtype):
     """load_weights tests a tensor's sum first: a sum that overflows must not refuse finite weights, and
-    one inf or NaN among them is found and counted exactly."""
+    bad values among finite ones are found and counted exactly."""
     from mediadiff.nn.pretrained import load_weights
 
     big = torch.full((64,), torch.finfo(dtype).max / 2, dtype=dtype)  # finite; its sum is inf
@@ -261,7 +261,7 @@ def test_finite_weights_whose_sum_overflows_load_and_one_bad_value_is_counted(tm
     assert torch.equal(load_weights(path)["w"], big)
     for bad in (float("inf"), float("-inf"), float("nan")):
         damaged = torch.linspace(-1, 1, 64, dtype=dtype)
-        damaged[[5, 40]] = torch.tensor([bad, -bad], dtype=dtype)  # +inf and -inf: a sum of NaN
+        damaged[[5, 40]] = torch.tensor([bad, -bad], dtype=dtype)  # two bad values (+inf and -inf sum to NaN)
         save_file({"w": damaged}, str(path))
         with pytest.raises(ValueError, match=r"big.safetensors: tensor 'w' holds 2 NaN or infinite values"):
             load_weights(path)

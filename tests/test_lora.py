@@ -230,6 +230,9 @@ def pipe_and_lora(tmp_path_factory):
 def test_a_pipeline_loads_scales_merges_and_unloads_an_adapter(pipe_and_lora):
     folder, lora = pipe_and_lora
     pipe = VideoPipeline.from_pretrained(folder)
+    # float32 on any CPU: under bf16 autocast (auto on a CPU with native bf16) the merged weight is
+    # rounded once and the adapter's product separately, up to 7 levels apart on these random weights
+    pipe.autocast = False
     kw = dict(seed=1, steps=2, sampler="euler", guidance_scale=1.0)
     base = pipe("a red ball", **kw).frames
     assert pipe.load_lora(lora) == {"base": "tiny"}
