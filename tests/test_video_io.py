@@ -469,3 +469,15 @@ def test_long_clip_reads_the_tail_by_seeking(tmp_path, decoded):
     assert np.array_equal(tail, read_video(path, 8, start=1492, seek=False))
     assert len(decoded) == 1500
     assert math.isclose(probe(path).duration, 60, abs_tol=0.05)
+
+
+def test_mp4_is_the_bytes_of_x264s_c_code(tmp_path, monkeypatch):
+    """An mp4 holds what x264's C code (``asm=0``) encodes for the frames, on any CPU: x264's own SIMD
+    kernels are bit-exact with it up to AVX2, but its AVX-512 ones were not on an AMD EPYC with
+    AVX-512 (other bytes, and other bytes from one process to the next), so write_video caps them."""
+    frames = smooth_clip(17, 64, 64)  # [f 64 64 3]
+    ours = vio.write_video(tmp_path / "ours.mp4", frames, 8).read_bytes()
+    options = vio._encoder_options
+    monkeypatch.setattr(vio, "_encoder_options", lambda c, crf: {**options(c, crf), "x264-params": "asm=0"})
+    reference = vio.write_video(tmp_path / "c.mp4", frames, 8).read_bytes()
+    assert ours == reference

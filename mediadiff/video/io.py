@@ -33,6 +33,7 @@ Errors are :class:`VideoError` (a ``ValueError``) or ``FileNotFoundError`` and n
 from __future__ import annotations
 
 import errno
+import functools
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -695,9 +696,26 @@ def _pick_codec(ext: str, codec: str | None) -> tuple[str, str]:
     raise ValueError(f"this PyAV build has no encoder for {ext} (tried {list(choices)})")
 
 
+@functools.lru_cache(maxsize=1)
+def _x264_asm() -> str | None:
+    """The SIMD level to cap libx264 at, or None for its own choice.
+
+    x264's kernels up to AVX2 give the bits of its C code, so a clip encodes to the same bytes on any
+    x86 CPU. Its AVX-512 ones did not on an AMD EPYC with AVX-512: other bytes than the C code for
+    every clip tried, and other bytes again from one process to the next, for the same frames (gone
+    with ``mbtree=0``). On a CPU with AVX-512 it is capped at AVX2, which that CPU has.
+    """
+    from mediadiff.utils import cpuinfo
+
+    flags = next((line for line in cpuinfo().splitlines() if line.startswith("flags")), "")
+    return "AVX2" if " avx512f" in flags else None
+
+
 def _encoder_options(codec: str, crf: int | None) -> dict[str, str]:
     if codec == "libx264":
-        return {"crf": str(18 if crf is None else crf), "preset": "medium"}
+        options = {"crf": str(18 if crf is None else crf), "preset": "medium"}
+        asm = _x264_asm()
+        return options if asm is None else {**options, "x264-params": f"asm={asm}"}
     if codec in ("libvpx-vp9", "libvpx"):  # constant-quality mode needs bitrate 0
         return {
             "crf": str(24 if crf is None else crf),
