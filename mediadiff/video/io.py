@@ -741,7 +741,8 @@ def write_video(
 
     - ``.mp4``, ``.mov``, ``.mkv``: H.264 (libx264, ``crf`` 18 by default: visually lossless),
       yuv420p. Odd heights or widths are padded by one repeated edge row / column (4:2:0 needs
-      even sizes), so the file is up to one pixel larger than ``video``.
+      even sizes), so the file is up to one pixel larger than ``video``. The same frames give the
+      same bytes on every x86 CPU and in every process (x264's SIMD capped at AVX2: :func:`_x264_asm`).
     - ``.webm``: VP9 (VP8 if the PyAV build lacks VP9) in constant-quality mode (``crf`` 24), yuv420p,
       padded like mp4.
     - ``.gif``: 256 colours per frame (FFmpeg's palettegen / paletteuse, ordered dither), looping.
