@@ -700,10 +700,11 @@ def _pick_codec(ext: str, codec: str | None) -> tuple[str, str]:
 def _x264_asm() -> str | None:
     """The SIMD level to cap libx264 at, or None for its own choice.
 
-    x264's kernels up to AVX2 give the bits of its C code, so a clip encodes to the same bytes on any
-    x86 CPU. Its AVX-512 ones did not on an AMD EPYC with AVX-512: other bytes than the C code for
-    every clip tried, and other bytes again from one process to the next, for the same frames (gone
-    with ``mbtree=0``). On a CPU with AVX-512 it is capped at AVX2, which that CPU has.
+    x264's kernels up to AVX2 give the bits of its C code (``asm=0``; checked on an AMD EPYC, and
+    ``tests/test_video_io.py`` checks it wherever it runs). Its AVX-512 ones did not on that EPYC:
+    other bytes than the C code for every clip tried, and other bytes again from one process to the
+    next, for the same frames (gone with ``mbtree=0``). On a CPU with AVX-512 it is capped at AVX2,
+    which that CPU has.
     """
     from mediadiff.utils import cpuinfo
 
@@ -742,7 +743,8 @@ def write_video(
     - ``.mp4``, ``.mov``, ``.mkv``: H.264 (libx264, ``crf`` 18 by default: visually lossless),
       yuv420p. Odd heights or widths are padded by one repeated edge row / column (4:2:0 needs
       even sizes), so the file is up to one pixel larger than ``video``. The same frames give the
-      same bytes on every x86 CPU and in every process (x264's SIMD capped at AVX2: :func:`_x264_asm`).
+      same bytes in every process, those of x264's C code (its SIMD capped at AVX2 on a CPU with
+      AVX-512: :func:`_x264_asm`).
     - ``.webm``: VP9 (VP8 if the PyAV build lacks VP9) in constant-quality mode (``crf`` 24), yuv420p,
       padded like mp4.
     - ``.gif``: 256 colours per frame (FFmpeg's palettegen / paletteuse, ordered dither), looping.
