@@ -41,8 +41,8 @@ ready), and include their grid construction (``set_timesteps``). Timed interleav
 alternating from round to round (ours then diffusers, diffusers then ours, ...: a machine whose
 speed drifts during the run favours neither), median of ``--loop-repeats``; ``ratio`` = ours /
 diffusers of the whole loop (target at most 1.0); ``loop overhead`` = loop time minus the time
-inside the backbone (the sampler, guidance, noise, grid); ``ratio, backbone pooled`` = (B + ours' overhead) / (B + diffusers'
-overhead) with B the mean of the two loops' backbone times (total - overhead): both make the same
+inside the backbone (the sampler, guidance, noise, grid); ``ratio, backbone pooled`` = (B + ours'
+overhead) / (B + diffusers' overhead) with B the mean of the two loops' backbone times (total - overhead): both make the same
 backbone calls on the same inputs, so B is the same work, and pooling it keeps a loaded CPU's swings
 in the backbone (seconds from run to run) out of the comparison of the loops; ``max
 |diff|`` = the largest absolute difference of the two final latents. The diffusers loop casts the

@@ -40,7 +40,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -52,6 +51,8 @@ from pathlib import Path
 
 import torch
 from memory import CellStore, peak_mib, proc_status_kib, run_child
+
+from mediadiff.utils import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "mediadiff" / "weights"
@@ -74,11 +75,7 @@ GIB = 2**30
 
 def machine_line(threads: int) -> str:
     """One line naming the machine: CPU model, cores, threads, torch, date (UTC), and its load average now."""
-    cpu = platform.processor() or platform.machine()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
+    cpu = cpu_name()
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     load = f"load average {os.getloadavg()[0]:.1f}"  # other work on the machine skews wall times
     return (

@@ -708,8 +708,7 @@ def _x264_asm() -> str | None:
     """
     from mediadiff.utils import cpuinfo
 
-    flags = next((line for line in cpuinfo().splitlines() if line.startswith("flags")), "")
-    return "AVX2" if " avx512f" in flags else None
+    return "AVX2" if "avx512f" in cpuinfo() else None
 
 
 def _encoder_options(codec: str, crf: int | None) -> dict[str, str]:
