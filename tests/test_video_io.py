@@ -471,6 +471,20 @@ def test_long_clip_reads_the_tail_by_seeking(tmp_path, decoded):
     assert math.isclose(probe(path).duration, 60, abs_tol=0.05)
 
 
+def test_probe_reports_the_size_read_video_returns_when_the_header_disagrees():
+    """A damaged h264 mkv (found by test_fuzz_media's soak: 11 bytes changed, 9 of them in the SPS) whose
+    header states 12x16 while its frames decode to 16x16: probe reports the decoded size, the one read_video
+    returns (it used to report the header's)."""
+    path = Path(__file__).resolve().parent / "data" / "damaged_sps_h264.mkv"
+    with av.open(str(path)) as container:
+        ctx = container.streams.video[0].codec_context
+        header = (ctx.height, ctx.width)
+    info = probe(path)
+    for video in (read_video(path), read_video(path, num_frames=3, start=2)):
+        assert header != video.shape[1:3]  # the file is the case: its header disagrees with its frames
+        assert (info.height, info.width) == video.shape[1:3] == (16, 16)
+
+
 def test_mp4_is_the_bytes_of_x264s_c_code(tmp_path, monkeypatch):
     """An mp4 holds what x264's C code (``asm=0``) encodes for the frames, on any CPU: x264's own SIMD
     kernels are bit-exact with it up to AVX2, but its AVX-512 ones were not on an AMD EPYC with

@@ -196,8 +196,9 @@ def probe(path: str | os.PathLike, *, count_frames: bool = False) -> VideoInfo:
             (webm, mkv, some avi), packets are always counted: this reads the file but decodes nothing
             after the first frame.
 
-    The first frame is decoded for its display rotation (see the module docstring): ``width`` and
-    ``height`` are the displayed ones, as :func:`read_video` returns them.
+    The first frame is decoded for its display rotation (see the module docstring) and its size:
+    ``width`` and ``height`` are the displayed ones, as :func:`read_video` returns them, even where the
+    container's header states another size than the bitstream decodes to (a damaged file).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -228,7 +229,9 @@ def probe(path: str | os.PathLike, *, count_frames: bool = False) -> VideoInfo:
         if num_frames <= 0:
             raise VideoError(f"{path}: video stream holds no frames")
         ctx = stream.codec_context
-        width, height = int(ctx.width or first.width), int(ctx.height or first.height)
+        # the decoded frame's size, which read_video returns: a header can disagree with the bitstream
+        # (a damaged SPS decodes to another size than the container's track header states)
+        width, height = first.width, first.height
         turns = _quarter_turns(first)
         if turns % 2:
             width, height = height, width
