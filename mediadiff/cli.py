@@ -303,6 +303,13 @@ def _generate(args: argparse.Namespace, prog: str, pipeline_cls: Any) -> int:
             return 2
     if args.precision != "auto":
         pipe.autocast = args.precision == "bf16"
+    if args.decode_chunk is not None:
+        pipe.decode_chunk = args.decode_chunk
+        try:
+            pipe.chunked_decode()  # checked before sampling, not after it
+        except ValueError as err:
+            print(f"{prog}: error: --decode-chunk: {err}", file=sys.stderr)
+            return 2
     if args.compile:  # after the LoRA, so the compiled graph is the adapted model's
         try:
             pipe.compile()
@@ -490,6 +497,14 @@ def add_generate_parser(sub: Any, modality: str, pipeline_cls: Any) -> argparse.
         default="auto",
         help="auto: bf16 autocast on CUDA, and on CPUs with native bf16 where the modality measured it faster "
         "(video); else fp32",
+    )
+    gen.add_argument(
+        "--decode-chunk",
+        type=int,
+        default=None,
+        metavar="N",
+        help="decode N latent frames at a time: the decode's memory stays flat in the clip's length, the output "
+        "equal up to float rounding (default: the whole clip at once)",
     )
     gen.add_argument(
         "--compile",

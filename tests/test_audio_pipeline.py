@@ -89,6 +89,28 @@ def assert_same_clip(a: np.ndarray, b: np.ndarray) -> None:
     np.testing.assert_array_equal(a, b)
 
 
+def test_decode_chunk_decodes_overlapping_windows_equal_to_one_pass(dit_pipe, monkeypatch):
+    """decode_chunk=N: the waveform VAE decodes N latent frames per window (with its receptive field as overlap),
+    and the clip is the one-pass decode's up to float rounding."""
+    windows = []
+    vae_decode = dit_pipe.autoencoder._decode
+    monkeypatch.setattr(
+        dit_pipe.autoencoder, "_decode", lambda z, *a: windows.append(z.shape[-1]) or vae_decode(z, *a)
+    )
+    whole = dit_pipe("a sine tone at C4", seed=5).audio
+    assert windows == [128]
+    try:
+        for chunk, count in ((16, 8), (50, 3)):  # 128 latent frames
+            windows.clear()
+            dit_pipe.decode_chunk = chunk
+            chunked = dit_pipe("a sine tone at C4", seed=5).audio
+            assert len(windows) == count  # one decode per window, each with its overlap
+            assert chunked.shape == whole.shape
+            np.testing.assert_allclose(chunked, whole, rtol=0, atol=1e-5)
+    finally:
+        dit_pipe.decode_chunk = None
+
+
 @pytest.mark.parametrize("which", ["dit", "unet"])
 def test_batch_equals_single_for_the_same_seeds(which, dit_pipe, unet_pipe):
     pipe = dit_pipe if which == "dit" else unet_pipe

@@ -94,6 +94,10 @@ def test_generate_several_clips_sizes_and_negative(model_dir, tmp_path, capsys):
         (["--num-frames", "6"], "video needs 1 + k * 4 frames (1, 5, 9, ...)"),
         (["--size", "12x16"], "height=12 gives 3 latent height, but the DiT needs a positive multiple of 2"),
         (["--cfg", "-1"], "--cfg must be >= 0"),
+        (
+            ["--decode-chunk", "0"],
+            "--decode-chunk: VideoPipeline: decode_chunk must be a positive number of latent",
+        ),
         (["--cfg-rescale", "2"], "--cfg-rescale must be in [0, 1]"),
         (["--cfg-interval", "0.9", "0.1"], "--cfg-interval must be LO HI with 0 <= LO <= HI <= 1"),
         (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
@@ -110,6 +114,28 @@ def test_bad_arguments_get_one_line_and_exit_2(model_dir, tmp_path, capsys, args
     assert err.count("\n") == 1 and err.startswith("mediadiff generate video: error: "), err
     assert message in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_decode_chunk_reaches_the_vae(model_dir, tmp_path, capsys, monkeypatch):
+    """--decode-chunk N is the VAE decode's chunk_size (the numbers: tests/test_pipeline.py)."""
+    from mediadiff.video.io import probe
+
+    seen = []
+    decode = CausalVideoVAE.decode
+    monkeypatch.setattr(
+        CausalVideoVAE,
+        "decode",
+        lambda self, z, chunk_size=None: seen.append(chunk_size) or decode(self, z, chunk_size),
+    )
+    for chunk in (None, 2):
+        target = tmp_path / f"chunk{chunk}.mp4"
+        extra = [] if chunk is None else ["--decode-chunk", str(chunk)]
+        argv = ["generate", "video", "a red ball", "-o", str(target), "--model", str(model_dir), "--seed", "3",
+                "--num-frames", "9", *extra]  # fmt: skip
+        code, _, err = run(capsys, *argv)
+        assert code == 0, err
+        assert probe(target, count_frames=True).num_frames == 9
+    assert seen == [None, 2]
 
 
 def test_missing_prompt_and_modality(capsys):

@@ -146,6 +146,46 @@ def test_batch_equals_single_for_the_same_seeds(which, dit_pipe, unet_pipe):
     assert not np.array_equal(neg.frames[0], pipe(prompts[0], seed=3).frames[0])
 
 
+def test_decode_chunk_streams_the_vae_and_matches_the_whole_decode(dit_pipe, unet_pipe, monkeypatch):
+    """decode_chunk=N decodes N latent frames per VAE call (the causal cache carries the rest): the clip is the
+    whole decode's to a grey level; the identity autoencoder ignores it; bad values and an autoencoder that
+    cannot chunk are refused before anything runs."""
+    calls = []
+    vae_decode = dit_pipe.autoencoder._decode
+    monkeypatch.setattr(
+        dit_pipe.autoencoder, "_decode", lambda z, state: calls.append(z.shape[2]) or vae_decode(z, state)
+    )
+    settings = {"num_frames": 9, "seed": 5}  # 3 latent frames
+    whole = dit_pipe("a red ball", **settings).frames.astype(int)
+    assert calls == [3]
+    try:
+        for chunk, parts in ((1, [1, 1, 1]), (2, [2, 1]), (3, [3])):
+            calls.clear()
+            dit_pipe.decode_chunk = chunk
+            chunked = dit_pipe("a red ball", **settings).frames.astype(int)
+            assert calls == parts
+            assert chunked.shape == whole.shape and np.abs(chunked - whole).max() <= 1
+        for bad in (0, -2, 1.5, True, "2"):
+            dit_pipe.decode_chunk = bad
+            with pytest.raises(
+                ValueError, match="decode_chunk must be a positive number of latent frames or None"
+            ):
+                dit_pipe("a red ball", **settings)
+        dit_pipe.decode_chunk = 2
+        whole_only = dit_pipe.autoencoder.decode
+        monkeypatch.setattr(dit_pipe.autoencoder, "decode", lambda z: whole_only(z))  # no chunk_size argument
+        with pytest.raises(ValueError, match="decode_chunk=2, but CausalVideoVAE decodes whole clips only"):
+            dit_pipe.chunked_decode()
+    finally:
+        dit_pipe.decode_chunk = None
+    unet_pipe.decode_chunk = 1
+    try:
+        chunked = unet_pipe("a red ball", seed=2).frames
+    finally:
+        unet_pipe.decode_chunk = None
+    np.testing.assert_array_equal(chunked, unet_pipe("a red ball", seed=2).frames)
+
+
 def test_seeds_reproduce_and_differ(dit_pipe):
     a = dit_pipe("a green circle", seed=7)
     np.testing.assert_array_equal(a.frames, dit_pipe("a green circle", seed=7).frames)

@@ -57,14 +57,16 @@ Nothing is unpickled: the folder's weights are safetensors, its settings JSON.
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
+import inspect
 import json
 import os
 import re
 import secrets
 import shutil
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -290,6 +292,13 @@ class DiffusionPipeline:
     equal to that only up to float rounding; ``"auto"`` (the default): 1 on a CPU, the whole batch
     elsewhere (CUDA). The cost of one at a time, measured on a 2-core CPU for 4 clips: the shipped video
     model none (4.05 s batched, 3.85 s one by one), the shipped audio model about 1.9x (0.82 s, 1.52 s).
+
+    ``decode_chunk`` (attribute): latent frames per autoencoder decode call; None (the default) decodes
+    the whole clip at once, whose peak memory grows linearly with the clip's length. With a chunk size the
+    causal video VAE streams over time with its cache and the waveform VAE decodes overlapping windows,
+    so the decode's peak no longer grows with the length (``benchmarks/scaling.py``); the output equals
+    the whole decode up to float rounding (a different convolution order per shape). Autoencoders that
+    decode in one pass (identity, mel) ignore it; one whose ``decode`` takes no ``chunk_size`` refuses it.
     """
 
     modality: ClassVar[str] = ""
@@ -341,6 +350,7 @@ class DiffusionPipeline:
         self.micro_batch: int | str | None = (
             "auto"  # items per backbone / autoencoder call (micro_batch_size)
         )
+        self.decode_chunk: int | None = None  # latent frames per autoencoder decode call (None: all)
         # extra sample() arguments: a grid rule (timesteps / spacing, scale_noise) for every sampler, solver options for
         # the default sampler only (a diffusers scheduler read by mediadiff.diffusion.interop)
         self.sampler_options: dict[str, Any] = {}
@@ -745,9 +755,27 @@ class DiffusionPipeline:
         """``autoencoder.decode`` over :meth:`micro_batch_size` items at a time (each item alone on a CPU,
         so its output does not depend on the batch): latents ``[b c ...]`` -> the autoencoder's output."""
         size = self.micro_batch_size(z.shape[0])
+        decode = self.chunked_decode()
         if size >= z.shape[0]:
-            return self.autoencoder.decode(z)
-        return torch.cat([self.autoencoder.decode(part.clone()) for part in z.split(size)])
+            return decode(z)
+        return torch.cat([decode(part.clone()) for part in z.split(size)])
+
+    def chunked_decode(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``autoencoder.decode`` with the ``decode_chunk`` attribute as its ``chunk_size``, as :meth:`generate`
+        decodes; ValueError if the value is bad or the autoencoder cannot decode in chunks."""
+        chunk, who = self.decode_chunk, type(self).__name__
+        if chunk is None:
+            return self.autoencoder.decode
+        if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+            raise ValueError(
+                f"{who}: decode_chunk must be a positive number of latent frames or None, got {chunk!r}"
+            )
+        if "chunk_size" not in inspect.signature(self.autoencoder.decode).parameters:
+            raise ValueError(
+                f"{who}: decode_chunk={chunk}, but {type(self.autoencoder).__name__} decodes whole clips only "
+                "(its decode takes no chunk_size)"
+            )
+        return functools.partial(self.autoencoder.decode, chunk_size=int(chunk))
 
     @torch.inference_mode()
     def generate(
