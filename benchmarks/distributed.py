@@ -26,7 +26,6 @@ import datetime
 import importlib.util
 import json
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -138,14 +137,9 @@ def passthrough(args: argparse.Namespace) -> list[str]:
 def machine_line() -> str:
     import torch
 
-    cpu = next(
-        (
-            x.split(":", 1)[1].strip()
-            for x in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in x
-        ),
-        platform.processor(),
-    )
+    from mediadiff.utils import cpu_name
+
+    cpu = cpu_name()
     return (
         f"{cpu}, {os.cpu_count()} cores, 2 processes x 1 thread (OMP_NUM_THREADS=1), torch {torch.__version__}, "
         f"{datetime.date.today()}; the other core was loaded by other jobs"

@@ -30,7 +30,6 @@ load when ``--threads 1``). ``GFLOP`` is one train step's floating-point work co
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -41,6 +40,8 @@ from timing import perturb_
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
+
+from mediadiff.utils import cpu_name
 
 TEXT_DIM = 384
 TEXT_TOKENS = 16  # --text-tokens
@@ -256,17 +257,10 @@ def compare(pair: Pair, repeats: int, device: torch.device, precision: str) -> d
 
 
 def machine(device: torch.device) -> str:
-    """The device's name: the GPU, or the CPU model from /proc/cpuinfo."""
+    """The device's name: the GPU, or the CPU model."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpu_name()
 
 
 def main() -> None:

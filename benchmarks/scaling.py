@@ -8,7 +8,7 @@ clip lengths of 17, 33, 65, 129 frames and 1, 4, 16, 60 s:
 
 - generation: one clip through the pipeline (``pipeline(prompt, steps=S)``: classifier-free guidance,
   so the backbone runs at batch 2; dpmpp_2m, one backbone call per step; the pipeline decodes the
-  whole clip at once). Time of ``S`` steps and per step ``(t(S) - t(1)) / (S - 1)``: per step is what
+  whole clip at once, its default; ``--parts pipeline-chunks`` measures it against ``pipe.decode_chunk``). Time of ``S`` steps and per step ``(t(S) - t(1)) / (S - 1)``: per step is what
   scales, the rest (text, decode, uint8) is once per clip;
 - a training step of the backbone alone on latents of that length: rectified-flow loss, forward +
   backward + AdamW, batch 1, fp32 (median of ``--train-repeats`` steps after one warm-up step, which
@@ -111,10 +111,17 @@ def guard(guard_gib: float | None) -> None:
 
 
 def cell_generate(
-    modality: str, length: float, steps: int, warm_length: float, guard_gib: float | None
+    modality: str,
+    length: float,
+    steps: int,
+    warm_length: float,
+    guard_gib: float | None,
+    decode_chunk: int | None = None,
 ) -> dict:
-    """One clip of ``steps`` steps after a warm-up at ``warm_length``: peak MiB, CPU seconds, per-step seconds."""
+    """One clip of ``steps`` steps after a warm-up at ``warm_length``: peak MiB, CPU seconds, per-step seconds.
+    ``decode_chunk``: the pipeline's ``decode_chunk`` (latent frames per decode call; None: the whole clip)."""
     pipe = load_pipeline(modality)
+    pipe.decode_chunk = decode_chunk
     prompt = PROMPTS[modality]
 
     def call(n_steps: int, at: float) -> None:
@@ -336,9 +343,10 @@ def main() -> None:
     p.add_argument(
         "--parts",
         nargs="+",
-        choices=["grid", "attention", "verify"],
+        choices=["grid", "attention", "verify", "pipeline-chunks"],
         default=["grid", "attention", "verify"],
-        help="what to run (verify needs grid: its fits)",
+        help="what to run (verify needs grid: its fits; pipeline-chunks: generation with the pipeline's "
+        "decode_chunk against the whole-clip decode)",
     )
     p.add_argument(
         "--tokens", type=int, nargs="+", default=None, help=f"attention token counts (default {TOKENS})"
@@ -402,6 +410,28 @@ def main() -> None:
             "train": (line_fit(xs, [r[2]["peak_mib"] for r in top]), time_fit(every, [r[2]["seconds"] for r in results])),
             "base": base,
         }  # fmt: skip
+
+    for modality in args.modalities if "pipeline-chunks" in args.parts else []:
+        rows = []
+        for length in lengths[modality]:
+            whole = run(["generate", modality, length, args.steps, length, None])
+            chunked = run(["generate", modality, length, args.steps, length, None, CHUNKS[modality]])
+            if None in (whole, chunked):
+                continue
+            rows.append(
+                [str(length), f"{whole['seconds']:.2f}", f"{chunked['seconds']:.2f}", f"{whole['peak_mib']:.0f}",
+                 f"{chunked['peak_mib']:.0f}"]
+            )  # fmt: skip
+            print(
+                f"  {modality} {length} {UNITS[modality]} (pipeline chunks) done", flush=True, file=sys.stderr
+            )
+        print_table(
+            f"{modality} (`{MODELS[modality]}`): generation with the whole-clip decode against "
+            f"`pipe.decode_chunk = {CHUNKS[modality]}`",
+            [UNITS[modality], "gen s (whole)", f"gen s (decode_chunk {CHUNKS[modality]})", "gen MiB (whole)",
+             f"gen MiB (decode_chunk {CHUNKS[modality]})"],
+            rows,
+        )  # fmt: skip
 
     rows = []
     for n in tokens if "attention" in args.parts else []:
