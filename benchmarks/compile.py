@@ -4,6 +4,8 @@
     python benchmarks/compile.py --models DiT,DiT1D --presets tiny      # a subset
     python benchmarks/compile.py --backbones-only | --generate-only
     python benchmarks/compile.py --device cuda --repeats 10
+    python benchmarks/compile.py --device cuda --models DiT --presets B --batch 8 --shape 8,9,32,32 \
+        --precisions bf16 --backbones-only --repeats 10     # DiT-B training MFU, eager and compiled
 
 **Backbones** (first table): each video and audio backbone preset on the inputs of
 ``benchmarks/backbones.py`` (video) and ``benchmarks/audio_backbones.py`` (audio, the latent rows),
@@ -15,7 +17,11 @@ C++ / Triton build) minus one eager call; "forward" is one ``torch.no_grad`` cal
 and compiled calls are timed interleaved (eager, compiled, eager, ...; median of ``--repeats``)
 with ``benchmarks/timing.py``'s ``timed``; ``speed-up`` = eager / compiled. ``max |diff|`` is the
 largest difference of the compiled forward from the eager one, relative to the eager output's
-largest magnitude. Dynamo's caches are reset between backbones (they share the ``forward`` code, and
+largest magnitude. "train GFLOP" is one train step's forward + backward work
+(:func:`mediadiff.train.flops.step_flops`: matrix products and convolutions; AdamW not counted), so
+"TFLOP/s" is the train step's achieved rate and "MFU" that rate over the device's dense bf16 peak
+(:data:`mediadiff.train.flops.PEAK_BF16_TFLOPS`; n/a on a CPU). ``--shape`` replaces the input after
+the batch axis (the DiT's default of 320 tokens is launch-bound on a GPU; ``8,9,32,32`` is 2,304). Dynamo's caches are reset between backbones (they share the ``forward`` code, and
 past ``recompile_limit`` graphs dynamo would run the rest eagerly).
 
 **Generate** (second table): the shipped default pipelines (``shapes-dit``, ``tones-dit``) at their
@@ -44,6 +50,7 @@ from backbones import MODELS as VIDEO_MODELS
 from backbones import SHAPES as VIDEO_SHAPES
 from timing import perturb_, seconds, timed
 
+from mediadiff.train.flops import mfu, peak_flops, step_flops
 from mediadiff.utils import machine
 
 # backbone name -> (class, input after the batch axis, config overrides)
@@ -72,14 +79,34 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int, device: torc
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def input_shape(name: str, shape: str | None) -> tuple[int, ...]:
+    """The backbone's input after the batch axis: ``--shape`` (comma-separated) or the table's default."""
+    default = BACKBONES[name][1]
+    if shape is None:
+        return default
+    try:
+        dims = tuple(int(d) for d in shape.split(","))
+    except ValueError:
+        dims = ()
+    if len(dims) != len(default) or min(dims) < 1:
+        raise SystemExit(
+            f"--shape: {name} takes {len(default)} positive sizes after the batch axis "
+            f"(e.g. {','.join(map(str, default))}), got {shape!r}"
+        )
+    return dims
+
+
 def measure_backbone(name: str, preset: str, args: argparse.Namespace) -> Iterator[dict]:
     device = torch.device(args.device)
-    cls, shape, overrides = BACKBONES[name]
+    cls, _, overrides = BACKBONES[name]
+    shape = input_shape(name, args.shape)
     gen = torch.Generator().manual_seed(0)
     model = perturb_(cls.from_preset(preset, **overrides).to(device), gen)
     x = torch.randn(args.batch, *shape, generator=gen).to(device)
     t = torch.rand(args.batch, generator=gen).to(device)
     context = torch.randn(args.batch, 16, model.config.context_dim, generator=gen).to(device)
+    # forward + backward of one train step (matrix products and convolutions; the optimizer not counted)
+    flops = step_flops(model, x, t, context)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
     torch._dynamo.reset()
     compiled = torch.compile(model, dynamic=None)
@@ -100,7 +127,7 @@ def measure_backbone(name: str, preset: str, args: argparse.Namespace) -> Iterat
             model.zero_grad(set_to_none=True)
 
         eager_s = seconds(forward, device)
-        row: dict[str, Any] = {"model": f"{name}-{preset}", "params": model.num_parameters()}
+        row: dict[str, Any] = {"model": f"{name}-{preset}", "params": model.num_parameters(), "flops": flops}
         row["shape"], row["precision"] = list(x.shape), precision
         row["compile_fwd"] = seconds(lambda: forward(compiled), device) - eager_s
         ref, out = forward(), forward(compiled)
@@ -171,6 +198,12 @@ def main() -> None:
     parser.add_argument("--generate-only", action="store_true")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved timed rounds (median)")
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument(
+        "--shape",
+        default=None,
+        help="backbone input after the batch axis, comma-separated (e.g. 8,9,32,32 for the DiT: 2,304 tokens); "
+        "default: each backbone's row of backbones.py / audio_backbones.py",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument(
@@ -202,20 +235,30 @@ def main() -> None:
         f"median of {args.repeats} interleaved rounds\n"
     )
     if not args.generate_only:
-        print(f"Backbones, batch {args.batch}; forward and train step in ms, compile in s:\n")
+        peak = peak_flops(args.device)
+        print(
+            f"Backbones, batch {args.batch}; forward and train step in ms, compile in s; train TFLOP/s = "
+            f"forward + backward FLOPs / train step time; MFU against "
+            f"{'n/a (no known peak for this device)' if peak is None else f'{peak / 1e12:.0f} TFLOP/s (dense bf16)'}:\n"
+        )
         print(
             "| backbone | params | input x | precision | compile fwd s | fwd eager | fwd compiled | speed-up "
-            "| compile train s | train eager | train compiled | speed-up | max rel diff |"
+            "| compile train s | train eager | train compiled | speed-up | train GFLOP | TFLOP/s eager / compiled "
+            "| MFU eager / compiled | max rel diff |"
         )
-        print("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for name, preset in jobs:
             for r in measure_backbone(name, preset, args):
                 f, tr = r["fwd"], r["train"]
+                rate = {k: r["flops"] / (tr[k] / 1000) for k in ("eager", "compiled")}  # FLOP/s
+                use = {k: mfu(r["flops"], tr[k] / 1000, peak) for k in rate}
+                use_text = "n/a" if peak is None else f"{use['eager']:.1%} / {use['compiled']:.1%}"
                 print(
                     f"| {r['model']} | {r['params'] / 1e6:.2f} M | {r['shape']} | {r['precision']} "
                     f"| {r['compile_fwd']:.1f} | {f['eager']:.1f} | {f['compiled']:.1f} "
                     f"| {f['eager'] / f['compiled']:.2f}x | {r['compile_train']:.1f} | {tr['eager']:.1f} "
-                    f"| {tr['compiled']:.1f} | {tr['eager'] / tr['compiled']:.2f}x | {r['diff']:.1e} |",
+                    f"| {tr['compiled']:.1f} | {tr['eager'] / tr['compiled']:.2f}x | {r['flops'] / 1e9:.3g} "
+                    f"| {rate['eager'] / 1e12:.3g} / {rate['compiled'] / 1e12:.3g} | {use_text} | {r['diff']:.1e} |",
                     flush=True,
                 )
     if not args.backbones_only:
