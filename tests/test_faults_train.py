@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +26,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mediadiff.train import CheckpointError
+from mediadiff.train import CheckpointError, Trainer
 from mediadiff.train.checkpoint import RUN_LOCK, STATE_FILE, complete_checkpoints, latest_checkpoint
-from mediadiff.utils import FileLock, LockedError
+from mediadiff.utils import FileLock, GracefulStop, LockedError
 from tests.test_train import checkpoint_tensors, make_trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -484,6 +485,29 @@ def test_two_generate_commands_writing_one_path(tmp_path):
 def _environ(pid: int) -> dict[str, str]:
     raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     return dict(item.decode(errors="replace").partition("=")[::2] for item in raw if b"=" in item)
+
+
+def test_a_signal_landing_while_the_stop_flags_are_reduced_waits_for_the_next_check():
+    """The race that hung a two-process run (rank 0 in the next step's backward, rank 1 in the checkpoint's
+    barrier): SIGTERM's handler ran on rank 1 just as the all-reduce of the stop flags (all False) returned,
+    and rank 1 then read its own flag instead of the reduced one. Every process must follow the reduce."""
+    stop = GracefulStop()
+    seen = []
+
+    def any_process(flag: bool) -> bool:
+        seen.append(flag)
+        if len(seen) == 1:
+            stop._handle(signal.SIGTERM, None)  # the handler runs as the reduce returns...
+            return False  # ...whose sum, taken before it, had no process asking to stop
+        return flag
+
+    rank = types.SimpleNamespace(_any_process=any_process)
+    assert Trainer._stop_requested(rank, stop) is False  # what the other processes decided
+    assert stop.requested == "SIGTERM"  # kept for the next check, where every process sees it
+    assert Trainer._stop_requested(rank, stop) is True and seen == [False, True]
+    asked_elsewhere = GracefulStop()  # another process got the signal: this one stops too, at the same step
+    assert Trainer._stop_requested(types.SimpleNamespace(_any_process=lambda flag: True), asked_elsewhere)
+    assert asked_elsewhere.requested == "SIGTERM"
 
 
 def test_sigterm_to_one_of_two_processes_stops_both_at_one_checkpoint(tmp_path):

@@ -542,10 +542,18 @@ class Trainer:
         return self.accelerator.reduce(torch.tensor([float(flag)], device=self.device), "sum").item() > 0
 
     def _stop_requested(self, stop: GracefulStop) -> bool:
-        """Whether any process got SIGTERM / Ctrl-C (all processes agree, so they stop at the same step)."""
-        if self._any_process(stop.requested is not None) and stop.requested is None:
-            stop.request("SIGTERM")  # another process was told to stop
-        return stop.requested is not None
+        """Whether any process got SIGTERM / Ctrl-C (all processes agree, so they stop at the same step).
+
+        The answer is the all-reduced flag alone. A signal whose handler runs after this process's flag
+        went into the reduce (while the reduce returns) sets ``stop.requested`` here only: reading it
+        again would stop this process while the others, which saw no flag, take another step, and the
+        run would hang with one process in the checkpoint's barrier and the others in the next backward.
+        That signal is counted at the next step's check.
+        """
+        if not self._any_process(stop.requested is not None):
+            return False
+        stop.request("SIGTERM")  # another process was told to stop (a no-op where this one was)
+        return True
 
     def _fit(self, until: int | None, stop_signal: GracefulStop) -> dict[str, Any]:
         acc, cfg = self.accelerator, self.config
@@ -626,7 +634,9 @@ class Trainer:
             if self._stop_requested(stop_signal):
                 break
         bar.close()
-        interrupted = stop_signal.requested
+        # agreed once more (one all-reduce): a signal that came in the last step on one process only must not
+        # send that process down another path (no sample, a checkpoint) than the others
+        interrupted = stop_signal.requested if self._stop_requested(stop_signal) else None
         if self.bad_in_row == 0 and (
             self.last_checkpoint is None or self.last_checkpoint.name != checkpoint_name(self.step)
         ):
