@@ -142,6 +142,7 @@ or 0-d tensors, read (``.item()``) only on logging steps; anything that itself s
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import re
@@ -163,6 +164,7 @@ from tqdm.auto import tqdm
 from mediadiff.utils import GracefulStop, LockedError, atomic_write_text, check_output_dir, staged_dir
 
 from .checkpoint import CheckpointError, lock_run_folder, remove_stale_temporaries
+from .trainer import any_process
 
 __all__ = [
     "MAX_BAD_STEPS",
@@ -644,8 +646,10 @@ def _train(
         train_seconds_at_start = state["train_seconds"]
         latest_eval = None
         saved = True  # whether this step's checkpoint is on disk
-        while step < args.max_steps and stop.requested is None:
-            if args.max_minutes is not None and state["train_seconds"] / 60 >= args.max_minutes:
+        agree = functools.partial(any_process, accelerator)  # every process stops at the same step
+        while step < args.max_steps and not stop.agreed(agree):
+            out_of_time = args.max_minutes is not None and state["train_seconds"] / 60 >= args.max_minutes
+            if agree(out_of_time):  # each process's own clock: they may disagree by a step
                 print(f"--max-minutes {args.max_minutes} reached at step {step}", file=sys.stderr)
                 break
             batch = _to_device(next(batches), accelerator.device)
@@ -749,7 +753,9 @@ def _train(
                 _save_checkpoint(out, step, raw, optimizer, state, args.keep, raw_disc, disc_optimizer)
         bar.close()
         state["step"] = step
-        if stop.requested is not None:  # SIGTERM / Ctrl-C: a checkpoint of this step, then the shell's code
+        if stop.agreed(
+            agree
+        ):  # SIGTERM / Ctrl-C (in any process): a checkpoint of this step, the shell's code
             if accelerator.is_main_process and not saved:
                 _save_checkpoint(out, step, raw, optimizer, state, args.keep, raw_disc, disc_optimizer)
             log({"event": "interrupted", "step": step, "signal": stop.requested})

@@ -115,6 +115,13 @@ def ema_decay_at(updates: int, decay: float, warmup: bool = True) -> float:
     return min(decay, (1 + updates) / (10 + updates)) if warmup else decay
 
 
+def any_process(accelerator: Accelerator, flag: bool) -> bool:
+    """Whether ``flag`` holds in any process of ``accelerator``'s run (one all-reduce when there are several)."""
+    if accelerator.num_processes == 1:
+        return flag
+    return accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device), "sum").item() > 0
+
+
 def make_accelerator(config: TrainConfig) -> Accelerator:
     """An ``Accelerator`` for this config: CPU (gloo between processes) when no GPU is present.
 
@@ -537,23 +544,12 @@ class Trainer:
 
     def _any_process(self, flag: bool) -> bool:
         """Whether ``flag`` holds in any process of the run (one all-reduce when there are several)."""
-        if self.world_size == 1:
-            return flag
-        return self.accelerator.reduce(torch.tensor([float(flag)], device=self.device), "sum").item() > 0
+        return any_process(self.accelerator, flag)
 
     def _stop_requested(self, stop: GracefulStop) -> bool:
-        """Whether any process got SIGTERM / Ctrl-C (all processes agree, so they stop at the same step).
-
-        The answer is the all-reduced flag alone. A signal whose handler runs after this process's flag
-        went into the reduce (while the reduce returns) sets ``stop.requested`` here only: reading it
-        again would stop this process while the others, which saw no flag, take another step, and the
-        run would hang with one process in the checkpoint's barrier and the others in the next backward.
-        That signal is counted at the next step's check.
-        """
-        if not self._any_process(stop.requested is not None):
-            return False
-        stop.request("SIGTERM")  # another process was told to stop (a no-op where this one was)
-        return True
+        """Whether any process got SIGTERM / Ctrl-C; all processes agree, so they stop at the same step
+        (:meth:`GracefulStop.agreed <mediadiff.utils.GracefulStop.agreed>`)."""
+        return stop.agreed(self._any_process)
 
     def _fit(self, until: int | None, stop_signal: GracefulStop) -> dict[str, Any]:
         acc, cfg = self.accelerator, self.config

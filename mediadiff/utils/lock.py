@@ -23,6 +23,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -185,6 +186,20 @@ class GracefulStop:
     def request(self, name: str) -> None:
         """Ask for a stop as if a signal ``name`` had come (another process of the run received one)."""
         self.requested = self.requested or name
+
+    def agreed(self, any_process: Callable[[bool], bool]) -> bool:
+        """Whether to stop now, decided with the run's other processes: ``any_process(flag)`` tells
+        whether any process's flag holds (an all-reduce; ``bool`` itself in a single process).
+
+        Every process follows the reduced answer alone. A signal whose handler runs while the reduce
+        returns sets :attr:`requested` here only; reading it again would stop this process while the
+        others, which saw no flag, take another step, and the run would hang. That signal counts at
+        the next call. When another process asked, :attr:`requested` becomes ``"SIGTERM"``.
+        """
+        if not any_process(self.requested is not None):
+            return False
+        self.request("SIGTERM")
+        return True
 
     def __enter__(self) -> GracefulStop:
         self._pid = os.getpid()
