@@ -753,9 +753,8 @@ def _train(
                 _save_checkpoint(out, step, raw, optimizer, state, args.keep, raw_disc, disc_optimizer)
         bar.close()
         state["step"] = step
-        if stop.agreed(
-            agree
-        ):  # SIGTERM / Ctrl-C (in any process): a checkpoint of this step, the shell's code
+        # SIGTERM / Ctrl-C in any process: a checkpoint of this step, then the shell's code
+        if stop.agreed(agree):
             if accelerator.is_main_process and not saved:
                 _save_checkpoint(out, step, raw, optimizer, state, args.keep, raw_disc, disc_optimizer)
             log({"event": "interrupted", "step": step, "signal": stop.requested})
